@@ -1,0 +1,303 @@
+"""Typed config schemas for every stage, loaded from YAML with `a.b=c` command-line overrides.
+
+A config is a tree of dataclasses. Loading walks the YAML mapping against the tree, so an unknown key,
+a value of the wrong type or a missing file fails at once with one line naming the file and the dotted
+key, with a close match suggested where one exists.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from llm.errors import ConfigError
+
+
+@dataclass
+class ModelConfig:
+    vocab_size: int = 0  # 0: taken from the tokenizer
+    block_size: int = 256  # context length in tokens
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 256
+    dropout: float = 0.0
+    bias: bool = False
+    norm: str = "rmsnorm"  # rmsnorm | layernorm
+    mlp: str = "swiglu"  # swiglu | gelu
+    position: str = "rope"  # rope | learned
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 4096
+    min_frequency: int = 2
+    path: str = ""  # an existing tokenizer.json to use instead of training one
+
+
+@dataclass
+class DataConfig:
+    path: str = "builtin"  # builtin | a text file | a folder of .txt | a .jsonl | a datasets name or folder
+    text_field: str = "text"  # field read from JSONL records and datasets
+    split: str = "train"  # split read from a datasets name
+    val_fraction: float = 0.1
+    chunk_chars: int = 16384  # a single long text is cut into documents of about this size
+    cache_dir: str = ".cache/llm"  # tokenizers and token files, keyed by corpus + tokenizer
+    num_proc: int = 0  # processes for datasets.map; 0 picks by corpus size
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3  # peak learning rate
+    min_lr_ratio: float = 0.1  # the schedule ends at lr * min_lr_ratio
+    schedule: str = "cosine"  # cosine | wsd | constant
+    warmup_steps: int = 100
+    decay_fraction: float = 0.2  # wsd: the last fraction of steps decays linearly
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # 0 disables clipping
+    fused: str = "auto"  # auto | true | false (auto: fused AdamW where the device supports it)
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16  # rows per micro-batch
+    tokens_per_step: int = 0  # 0: one micro-batch per step; else accumulate micro-batches up to this
+    max_steps: int = 1000
+    max_tokens: int = 0  # 0: no limit
+    max_time_s: float = 0.0  # 0: no limit
+    epochs: float = 0.0  # 0: no limit; stages with a finite dataset stop after this many passes
+    eval_every: int = 100
+    eval_batches: int = 20
+    log_every: int = 10
+    early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 disables
+    early_stop_min_delta: float = 0.0
+    max_nonfinite: int = 5  # non-finite losses skipped before the run aborts
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU)
+    compile: bool = False
+    deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise resume on GPU
+    seed: int = 1337
+    progress: bool = True
+
+
+@dataclass
+class CheckpointConfig:
+    save_every: int = 500  # steps; 0 saves only at the end and on a signal
+    keep_last: int = 2
+    keep_best: bool = True
+
+
+@dataclass
+class SamplingConfig:
+    prompts: list[str] = field(default_factory=lambda: ["The", "A function"])
+    max_new_tokens: int = 64
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Fields shared by every stage's config."""
+
+    name: str = "run"
+    out_dir: str = "runs"  # the run folder is <out_dir>/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+@dataclass
+class PretrainConfig(RunConfig):
+    name: str = "pretrain"
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+# the schema of each folder under configs/
+STAGE_SCHEMAS: dict[str, type] = {"pretrain": PretrainConfig}
+
+C = TypeVar("C")
+
+
+def load_config(schema: type[C], path: str | Path | None, overrides: list[str] = ()) -> C:
+    """Build `schema` from a YAML file (or defaults when path is None) and `a.b=c` overrides."""
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        raw = read_yaml_mapping(Path(path))
+    for override in overrides:
+        key, value = parse_override(override)
+        set_dotted(raw, key, value)
+    return build(schema, raw, source)
+
+
+def read_yaml_mapping(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config file must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': expected key.sub=value")
+    try:
+        parsed = yaml.safe_load(value) if value else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key, parsed
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def build(schema: type[C], raw: dict[str, Any], source: str, prefix: str = "") -> C:
+    """Instantiate a dataclass from a mapping, checking every key and type."""
+    fields = {f.name: f for f in dataclasses.fields(schema) if f.init}
+    hints = typing.get_type_hints(schema)
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{dotted}'{suggest(dotted, schema, prefix)}")
+        kwargs[key] = coerce(hints[key], value, source, dotted)
+    return schema(**kwargs)
+
+
+def coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: key '{dotted}' is a section; set its fields as '{dotted}.<name>'")
+        return build(hint, value, source, dotted + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return coerce(option, value, source, dotted)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin is list:
+        (item_hint,) = typing.get_args(hint)
+        if isinstance(value, (str, int, float)) and item_hint is str:
+            value = [str(value)]
+        if not isinstance(value, list):
+            raise type_error(source, dotted, "a list", value)
+        return [coerce(item_hint, item, source, f"{dotted}[{i}]") for i, item in enumerate(value)]
+    return coerce_scalar(hint, value, source, dotted)
+
+
+def coerce_scalar(hint: Any, value: Any, source: str, dotted: str) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise type_error(source, dotted, "true or false", value)
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise type_error(source, dotted, "an integer", value)
+    if hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:  # YAML 1.1 reads '1e-3' (no dot) as a string
+                return float(value)
+            except ValueError:
+                pass
+        raise type_error(source, dotted, "a number", value)
+    if hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise type_error(source, dotted, "a string", value)
+    if hint is Any:
+        return value
+    raise ConfigError(f"{source}: key '{dotted}' has an unsupported type {hint}")
+
+
+def type_error(source: str, dotted: str, expected: str, value: Any) -> ConfigError:
+    return ConfigError(f"{source}: key '{dotted}' expects {expected}, got {value!r}")
+
+
+def suggest(dotted: str, schema: type, prefix: str) -> str:
+    candidates = [prefix + name for name in dotted_names(schema)]
+    match = difflib.get_close_matches(dotted, candidates, n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def dotted_names(schema: type, prefix: str = "") -> list[str]:
+    names = []
+    hints = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        if not f.init:
+            continue
+        names.append(prefix + f.name)
+        if dataclasses.is_dataclass(hints[f.name]):
+            names.extend(dotted_names(hints[f.name], f"{prefix}{f.name}."))
+    return names
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Any) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def save_config(config: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(dump_yaml(config))
+    tmp.replace(path)
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"key '{key}' must be one of {', '.join(choices)}; got {value!r}")
