@@ -1,0 +1,294 @@
+"""A decoder-only GPT: attention through scaled_dot_product_attention, pre-norm blocks, a KV cache.
+
+`forward` takes optional `attention_mask` (B, T) marking real tokens (False = padding) so that batches
+of left-padded prompts generate correctly: positions count real tokens only and padded keys are never
+attended to. Without a mask and without a cache, attention runs with `is_causal=True`, which lets CUDA
+pick the flash kernel.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llm.config import ModelConfig, check_choice
+
+
+def validate(cfg: ModelConfig) -> None:
+    check_choice("model.norm", cfg.norm, ("rmsnorm", "layernorm"))
+    check_choice("model.mlp", cfg.mlp, ("swiglu", "gelu"))
+    check_choice("model.position", cfg.position, ("rope", "learned"))
+    if cfg.n_embd % cfg.n_head:
+        from llm.errors import ConfigError
+
+        raise ConfigError(f"key 'model.n_embd' ({cfg.n_embd}) must be divisible by model.n_head ({cfg.n_head})")
+    if cfg.position == "rope" and (cfg.n_embd // cfg.n_head) % 2:
+        from llm.errors import ConfigError
+
+        raise ConfigError("rotary positions need an even head size (model.n_embd / model.n_head)")
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=1e-6)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+def swiglu_hidden(n_embd: int) -> int:
+    # 2/3 of 4x keeps the parameter count of a GELU MLP (LLaMA); rounded up to a multiple of 64
+    return 64 * math.ceil(int(8 * n_embd / 3) / 64)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gated = cfg.mlp == "swiglu"
+        hidden = swiglu_hidden(cfg.n_embd) if self.gated else 4 * cfg.n_embd
+        self.up = nn.Linear(cfg.n_embd, hidden * (2 if self.gated else 1), bias=cfg.bias)
+        self.down = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.up(x)
+        if self.gated:
+            gate, value = h.chunk(2, dim=-1)
+            h = F.silu(gate) * value
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.dropout(self.down(h))
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate pairs (x1, x2) of the two halves of each head; cos/sin are (B, 1, T, head_dim/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class KVCache:
+    """Keys and values of every layer for a batch being generated, preallocated to `max_len`."""
+
+    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device, dtype):
+        head_dim = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch_size, cfg.n_head, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.key_valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
+        self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.length = 0
+        self.max_len = max_len
+        self.padded = False  # whether any key so far is padding, which needs an explicit mask
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        start, end = self.length, self.length + k.shape[2]
+        self.keys[layer, :, :, start:end] = k
+        self.values[layer, :, :, start:end] = v
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def reorder(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` of the batch (in that order), e.g. after some sequences finished."""
+        self.keys = self.keys[:, rows]
+        self.values = self.values[:, rows]
+        self.key_valid = self.key_valid[rows]
+        self.next_position = self.next_position[rows]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        if cache is not None:
+            k, v = cache.append(layer, k, v)
+        dropout = self.dropout if self.training else 0.0
+        if mask is None:
+            # without a mask: causal over the whole sequence, or (one new token) all cached keys
+            causal = cache is None or T > 1
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.norm2 = make_norm(cfg)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, rope, mask, cache, layer):
+        x = x + self.attn(self.norm1(x), rope, mask, cache, layer)
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        validate(cfg)
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position == "learned" else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.norm_f = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        if cfg.position == "rope":
+            self.register_buffer("rope_inv_freq", rope_frequencies(cfg), persistent=False)
+        self.apply(self._init_weights)
+        for name, param in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("down.weight"):
+                # GPT-2: residual projections scaled so the residual stream's variance does not grow with depth
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def forward(self, idx, attention_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids `idx` (B, T)."""
+        return self.lm_head(self.hidden_states(idx, attention_mask, cache))
+
+    def hidden_states(self, idx, attention_mask=None, cache: KVCache | None = None) -> torch.Tensor:
+        """The final normed hidden states (B, T, n_embd): what the LM, reward and value heads read."""
+        B, T = idx.shape
+        positions = token_positions(idx, attention_mask, cache)
+        if cache is None and T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than model.block_size={self.config.block_size}")
+        mask = attention_bias(attention_mask, cache, T, idx.device)
+        x = self.wte(idx)
+        rope = None
+        if self.wpe is not None:
+            x = x + self.wpe(positions.clamp(max=self.config.block_size - 1))
+        else:
+            rope = rope_tables(self.rope_inv_freq, positions, x.dtype)
+        x = self.drop(x)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.norm_f(x)
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        total = sum(p.numel() for p in self.parameters())
+        if not include_embeddings:
+            total -= self.wte.weight.numel()
+            if self.wpe is not None:
+                total -= self.wpe.weight.numel()
+        return total
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        param = self.wte.weight
+        dtype = torch.get_autocast_dtype(param.device.type) if torch.is_autocast_enabled(param.device.type) else param.dtype
+        return KVCache(self.config, batch_size, max_len or self.config.block_size, param.device, dtype)
+
+
+def rope_frequencies(cfg: ModelConfig) -> torch.Tensor:
+    head_dim = cfg.n_embd // cfg.n_head
+    return 1.0 / (cfg.rope_theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+
+
+def rope_tables(inv_freq: torch.Tensor, positions: torch.Tensor, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    angles = positions[:, None, :, None].float() * inv_freq  # (B, 1, T, head_dim/2)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def token_positions(idx, attention_mask, cache: KVCache | None) -> torch.Tensor:
+    """Position of each token among the real tokens of its row (padding does not advance it)."""
+    B, T = idx.shape
+    if attention_mask is None:
+        offset = cache.next_position[:, None] if cache is not None else 0
+        positions = torch.arange(T, device=idx.device)[None, :] + offset
+        positions = positions.expand(B, T)
+    else:
+        mask = attention_mask.long()
+        offset = cache.next_position[:, None] if cache is not None else 0
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + offset
+    if cache is not None:
+        added = attention_mask.sum(dim=1) if attention_mask is not None else T
+        cache.next_position = cache.next_position + added
+    return positions
+
+
+def attention_bias(attention_mask, cache: KVCache | None, T: int, device) -> torch.Tensor | None:
+    """A boolean (B, 1, T, keys) mask where padding or a cache needs one, else None (plain causal)."""
+    if cache is not None:
+        start = cache.length
+        valid = attention_mask if attention_mask is not None else torch.ones(cache.key_valid.shape[0], T, dtype=torch.bool, device=device)
+        cache.key_valid[:, start : start + T] = valid
+        cache.padded = cache.padded or not bool(valid.all())
+        if not cache.padded:
+            return None if T == 1 or start == 0 else causal_mask(start, T, device)[None, None]
+        keys = cache.key_valid[:, : start + T]
+        allowed = causal_mask(start, T, device)[None] & keys[:, None, :]
+    else:
+        if attention_mask is None or bool(attention_mask.all()):
+            return None
+        start = 0
+        allowed = causal_mask(0, T, device)[None] & attention_mask[:, None, :]
+    # a padded query would see no key at all and give NaN: let every query see itself
+    allowed = allowed | diagonal_mask(start, T, device)[None]
+    return allowed[:, None]
+
+
+def causal_mask(start: int, T: int, device) -> torch.Tensor:
+    """(T, start+T): query i (at absolute position start+i) may see keys 0..start+i."""
+    keys = torch.arange(start + T, device=device)
+    queries = torch.arange(start, start + T, device=device)
+    return keys[None, :] <= queries[:, None]
+
+
+def diagonal_mask(start: int, T: int, device) -> torch.Tensor:
+    """(T, start+T): true where query i meets its own key at absolute position start+i."""
+    keys = torch.arange(start + T, device=device)
+    queries = torch.arange(start, start + T, device=device)
+    return keys[None, :] == queries[:, None]
+
+
+@dataclass(frozen=True)
+class ModelSize:
+    params: int
+    non_embedding_params: int
+    flops_per_token: float  # training (forward + backward) FLOPs per token at full context
+
+
+def model_size(cfg: ModelConfig) -> ModelSize:
+    """Parameter count and training FLOPs per token as functions of the config alone."""
+    C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    hidden = swiglu_hidden(C) if cfg.mlp == "swiglu" else 4 * C
+    mlp = C * hidden * (3 if cfg.mlp == "swiglu" else 2)
+    attn = 4 * C * C
+    bias = (3 * C + C + hidden * (2 if cfg.mlp == "swiglu" else 1) + C) if cfg.bias else 0
+    norm = C * (1 if cfg.norm == "rmsnorm" else (2 if cfg.bias else 1))
+    per_layer = attn + mlp + bias + 2 * norm
+    embeddings = V * C + (cfg.block_size * C if cfg.position == "learned" else 0)
+    head = 0 if cfg.tie_embeddings else V * C
+    params = embeddings + L * per_layer + norm + head
+    non_embedding = params - embeddings
+    # 6N for the matmuls of forward+backward (the LM head included), plus attention scores and values
+    # (PaLM appendix B: 6 * L * C * T per token, counting forward+backward)
+    matmul_params = L * (attn + mlp) + V * C
+    flops = 6 * matmul_params + 6 * L * C * cfg.block_size
+    return ModelSize(params, non_embedding, float(flops))

@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from llm.config import ModelConfig
+from llm.errors import ConfigError
+from llm.model import GPT, model_size
+
+VARIANTS = [
+    dict(position="rope", mlp="swiglu", norm="rmsnorm", bias=False, tie_embeddings=True),
+    dict(position="learned", mlp="gelu", norm="layernorm", bias=True, tie_embeddings=False),
+    dict(position="rope", mlp="gelu", norm="layernorm", bias=True, tie_embeddings=True),
+]
+
+
+def small(**kw) -> ModelConfig:
+    return ModelConfig(vocab_size=97, block_size=24, n_layer=2, n_head=2, n_embd=32, **kw)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_and_parameter_count(variant):
+    cfg = small(**variant)
+    model = GPT(cfg)
+    logits = model(torch.randint(0, 97, (3, 24)))
+    assert logits.shape == (3, 24, 97)
+    assert model_size(cfg).params == model.num_params()
+    assert (model.lm_head.weight is model.wte.weight) == variant["tie_embeddings"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_causality_future_token_does_not_change_past_logits(variant):
+    torch.manual_seed(0)
+    model = GPT(small(**variant)).eval()
+    x = torch.randint(0, 97, (2, 20))
+    y = x.clone()
+    y[:, 12] = (y[:, 12] + 1) % 97
+    with torch.no_grad():
+        a, b = model(x), model(y)
+    assert torch.equal(a[:, :12], b[:, :12])
+    assert not torch.allclose(a[:, 12:], b[:, 12:])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_kv_cache_matches_full_forward(variant):
+    torch.manual_seed(0)
+    model = GPT(small(**variant)).eval()
+    x = torch.randint(0, 97, (2, 20))
+    with torch.no_grad():
+        full = model(x)
+        cache = model.new_cache(2)
+        parts = [model(x[:, :7], cache=cache)] + [model(x[:, t : t + 1], cache=cache) for t in range(7, 20)]
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_left_padding_matches_unpadded_sequence():
+    torch.manual_seed(0)
+    model = GPT(small()).eval()
+    x = torch.randint(0, 97, (2, 16))
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, :5] = False
+    with torch.no_grad():
+        padded = model(x, attention_mask=mask)
+        alone = model(x[1:, 5:])
+    torch.testing.assert_close(padded[1, 5:], alone[0], atol=1e-5, rtol=1e-5)
+    assert torch.isfinite(padded).all()
+
+
+def test_flops_grow_with_context_and_size():
+    a = model_size(small())
+    b = model_size(ModelConfig(vocab_size=97, block_size=48, n_layer=2, n_head=2, n_embd=32))
+    c = model_size(ModelConfig(vocab_size=97, block_size=24, n_layer=4, n_head=2, n_embd=32))
+    assert b.flops_per_token > a.flops_per_token and c.flops_per_token > a.flops_per_token
+    assert a.flops_per_token >= 6 * a.non_embedding_params
+
+
+def test_bad_options_are_config_errors():
+    with pytest.raises(ConfigError, match="model.norm"):
+        GPT(small(norm="batchnorm"))
+    with pytest.raises(ConfigError, match="divisible"):
+        GPT(ModelConfig(vocab_size=10, n_embd=30, n_head=4))
+
+
+def test_too_long_input_is_rejected():
+    with pytest.raises(ValueError, match="block_size"):
+        GPT(small())(torch.zeros(1, 25, dtype=torch.long))
