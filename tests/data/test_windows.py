@@ -1,0 +1,32 @@
+import numpy as np
+
+from llm.data.windows import RandomWindows, eval_windows
+
+
+def test_targets_are_inputs_shifted():
+    tokens = np.arange(1000, dtype=np.uint16)
+    batch = RandomWindows(tokens, 4, 16, seed=0).next_batch()
+    assert batch["input_ids"].shape == (4, 16)
+    assert (batch["targets"][:, :-1] == batch["input_ids"][:, 1:]).all()
+    assert (batch["targets"] == batch["input_ids"] + 1).all()
+
+
+def test_sampler_position_restores_the_same_batches():
+    tokens = np.arange(5000, dtype=np.uint16)
+    a = RandomWindows(tokens, 4, 16, seed=3)
+    for _ in range(5):
+        a.next_batch()
+    b = RandomWindows(tokens, 4, 16, seed=3)
+    b.load_state_dict(a.state_dict())
+    assert (a.next_batch()["input_ids"] == b.next_batch()["input_ids"]).all()
+    other_rank = RandomWindows(tokens, 4, 16, seed=3, rank=1)
+    other_rank.load_state_dict({"batches_drawn": 6})
+    assert not (a.next_batch()["input_ids"] == other_rank.next_batch()["input_ids"]).all()
+
+
+def test_eval_windows_are_fixed_and_disjoint():
+    tokens = np.arange(200, dtype=np.uint16)
+    batches = eval_windows(tokens, 3, 10, max_batches=100)
+    starts = [int(x) for b in batches for x in b["input_ids"][:, 0]]
+    assert starts == list(range(0, 190, 10))
+    assert len(eval_windows(tokens, 3, 10, max_batches=2)) == 2
