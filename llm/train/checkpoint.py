@@ -1,0 +1,329 @@
+"""Atomic checkpoints that load without executing pickled code.
+
+A checkpoint is a folder `<run>/checkpoints/step_NNNNNNN/`:
+
+    model.safetensors      weights (tied weights stored once, their aliases in the metadata)
+    trainer.safetensors    every tensor of the training state: optimizer moments, RNG states, ...
+    trainer.json           the rest of that state (step, sampler position, schedule, RNG, ...)
+    meta.json              what the weights are (model kind, model config, stage, metrics)
+    config.yaml            the run's resolved config
+    tokenizer.json         the tokenizer, so the folder is self-contained
+    manifest.json          size and sha256 of each file above, written last
+
+It is written into a hidden temporary folder and renamed into place, so a crash or a full disk never
+leaves a half-written checkpoint under a real name, and the previous ones stay intact.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from llm.errors import CheckpointError, TrainingError
+
+FORMAT_VERSION = 1
+STEP_PREFIX = "step_"
+
+
+# --- state trees: nested dicts/lists with tensors -> JSON + a flat tensor dict ---------------------
+
+
+def flatten_state(tree: Any, tensors: dict[str, torch.Tensor] | None = None, path: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
+    """Replace every tensor in `tree` by a reference {"__tensor__": key}; return (json tree, tensors)."""
+    tensors = {} if tensors is None else tensors
+    if isinstance(tree, torch.Tensor):
+        key = path or "root"
+        tensors[key] = tree.detach().cpu().contiguous()
+        return {"__tensor__": key}, tensors
+    if isinstance(tree, dict):
+        int_keys = bool(tree) and all(isinstance(k, int) for k in tree)
+        out = {str(k): flatten_state(v, tensors, f"{path}.{k}" if path else str(k))[0] for k, v in tree.items()}
+        return ({"__int_keys__": out} if int_keys else out), tensors
+    if isinstance(tree, (list, tuple)):
+        return [flatten_state(v, tensors, f"{path}.{i}")[0] for i, v in enumerate(tree)], tensors
+    if isinstance(tree, (np.integer, np.floating)):
+        return tree.item(), tensors
+    return tree, tensors
+
+
+def unflatten_state(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(tree, dict):
+        if set(tree) == {"__tensor__"}:
+            return tensors[tree["__tensor__"]]
+        if set(tree) == {"__int_keys__"}:
+            return {int(k): unflatten_state(v, tensors) for k, v in tree["__int_keys__"].items()}
+        return {k: unflatten_state(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [unflatten_state(v, tensors) for v in tree]
+    return tree
+
+
+# --- RNG -----------------------------------------------------------------------------------------
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- weights -------------------------------------------------------------------------------------
+
+
+def weights_and_aliases(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The state dict with each shared tensor kept once, and {alias: stored name} for the others."""
+    weights, aliases, first_name = {}, {}, {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride()) if tensor.numel() else None
+        if key is not None and key in first_name:
+            aliases[name] = first_name[key]
+            continue
+        if key is not None:
+            first_name[key] = name
+        weights[name] = tensor.detach().cpu().contiguous()
+    return weights, aliases
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    weights, aliases = weights_and_aliases(model)
+    save_file(weights, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors by state-dict name, aliases of tied weights filled back in."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read weights ({exc})") from None
+    for alias, name in json.loads(metadata.get("aliases", "{}")).items():
+        weights[alias] = weights[name]
+    return weights
+
+
+# --- saving --------------------------------------------------------------------------------------
+
+
+@dataclass
+class CheckpointContents:
+    model: nn.Module
+    trainer_state: dict  # may hold tensors anywhere
+    meta: dict
+    config_yaml: str
+    tokenizer_json: str | None
+
+
+def step_dir_name(step: int) -> str:
+    return f"{STEP_PREFIX}{step:07d}"
+
+
+def save_checkpoint(checkpoints_dir: Path, step: int, contents: CheckpointContents) -> Path:
+    """Write a checkpoint atomically; on failure remove the partial folder and raise one clear error."""
+    checkpoints_dir.mkdir(parents=True, exist_ok=True)
+    final = checkpoints_dir / step_dir_name(step)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=checkpoints_dir))
+    try:
+        write_files(staging, contents)
+        swap_into_place(staging, final)
+    except OSError as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        previous = latest_step_dir(checkpoints_dir)
+        kept = f"; the last good checkpoint {previous} is intact" if previous else ""
+        raise TrainingError(f"saving checkpoint {final} failed: {reason}{kept}") from None
+    return final
+
+
+def write_files(folder: Path, contents: CheckpointContents) -> None:
+    save_weights(contents.model, folder / "model.safetensors")
+    json_tree, tensors = flatten_state(contents.trainer_state)
+    save_file(tensors, str(folder / "trainer.safetensors"))
+    write_text(folder / "trainer.json", json.dumps(json_tree))
+    write_text(folder / "meta.json", json.dumps(contents.meta, indent=2))
+    write_text(folder / "config.yaml", contents.config_yaml)
+    if contents.tokenizer_json is not None:
+        write_text(folder / "tokenizer.json", contents.tokenizer_json)
+    files = sorted(p.name for p in folder.iterdir())
+    manifest = {"format": FORMAT_VERSION, "files": {name: file_record(folder / name) for name in files}}
+    write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
+    fsync_dir(folder)
+
+
+def write_text(path: Path, text: str) -> None:
+    with open(path, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def fsync_dir(folder: Path) -> None:
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            os.fsync(handle.fileno())
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def swap_into_place(staging: Path, final: Path) -> None:
+    if final.exists():  # the same step saved again (e.g. the final save after a resume)
+        old = final.with_name(f".old-{final.name}-{os.getpid()}")
+        os.replace(final, old)
+        os.replace(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+
+
+def file_record(path: Path) -> dict:
+    return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# --- finding and loading -------------------------------------------------------------------------
+
+
+def step_dirs(checkpoints_dir: Path) -> list[Path]:
+    """Checkpoint folders, oldest first (hidden temporary folders are never listed)."""
+    if not checkpoints_dir.is_dir():
+        return []
+    found = [p for p in checkpoints_dir.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_step_dir(checkpoints_dir: Path) -> str | None:
+    dirs = step_dirs(checkpoints_dir)
+    return dirs[-1].name if dirs else None
+
+
+def verify(folder: Path) -> dict:
+    """Check every file against the manifest; return the manifest or raise naming the bad file."""
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise CheckpointError(f"{folder}: incomplete checkpoint (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
+    for name, record in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing file listed in the manifest")
+        if path.stat().st_size != record["bytes"]:
+            raise CheckpointError(f"{path}: size {path.stat().st_size} differs from the manifest's {record['bytes']} (corrupt or truncated)")
+        if sha256_file(path) != record["sha256"]:
+            raise CheckpointError(f"{path}: checksum differs from the manifest (corrupt)")
+    return manifest
+
+
+def newest_valid(checkpoints_dir: Path) -> Path | None:
+    """The newest checkpoint that passes verification, warning about each corrupt one passed over."""
+    for folder in reversed(step_dirs(checkpoints_dir)):
+        try:
+            verify(folder)
+            return folder
+        except CheckpointError as exc:
+            warnings.warn(f"skipping checkpoint: {exc}", stacklevel=2)
+    return None
+
+
+@dataclass
+class LoadedCheckpoint:
+    folder: Path
+    weights: dict[str, torch.Tensor]
+    meta: dict
+    config_yaml: str
+    tokenizer_json: str | None
+
+    def trainer_state(self) -> dict:
+        tensors = load_file(str(self.folder / "trainer.safetensors"))
+        return unflatten_state(json.loads((self.folder / "trainer.json").read_text()), tensors)
+
+
+def load_checkpoint(folder: Path) -> LoadedCheckpoint:
+    verify(folder)
+    tokenizer_path = folder / "tokenizer.json"
+    return LoadedCheckpoint(
+        folder=folder,
+        weights=read_weights(folder / "model.safetensors"),
+        meta=json.loads((folder / "meta.json").read_text()),
+        config_yaml=(folder / "config.yaml").read_text(),
+        tokenizer_json=tokenizer_path.read_text() if tokenizer_path.is_file() else None,
+    )
+
+
+def resolve(path: str | Path, prefer: str = "best") -> Path:
+    """A checkpoint folder from a checkpoint folder or a run folder (its best, else its newest valid)."""
+    path = Path(path)
+    if (path / "manifest.json").is_file() or path.name.startswith(STEP_PREFIX):
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: checkpoint folder not found")
+        return path
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run or checkpoint folder")
+    checkpoints = path / "checkpoints"
+    if prefer == "best" and (path / "best.json").is_file():
+        best = checkpoints / json.loads((path / "best.json").read_text())["checkpoint"]
+        try:
+            verify(best)
+            return best
+        except CheckpointError as exc:
+            warnings.warn(f"best checkpoint unusable ({exc}); using the newest valid one", stacklevel=2)
+    found = newest_valid(checkpoints)
+    if found is None:
+        raise CheckpointError(f"{path}: no valid checkpoint in {checkpoints}")
+    return found
+
+
+def prune(checkpoints_dir: Path, keep_last: int, protect: set[str]) -> None:
+    """Delete all but the newest `keep_last` checkpoints, never one named in `protect` (the best)."""
+    dirs = step_dirs(checkpoints_dir)
+    for folder in dirs[: max(len(dirs) - keep_last, 0)]:
+        if folder.name not in protect:
+            shutil.rmtree(folder, ignore_errors=True)
+    for stale in checkpoints_dir.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)

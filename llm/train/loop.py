@@ -1,0 +1,531 @@
+"""The training loop that every stage uses.
+
+A stage contributes a model, a batch source, a loss and an evaluation (`Stage` below); the loop owns
+the rest: gradient accumulation, the learning-rate schedule, clipping, precision, compilation, DDP,
+evaluation and early stopping, stop conditions, logging, checkpoints, signals and exact resume.
+
+Losses are sums over items (tokens, pairs, ...) with their count; gradients of the micro-batches are
+summed and divided once by the total count, so a step's gradient is the mean over every item in it
+whatever the micro-batches held.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from llm.config import RunConfig, check_choice, dump_yaml, save_config
+from llm.device import Precision, peak_flops, pick_device, pick_precision, seed_everything, synchronize
+from llm.errors import LLMError, TrainingError
+from llm.train import checkpoint as ckpt
+from llm.train.distributed import DistInfo, any_across, init_distributed, sum_across
+from llm.train.log import MetricsLog, Progress
+from llm.train.optim import build_optimizer, lr_at
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    precision: Precision
+    dist: DistInfo
+
+
+def setup_runtime(cfg: RunConfig) -> Runtime:
+    info = init_distributed()
+    device = pick_device(cfg.train.device)
+    seed_everything(cfg.train.seed + info.rank)
+    if cfg.train.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    return Runtime(device, pick_precision(device, cfg.train.dtype), info)
+
+
+@dataclass
+class LossOutput:
+    loss: torch.Tensor  # the loss summed over `count` items
+    count: float  # items in the sum: tokens, pairs, ...
+    tokens: int = 0  # tokens processed, for throughput
+    metrics: dict[str, Any] = field(default_factory=dict)  # sums over the same items, averaged by the loop
+
+
+class Stage:
+    """What a stage contributes to the loop. Subclasses set `model` and `source` and define `loss`."""
+
+    name = "stage"
+    model_kind = "gpt"
+    early_stop_metric = "val_loss"
+    early_stop_mode = "min"  # min | max
+
+    model: nn.Module
+    source: Any  # next_batch(), state_dict(), load_state_dict(), optional `epoch`
+
+    def loss(self, model: nn.Module, batch: dict) -> LossOutput:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return {}
+
+    def after_evaluate(self, model: nn.Module, step: int, metrics: dict, run_dir: Path) -> None:
+        """Called on the main process after each evaluation, e.g. to write samples."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def total_steps(self, cfg: RunConfig) -> int:
+        return cfg.train.max_steps
+
+    def flops_per_token(self) -> float | None:
+        return None
+
+    def log_extras(self) -> dict:
+        """Figures the stage tracks itself (e.g. PPO's rollout statistics), added to each training log line."""
+        return {}
+
+    def checkpoint_meta(self) -> dict:
+        config = getattr(self.model, "config", None)
+        return {"kind": self.model_kind, "model_config": dataclasses.asdict(config) if config is not None else None}
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    tokens_seen: int = 0
+    elapsed_s: float = 0.0
+    best_value: float | None = None
+    best_checkpoint: str | None = None
+    evals_since_best: int = 0
+    nonfinite: int = 0
+    last_eval_step: int = -1
+    last_save_step: int = -1
+    last_metrics: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    reason: str  # max_steps | max_tokens | max_time | epochs | early_stop | interrupted:SIGINT | ...
+    best_checkpoint: str | None
+    metrics: dict
+    elapsed_s: float
+
+    @property
+    def interrupted(self) -> bool:
+        return self.reason.startswith("interrupted")
+
+
+class SignalGuard:
+    """The first SIGINT/SIGTERM asks the loop to save and stop after this step; a second SIGINT aborts."""
+
+    def __init__(self):
+        self.received: str | None = None
+        self.previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.previous[sig] = signal.signal(sig, self.handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def handle(self, signum, frame):
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signal.Signals(signum).name
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, fresh: bool) -> None:
+    has_checkpoints = bool(ckpt.step_dirs(run_dir / "checkpoints"))
+    if has_checkpoints and not resume and not fresh:
+        raise LLMError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or --fresh to start it over")
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def train(stage: Stage, cfg: RunConfig, runtime: Runtime, tokenizer_json: str | None = None, resume: bool = False) -> TrainResult:
+    """Train `stage` under `cfg` in cfg.run_dir; with `resume`, continue from the newest valid checkpoint."""
+    return Trainer(stage, cfg, runtime, tokenizer_json).run(resume)
+
+
+class Trainer:
+    def __init__(self, stage: Stage, cfg: RunConfig, runtime: Runtime, tokenizer_json: str | None):
+        self.stage, self.cfg, self.rt = stage, cfg, runtime
+        self.run_dir = cfg.run_dir
+        self.checkpoints = self.run_dir / "checkpoints"
+        self.tokenizer_json = tokenizer_json
+        self.model = stage.model.to(runtime.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device)
+        self.total_steps = stage.total_steps(cfg)
+        self.state = LoopState()
+        self.accum = accumulation_steps(cfg)
+        self.is_main = runtime.dist.is_main
+        self.watch_metric = cfg.train.early_stop_metric or stage.early_stop_metric
+        self.watch_mode = cfg.train.early_stop_mode or stage.early_stop_mode
+        check_choice("train.early_stop_mode", self.watch_mode, ("min", "max"))
+
+    # --- setup -------------------------------------------------------------------------------------
+
+    def run(self, resume: bool) -> TrainResult:
+        resumed_from = self.restore() if resume else None
+        if self.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            if self.tokenizer_json is not None:
+                (self.run_dir / "tokenizer.json").write_text(self.tokenizer_json)
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.state.step if resume else None) if self.is_main else None
+        self.train_model = self.wrap(self.model)
+        if resumed_from is not None:
+            self.say(f"resumed from {resumed_from} at step {self.state.step}")
+        with SignalGuard() as guard:
+            reason = self.loop(guard)
+        return self.finish(reason)
+
+    def restore(self) -> Path | None:
+        found = ckpt.newest_valid(self.checkpoints)
+        if found is None:
+            self.say(f"no checkpoint to resume in {self.checkpoints}; starting from scratch")
+            return None
+        loaded = ckpt.load_checkpoint(found)
+        self.model.load_state_dict(loaded.weights)
+        trainer = loaded.trainer_state()
+        self.optimizer.load_state_dict(trainer["optimizer"])
+        self.state = LoopState(**trainer["loop"])
+        self.stage.source.load_state_dict(trainer["source"])
+        self.stage.load_state_dict(trainer["stage"])
+        ckpt.set_rng_state(trainer["rng"])
+        return found
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        wrapped = model
+        if self.cfg.train.compile:
+            wrapped = torch.compile(wrapped)
+        if self.rt.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(wrapped, device_ids=ids)
+        return wrapped
+
+    # --- the loop ----------------------------------------------------------------------------------
+
+    def loop(self, guard: SignalGuard) -> str:
+        cfg, state = self.cfg, self.state
+        progress = Progress(self.total_steps, state.step, cfg.train.progress and self.is_main, self.stage.name)
+        self.progress = progress
+        self.interval = Interval(self.rt.device, state.tokens_seen)
+        if state.step == 0 and state.last_eval_step < 0 and cfg.train.eval_at_start:
+            self.evaluate()
+        reason = None
+        try:
+            while reason is None:
+                stats = self.step()
+                state.step += 1
+                self.record(stats, progress)
+                due_eval = cfg.train.eval_every and state.step % cfg.train.eval_every == 0
+                if due_eval:
+                    self.evaluate()
+                if cfg.checkpoint.save_every and state.step % cfg.checkpoint.save_every == 0:
+                    self.save()
+                reason = self.stop_reason(guard)
+        finally:
+            progress.close()
+            self.progress = None
+        return reason
+
+    def step(self) -> dict:
+        cfg, rt = self.cfg, self.rt
+        lr = lr_at(self.state.step, cfg.optim, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        started = time.perf_counter()
+        loss_sum, count, tokens, metric_sums, finite = 0.0, 0.0, 0, {}, True
+        for micro in range(self.accum):
+            batch = to_device(self.stage.source.next_batch(), rt.device)
+            sync = micro == self.accum - 1 or not rt.dist.enabled
+            with maybe_no_sync(self.train_model, sync), rt.precision.autocast():
+                out = self.stage.loss(self.train_model, batch)
+            out.loss.backward()
+            value = out.loss.item()
+            finite = finite and math.isfinite(value)
+            loss_sum += value
+            count += float(out.count)
+            tokens += int(out.tokens)
+            for key, val in out.metrics.items():
+                metric_sums[key] = metric_sums.get(key, 0.0) + float(val)
+        totals = sum_across([loss_sum, count, float(tokens), float(not finite)], rt.dist, rt.device)
+        loss_sum, count, tokens = totals[0], totals[1], int(totals[2])
+        finite = totals[3] == 0 and count > 0
+        grad_norm = self.apply_gradients(count) if finite else float("nan")
+        stepped = finite and math.isfinite(grad_norm)
+        if not stepped:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.on_nonfinite(loss_sum, count)
+        self.state.tokens_seen += tokens
+        loss = loss_sum / count if count else float("nan")
+        metrics = {k: v / count for k, v in metric_sums.items()} if count else {}
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "skipped": not stepped, "step_s": time.perf_counter() - started, **metrics}
+
+    def apply_gradients(self, count: float) -> float:
+        # DDP averages gradients over ranks: undo that, then divide the summed gradient by every item
+        scale = self.rt.dist.world_size / count
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        torch._foreach_mul_([p.grad for p in params], scale)
+        clip = self.cfg.optim.grad_clip
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
+        norm = float(norm)
+        if math.isfinite(norm):
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return norm
+
+    def on_nonfinite(self, loss_sum: float, count: float) -> None:
+        self.state.nonfinite += 1
+        limit = self.cfg.train.max_nonfinite
+        self.say(f"step {self.state.step + 1}: non-finite loss or gradient (loss sum {loss_sum}, items {count}); step skipped ({self.state.nonfinite}/{limit})")
+        if self.state.nonfinite > limit:
+            kept = ckpt.latest_step_dir(self.checkpoints)
+            where = f"; the last good checkpoint is {self.checkpoints / kept}" if kept else ""
+            raise TrainingError(
+                f"aborting: {self.state.nonfinite} non-finite steps (train.max_nonfinite={limit}); lower optim.lr or check the data{where}"
+            )
+
+    def record(self, stats: dict, progress: Progress) -> None:
+        state, cfg = self.state, self.cfg
+        state.elapsed_s += stats["step_s"]
+        self.interval.add(stats["tokens"])
+        progress.update(1, stats["loss"], stats["lr"], self.interval.rate())
+        if not (cfg.train.log_every and state.step % cfg.train.log_every == 0):
+            return
+        tokens_per_s = self.interval.measure()
+        line = {"kind": "train", "step": state.step, **{k: v for k, v in stats.items() if k != "step_s"}}
+        line.update(tokens_seen=state.tokens_seen, tokens_per_s=tokens_per_s, elapsed_s=state.elapsed_s)
+        epoch = getattr(self.stage.source, "epoch", None)
+        if epoch is not None:
+            line["epoch"] = epoch
+        mfu = self.mfu(tokens_per_s)
+        if mfu is not None:
+            line["mfu"] = mfu
+        line.update(self.stage.log_extras())
+        if self.log is not None:
+            self.log.write(line)
+
+    def mfu(self, tokens_per_s: float) -> float | None:
+        peak = peak_flops(self.rt.device, self.rt.precision.dtype)
+        flops = self.stage.flops_per_token()
+        if peak is None or flops is None:
+            return None
+        return flops * tokens_per_s / (peak * self.rt.dist.world_size)
+
+    # --- evaluation, early stopping, checkpoints ---------------------------------------------------
+
+    def evaluate(self) -> dict:
+        state = self.state
+        self.interval.pause()
+        self.model.eval()
+        with torch.no_grad(), self.rt.precision.autocast():
+            metrics = self.stage.evaluate(self.model)
+        self.model.train()
+        state.last_eval_step = state.step
+        state.last_metrics = metrics
+        improved = self.track_best(metrics)
+        if self.is_main:
+            self.stage.after_evaluate(self.model, state.step, metrics, self.run_dir)
+            if self.log is not None:
+                self.log.write({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
+            self.say(f"step {state.step}: " + ", ".join(f"{k} {format_metric(v)}" for k, v in metrics.items() if not isinstance(v, dict)))
+        if improved and self.cfg.checkpoint.keep_best and state.step > 0:
+            self.save(best=True)
+        self.interval.resume()
+        return metrics
+
+    def track_best(self, metrics: dict) -> bool:
+        name, state = self.watch_metric, self.state
+        value = metrics.get(name)
+        if value is None or not math.isfinite(value):
+            return False
+        sign = 1.0 if self.watch_mode == "min" else -1.0
+        delta = self.cfg.train.early_stop_min_delta
+        if state.best_value is None or sign * (state.best_value - value) > delta:
+            state.best_value = value
+            state.evals_since_best = 0
+            return True
+        state.evals_since_best += 1
+        return False
+
+    def save(self, best: bool = False) -> Path:
+        state = self.state
+        if best:
+            state.best_checkpoint = ckpt.step_dir_name(state.step)
+        if state.last_save_step == state.step:
+            if best and self.is_main:
+                self.write_best()
+            return self.checkpoints / ckpt.step_dir_name(state.step)
+        self.interval.pause()
+        folder = self.checkpoints / ckpt.step_dir_name(state.step)
+        if self.is_main:
+            self.check_finite_weights()
+            state.last_save_step = state.step
+            contents = ckpt.CheckpointContents(
+                model=self.model,
+                trainer_state=self.trainer_state(),
+                meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen, "metrics": state.last_metrics},
+                config_yaml=dump_yaml(self.cfg),
+                tokenizer_json=self.tokenizer_json,
+            )
+            folder = ckpt.save_checkpoint(self.checkpoints, state.step, contents)
+            if best:
+                self.write_best()
+            protect = {state.best_checkpoint} if state.best_checkpoint else set()
+            ckpt.prune(self.checkpoints, self.cfg.checkpoint.keep_last, protect)
+        state.last_save_step = state.step
+        self.interval.resume()
+        return folder
+
+    def write_best(self) -> None:
+        record = {"checkpoint": self.state.best_checkpoint, "metric": self.watch_metric, "value": self.state.best_value}
+        write_json(self.run_dir / "best.json", record)
+
+    def trainer_state(self) -> dict:
+        return {
+            "loop": dataclasses.asdict(self.state),
+            "optimizer": self.optimizer.state_dict(),
+            "source": self.stage.source.state_dict(),
+            "stage": self.stage.state_dict(),
+            "rng": ckpt.rng_state(),
+        }
+
+    def check_finite_weights(self) -> None:
+        for name, param in self.model.named_parameters():
+            if not torch.isfinite(param).all():
+                raise TrainingError(f"refusing to save non-finite weights ({name}); the last good checkpoint is intact")
+
+    # --- stopping ----------------------------------------------------------------------------------
+
+    def stop_reason(self, guard: SignalGuard) -> str | None:
+        cfg, state = self.cfg.train, self.state
+        reason = None
+        epoch = getattr(self.stage.source, "epoch", None)
+        if state.step >= self.total_steps:
+            reason = "max_steps"
+        elif cfg.max_tokens and state.tokens_seen >= cfg.max_tokens:
+            reason = "max_tokens"
+        elif cfg.max_time_s and state.elapsed_s >= cfg.max_time_s:
+            reason = "max_time"
+        elif cfg.epochs and epoch is not None and epoch >= cfg.epochs:
+            reason = "epochs"
+        elif cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
+            reason = "early_stop"
+        if any_across(guard.received is not None, self.rt.dist, self.rt.device):
+            reason = f"interrupted:{guard.received or 'peer'}"
+        if self.rt.dist.enabled:  # every rank must stop at the same step
+            stop = any_across(reason is not None, self.rt.dist, self.rt.device)
+            reason = reason or ("peer" if stop else None)
+        return reason
+
+    def finish(self, reason: str) -> TrainResult:
+        state = self.state
+        if not reason.startswith("interrupted") and state.last_eval_step != state.step:
+            self.evaluate()
+        self.save()
+        if self.is_main and not reason.startswith("interrupted"):
+            final = {"checkpoint": ckpt.step_dir_name(state.step), "step": state.step, "reason": reason, "best_checkpoint": state.best_checkpoint, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s, "metrics": state.last_metrics}
+            write_json(self.run_dir / "final.json", final)
+        if reason.startswith("interrupted"):
+            self.say(f"stopped by {reason.split(':')[1]} at step {state.step}; saved {self.checkpoints / ckpt.step_dir_name(state.step)}; continue with --resume")
+        return TrainResult(self.run_dir, state.step, reason, state.best_checkpoint, state.last_metrics, state.elapsed_s)
+
+    def say(self, text: str) -> None:
+        if not self.is_main:
+            return
+        line = f"[{self.stage.name}] {text}"
+        if getattr(self, "progress", None) is not None:
+            self.progress.write(line)  # above the bar, not through it
+        else:
+            print(line, flush=True)
+
+
+class Interval:
+    """Tokens per second over the steps since the last log, not counting evaluation and saving time."""
+
+    def __init__(self, device: torch.device, tokens: int):
+        self.device = device
+        self.tokens = 0
+        self.started = time.perf_counter()
+        self.paused_at: float | None = None
+        self.excluded = 0.0
+
+    def add(self, tokens: int) -> None:
+        self.tokens += tokens
+
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.started - self.excluded
+        return self.tokens / elapsed if elapsed > 0 else 0.0
+
+    def measure(self) -> float:
+        synchronize(self.device)
+        rate = self.rate()
+        self.tokens, self.excluded, self.started = 0, 0.0, time.perf_counter()
+        return rate
+
+    def pause(self) -> None:
+        synchronize(self.device)
+        self.paused_at = time.perf_counter()
+
+    def resume(self) -> None:
+        if self.paused_at is not None:
+            self.excluded += time.perf_counter() - self.paused_at
+            self.paused_at = None
+
+
+def accumulation_steps(cfg: RunConfig) -> int:
+    if not cfg.train.tokens_per_step:
+        return 1
+    per_micro = cfg.train.batch_size * cfg.model.block_size
+    return max(1, round(cfg.train.tokens_per_step / per_micro))
+
+
+def maybe_no_sync(model: nn.Module, sync: bool):
+    import contextlib
+
+    if sync or not hasattr(model, "no_sync"):
+        return contextlib.nullcontext()
+    return model.no_sync()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, list):
+        return [to_device(v, device) for v in batch]
+    return batch
+
+
+def write_json(path: Path, record: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    tmp.replace(path)
+
+
+def format_metric(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
