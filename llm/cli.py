@@ -1,0 +1,46 @@
+"""What every script shares: argument parsing, config loading, and one-line errors instead of tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from llm.errors import LLMError
+
+EXIT_ERROR = 2
+EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", required=True, help="a YAML file under configs/")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's newest valid checkpoint")
+    parser.add_argument("--fresh", action="store_true", help="delete the run folder's old checkpoints and start over")
+    parser.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    return parser
+
+
+def main(entry: Callable[[], int | None]) -> None:
+    """Run `entry`, turning the project's errors into one line on stderr and an exit status."""
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing is downloaded at run time
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    try:
+        status = entry()
+    except LLMError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
+        sys.exit(EXIT_SIGNAL["SIGINT"])
+    sys.exit(status or 0)
+
+
+def exit_status(reason: str) -> int:
+    """130/143 when training stopped on a signal, like a shell reports it; else 0."""
+    if reason.startswith("interrupted:"):
+        return EXIT_SIGNAL.get(reason.split(":", 1)[1], 1)
+    return 0

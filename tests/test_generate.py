@@ -1,0 +1,73 @@
+import torch
+
+from llm.config import ModelConfig
+from llm.generate import SamplingParams, filter_logits, generate, sequence_logprobs
+from llm.model import GPT
+
+
+def model(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=50, block_size=48, n_layer=2, n_head=2, n_embd=32)
+    cfg.update(kw)
+    return GPT(ModelConfig(**cfg)).eval()
+
+
+PROMPTS = [[1, 5, 7, 9], [1, 3], [1, 8, 8, 8, 8, 2, 4]]
+
+
+def test_kv_cache_greedy_equals_recomputation():
+    m = model()
+    params = SamplingParams(max_new_tokens=30, temperature=0.0)
+    cached = generate(m, PROMPTS, params, pad_id=0, use_cache=True)
+    full = generate(m, PROMPTS, params, pad_id=0, use_cache=False)
+    assert cached.tokens == full.tokens
+    assert all(len(t) == 30 for t in cached.tokens)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time():
+    m = model(position="learned")
+    params = SamplingParams(max_new_tokens=12, temperature=0.0)
+    batched = generate(m, PROMPTS, params, pad_id=0)
+    for prompt, tokens in zip(PROMPTS, batched.tokens):
+        assert generate(m, [prompt], params, pad_id=0).tokens[0] == tokens
+
+
+def test_stop_token_ends_a_sequence():
+    m = model()
+    first = generate(m, [PROMPTS[0]], SamplingParams(max_new_tokens=20, temperature=0.0), pad_id=0).tokens[0]
+    stop = first[3]
+    out = generate(m, [PROMPTS[0]], SamplingParams(max_new_tokens=20, temperature=0.0, stop_ids=(stop,)), pad_id=0)
+    assert out.tokens[0] == first[: first.index(stop) + 1] and out.finished == [True]
+
+
+def test_sampling_is_seeded_and_respects_top_k():
+    m = model()
+    params = SamplingParams(max_new_tokens=15, temperature=1.0, top_k=3)
+    a = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(1))
+    b = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(1))
+    assert a.tokens == b.tokens
+
+
+def test_filter_logits_top_k_and_top_p():
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(filter_logits(logits, 2, 1.0)[0, 2:]).all()
+    probs = logits.softmax(-1)[0]
+    kept = torch.isfinite(filter_logits(logits, 0, 0.8)[0])
+    # the smallest prefix of the sorted tokens whose mass reaches 0.8
+    assert kept.tolist() == [True, True, False, False, False] and probs[:2].sum() >= 0.8 > probs[0]
+
+
+def test_generation_past_the_context_keeps_going():
+    m = model(block_size=16)
+    out = generate(m, [PROMPTS[0]], SamplingParams(max_new_tokens=40, temperature=0.0), pad_id=0)
+    assert len(out.tokens[0]) == 40
+
+
+def test_recorded_logprobs_equal_a_fresh_forward_pass():
+    m = model()
+    params = SamplingParams(max_new_tokens=10, temperature=0.7)
+    out = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(3))
+    for prompt, tokens, logprobs in zip(PROMPTS, out.tokens, out.logprobs):
+        ids = torch.tensor([prompt + tokens])
+        fresh = sequence_logprobs(m, ids, torch.ones_like(ids, dtype=torch.bool), temperature=0.7)[0, len(prompt) - 1 :]
+        torch.testing.assert_close(fresh, torch.tensor(logprobs), atol=1e-5, rtol=1e-5)
