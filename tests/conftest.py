@@ -6,13 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))  # tests import conftest_helpers
+
 import pytest
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
 
 
 @pytest.fixture(scope="session")
@@ -70,10 +70,64 @@ def tiny_overrides(corpus_file: Path, cache_dir: Path, out_dir: Path, name: str 
 
 
 @pytest.fixture
-def tiny_pretrain_config(corpus_file, cache_dir, tmp_path):
+def pretrain_args(corpus_file, cache_dir, tmp_path):
+    """Command-line overrides of a tiny pre-training run under tmp_path/runs/<name>."""
+
+    def make(*extra: str, name: str = "tiny") -> list[str]:
+        return tiny_overrides(corpus_file, cache_dir, tmp_path / "runs", name) + list(extra)
+
+    return make
+
+
+@pytest.fixture
+def tiny_pretrain_config(pretrain_args):
     from llm.config import PretrainConfig, load_config
 
     def make(*extra: str, name: str = "tiny"):
-        return load_config(PretrainConfig, None, tiny_overrides(corpus_file, cache_dir, tmp_path / "runs", name) + list(extra))
+        return load_config(PretrainConfig, None, pretrain_args(*extra, name=name))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pretrained_run(tmp_path_factory, corpus_file, cache_dir) -> Path:
+    """A tiny model pre-trained for a few seconds: the base every later-stage test starts from."""
+    from llm.config import PretrainConfig, load_config
+    from llm.stages.pretrain import run
+
+    out = tmp_path_factory.mktemp("pretrained")
+    overrides = tiny_overrides(corpus_file, cache_dir, out, "base") + [
+        "model.block_size=64", "model.n_embd=64", "train.max_steps=80", "train.eval_every=40", "checkpoint.save_every=40",
+    ]
+    run(load_config(PretrainConfig, None, overrides))
+    return out / "base"
+
+
+def sft_overrides(init_from: Path, out_dir: Path, name: str = "sft") -> list[str]:
+    """Fine-tune on two easy built-in task kinds, enough steps for the tiny model to learn to stop."""
+    return [
+        f"init_from={init_from}", f"out_dir={out_dir}", f"name={name}",
+        "data.builtin_train=2000", "data.builtin_val=60", "data.builtin_kinds=[first_word, last_word]",
+        "optim.lr=1e-2", "optim.warmup_steps=10", "optim.weight_decay=0",
+        "train.batch_size=16", "train.max_steps=150", "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0",
+        "train.eval_every=50", "train.log_every=1", "train.progress=false",
+        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.max_new_tokens=12",
+    ]
+
+
+@pytest.fixture(scope="session")
+def sft_run(tmp_path_factory, pretrained_run) -> Path:
+    from llm.config import SFTConfig, load_config
+    from llm.stages.sft import run
+
+    out = tmp_path_factory.mktemp("sft")
+    run(load_config(SFTConfig, None, sft_overrides(pretrained_run, out)))
+    return out / "sft"
+
+
+@pytest.fixture
+def sft_args(pretrained_run, tmp_path):
+    def make(*extra: str, name: str = "sft") -> list[str]:
+        return sft_overrides(pretrained_run, tmp_path / "runs", name) + list(extra)
 
     return make

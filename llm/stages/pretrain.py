@@ -1,0 +1,121 @@
+"""Pre-training: next-token prediction on a corpus, evaluated in loss, perplexity and bits per byte."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llm.config import PretrainConfig
+from llm.data.corpus import PreparedCorpus, prepare_corpus
+from llm.data.windows import RandomWindows, eval_windows, window_batch
+from llm.generate import SamplingParams, generate
+from llm.model import GPT, model_size
+from llm.tokenizer import Tokenizer
+from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train, to_device
+
+
+class PretrainStage(Stage):
+    name = "pretrain"
+
+    def __init__(self, cfg: PretrainConfig, corpus: PreparedCorpus, runtime: Runtime):
+        self.cfg = cfg
+        self.tokenizer = corpus.tokenizer
+        self.device = runtime.device
+        self.model = GPT(cfg.model)
+        train_tokens, val_tokens = corpus.train.load(), corpus.val.load()
+        tc = cfg.train
+        self.source = RandomWindows(train_tokens, tc.batch_size, cfg.model.block_size, tc.seed, runtime.dist.rank)
+        self.val_batches = eval_windows(val_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
+        self.train_sample = fixed_train_windows(train_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
+        self.token_bytes = torch.tensor(self.tokenizer.token_byte_lengths(), dtype=torch.float64)
+
+    def loss(self, model, batch) -> LossOutput:
+        logits = model(batch["input_ids"])
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+        return LossOutput(loss=loss, count=targets.numel(), tokens=targets.numel())
+
+    def evaluate(self, model) -> dict[str, float]:
+        val_nats, val_tokens, val_bytes = self.summed_loss(model, self.val_batches)
+        train_nats, train_tokens, _ = self.summed_loss(model, self.train_sample)
+        val_loss = val_nats / val_tokens
+        return {
+            "val_loss": val_loss,
+            "val_ppl": math.exp(min(val_loss, 50.0)),
+            "val_bpb": val_nats / (math.log(2) * val_bytes),
+            "train_loss": train_nats / train_tokens,
+        }
+
+    def summed_loss(self, model, batches) -> tuple[float, int, float]:
+        nats, tokens, n_bytes = 0.0, 0, 0.0
+        for batch in batches:
+            batch = to_device(batch, self.device)
+            logits = model(batch["input_ids"])
+            targets = batch["targets"]
+            nats += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum").item()
+            tokens += targets.numel()
+            n_bytes += float(self.token_bytes[targets.flatten().cpu()].sum())
+        return nats, tokens, n_bytes
+
+    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
+        samples = sample_texts(model, self.tokenizer, self.cfg, self.device)
+        with open(run_dir / "samples.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, "samples": samples}) + "\n")
+
+    def flops_per_token(self) -> float:
+        return model_size(self.cfg.model).flops_per_token
+
+
+def fixed_train_windows(tokens: np.ndarray, batch_size: int, block_size: int, max_batches: int) -> list[dict]:
+    """A fixed sample of training windows, so train and validation loss are measured alike (overfitting shows as a gap)."""
+    rng = np.random.default_rng(0)
+    starts = rng.integers(0, len(tokens) - block_size - 1, size=batch_size * max_batches)
+    return [window_batch(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)]
+
+
+def sample_texts(model: GPT, tokenizer: Tokenizer, cfg, device) -> list[str]:
+    """Continuations of the configured prompts, with a private generator so training's RNG is untouched."""
+    s = cfg.sampling
+    params = SamplingParams(s.max_new_tokens, s.temperature, s.top_k, s.top_p, (tokenizer.eos_id,))
+    generator = torch.Generator(device=device).manual_seed(s.seed)
+    prompts = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in s.prompts]
+    out = generate(model, prompts, params, tokenizer.pad_id, generator=generator)
+    return [p + tokenizer.decode(t) for p, t in zip(s.prompts, out.tokens)]
+
+
+def run(cfg: PretrainConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
+    prepare_run_dir(cfg.run_dir, resume, fresh)
+    runtime = setup_runtime(cfg)
+    corpus = prepare_corpus(cfg.data, cfg.tokenizer)
+    if cfg.model.vocab_size == 0:
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
+    report_corpus(cfg, corpus)
+    stage = PretrainStage(cfg, corpus, runtime)
+    print(f"[pretrain] model: {stage.model.num_params():,} parameters on {runtime.device} ({runtime.precision.dtype})", flush=True)
+    return train(stage, cfg, runtime, corpus.tokenizer.to_json(), resume)
+
+
+def report_corpus(cfg: PretrainConfig, corpus: PreparedCorpus) -> None:
+    val = corpus.val
+    info = {
+        "documents": {"train": corpus.n_documents[0], "val": corpus.n_documents[1]},
+        "tokens": {"train": corpus.train.n_tokens, "val": val.n_tokens},
+        "bytes": {"train": corpus.train.n_bytes, "val": val.n_bytes},
+        "vocab_size": corpus.tokenizer.vocab_size,
+        # document framing tokens carry no bytes, so this is text bytes over all tokens
+        "val_bytes_per_token": val.n_bytes / max(val.n_tokens, 1),
+        "prepare_s": corpus.prepare_s,
+    }
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "corpus.json").write_text(json.dumps(info, indent=2))
+    print(
+        f"[pretrain] corpus: {info['tokens']['train']:,} train / {info['tokens']['val']:,} val tokens, "
+        f"vocab {info['vocab_size']}, {info['val_bytes_per_token']:.2f} bytes/token on validation ({corpus.prepare_s:.1f}s)",
+        flush=True,
+    )

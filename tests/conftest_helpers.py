@@ -1,0 +1,58 @@
+"""Plain helpers for tests (conftest.py holds the fixtures)."""
+
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+def metric_losses(run_dir: Path) -> dict[int, float]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {x["step"]: x["loss"] for x in lines if x["kind"] == "train"}
+
+
+def resume_overrides(corpus_file: Path, cache_dir: Path, out_dir: Path, name: str) -> list[str]:
+    """A run long enough (200 steps, dropout on) that a kill lands part way through it."""
+    return [
+        f"name={name}", f"out_dir={out_dir}", f"data.path={corpus_file}", f"data.cache_dir={cache_dir}",
+        "data.chunk_chars=4000", "tokenizer.vocab_size=512", "model.block_size=64", "model.n_layer=2",
+        "model.n_head=2", "model.n_embd=64", "model.dropout=0.1", "optim.warmup_steps=20", "train.batch_size=8",
+        "train.max_steps=200", "train.eval_every=50", "train.eval_batches=2", "train.log_every=1",
+        "train.progress=false", "checkpoint.save_every=10", "checkpoint.keep_last=2", "sampling.max_new_tokens=4",
+    ]
+
+
+def kill_and_resume(script: str, config: str, args: list[str], run_dir: Path, sig, after_lines: int, log_dir: Path) -> str:
+    """Run a stage script, send `sig` once metrics.jsonl has `after_lines` lines, then resume it to the end.
+
+    Returns the resumed run's output. Fails if the first run ended before the signal arrived.
+    """
+    import signal
+    import subprocess
+    import time
+
+    command = [PYTHON, script, "--config", config, *args]
+    with open(log_dir / "first.txt", "w") as log:
+        proc = subprocess.Popen(command, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        metrics = run_dir / "metrics.jsonl"
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= after_lines:
+                break
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    first = (log_dir / "first.txt").read_text()
+    assert code == (-signal.SIGKILL if sig == signal.SIGKILL else 128 + sig), first
+    assert not (run_dir / "final.json").exists(), "the run finished before the signal: make it longer"
+    done = subprocess.run([*command, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resumed from" in done.stdout
+    return done.stdout
+
+
+def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [x for x in lines if kind is None or x["kind"] == kind]
