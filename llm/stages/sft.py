@@ -1,0 +1,157 @@
+"""Supervised fine-tuning: teach a pre-trained model to answer an instruction and stop.
+
+The loss is next-token cross-entropy on assistant tokens only (the <|end|> closing each reply
+included); batches are padded on the right and bucketed by length. Evaluation reports the
+validation loss on assistant tokens and, on held-out built-in tasks, greedy exact-match accuracy and
+the share of replies that end with <|end|>.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+
+from llm.config import ChatDataConfig, SFTConfig, check_choice
+from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
+from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversations
+from llm.data.conversations import load_conversations
+from llm.data.tasks import Task
+from llm.errors import ConfigError
+from llm.load import LoadedModel, load_gpt
+from llm.model import model_size
+from llm.data.builtin_tasks import builtin_tasks
+from llm.task_eval import evaluate_tasks, generate_replies
+from llm.tokenizer import Tokenizer
+from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+
+
+@dataclass
+class ChatData:
+    train: list[ChatExample]
+    val: list[ChatExample]
+    eval_tasks: list[Task]
+    log: dict  # counts for the run folder: records, malformed, truncated, dropped
+
+
+def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_tasks: int) -> ChatData:
+    """Training and validation conversations from every source, tokenized and cut to the context."""
+    check_choice("data.on_error", data.on_error, ("skip", "raise"))
+    train_convs, val_convs, log = [], [], {"sources": []}
+    for source in data.sources:
+        if source.path == "builtin":
+            train_part = [task_conversation(t) for t in builtin_tasks("train", data.builtin_train, data.seed, data.builtin_kinds)]
+            val_part = [task_conversation(t) for t in builtin_tasks("val", data.builtin_val, data.seed, data.builtin_kinds)]
+            log["sources"].append({"path": "builtin", "train": len(train_part), "val": len(val_part)})
+        else:
+            convs, stats = load_conversations(source.path, source.format, data.on_error, source.split)
+            if source.max_records:
+                convs = convs[: source.max_records]
+            train_part, val_part = split_conversations(convs, data.val_fraction, data.seed)
+            log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
+        train_convs += train_part
+        val_convs += val_part
+    train, train_stats = tokenize_conversations(tok, train_convs, max_len)
+    val, val_stats = tokenize_conversations(tok, val_convs, max_len)
+    log["train"], log["val"] = dataclasses.asdict(train_stats), dataclasses.asdict(val_stats)
+    if not train or not val:
+        raise ConfigError(f"SFT data: {len(train)} training and {len(val)} validation conversations fit the context; need both")
+    eval_tasks = builtin_tasks("val", n_eval_tasks, 0, data.builtin_kinds) if n_eval_tasks else []
+    return ChatData(train, val, eval_tasks, log)
+
+
+def split_conversations(convs: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    order = list(range(len(convs)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(convs) * val_fraction)) if len(convs) > 1 else 0
+    val_ids = set(order[:n_val])
+    return [c for i, c in enumerate(convs) if i not in val_ids], [c for i, c in enumerate(convs) if i in val_ids]
+
+
+class SFTStage(Stage):
+    name = "sft"
+
+    def __init__(self, cfg: SFTConfig, base: LoadedModel, data: ChatData, runtime: Runtime):
+        self.cfg, self.tok, self.data, self.device = cfg, base.tokenizer, data, runtime.device
+        self.model = base.model.train()
+        collate = self.collate
+        lengths = [len(e) for e in data.train]
+        self.source = EpochBatches(data.train, lengths, cfg.train.batch_size, cfg.train.seed, collate, runtime.dist.rank, runtime.dist.world_size)
+        self.val_batches = fixed_batches(data.val, [len(e) for e in data.val], cfg.train.batch_size, collate)
+        self.data.log["padding_fraction"] = {
+            "bucketed": padding_fraction(lengths, bucketed_order(lengths, cfg.train.batch_size, 0, 0)),
+            "unbucketed": padding_fraction(lengths, bucketed_order(lengths, cfg.train.batch_size, 0, 0, pool_batches=1)),
+        }
+
+    def collate(self, examples):
+        return collate_chat(examples, self.tok.pad_id)
+
+    def loss(self, model, batch) -> LossOutput:
+        logits = model(batch["input_ids"])
+        targets = batch["targets"]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
+        return LossOutput(loss, int((targets != IGNORE).sum()), tokens=int((batch["input_ids"] != self.tok.pad_id).sum()))
+
+    def evaluate(self, model) -> dict:
+        nats, count = 0.0, 0
+        for batch in self.val_batches:
+            batch = to_device(batch, self.device)
+            logits = model(batch["input_ids"])
+            nats += F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE, reduction="sum").item()
+            count += int((batch["targets"] != IGNORE).sum())
+        metrics = {"val_loss": nats / count}
+        if self.data.eval_tasks:
+            task_metrics, _ = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens)
+            metrics.update(task_metrics)
+        return metrics
+
+    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
+        prompts = self.cfg.eval.prompts
+        replies = generate_replies(model, self.tok, prompts, self.cfg.eval.max_new_tokens)
+        record = {"step": step, "samples": [{"prompt": p, "reply": r.text, "finished": r.finished} for p, r in zip(prompts, replies)]}
+        with open(run_dir / "samples.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def total_steps(self, cfg: SFTConfig) -> int:
+        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
+
+    def flops_per_token(self) -> float:
+        return model_size(self.model.config).flops_per_token
+
+
+def epoch_limited_steps(cfg, batches_per_epoch: int) -> int:
+    """Schedule length: max_steps, or fewer when train.epochs ends training first."""
+    if not cfg.train.epochs:
+        return cfg.train.max_steps
+    micro_per_step = max(1, cfg.train.tokens_per_step // (cfg.train.batch_size * cfg.model.block_size)) if cfg.train.tokens_per_step else 1
+    return min(cfg.train.max_steps, max(1, round(cfg.train.epochs * batches_per_epoch / micro_per_step)))
+
+
+def init_model(cfg, device) -> tuple[LoadedModel, object]:
+    """The model to fine-tune, and the config with its model section taken from that checkpoint."""
+    if not cfg.init_from:
+        raise ConfigError("key 'init_from' is required: a run folder or checkpoint to start from (e.g. init_from=runs/pretrain-tiny)")
+    base = load_gpt(cfg.init_from, device, dropout=cfg.model.dropout)
+    return base, dataclasses.replace(cfg, model=base.model.config)
+
+
+def run(cfg: SFTConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
+    prepare_run_dir(cfg.run_dir, resume, fresh)
+    runtime = setup_runtime(cfg)
+    base, cfg = init_model(cfg, "cpu")
+    data = load_chat_data(cfg.data, base.tokenizer, cfg.model.block_size + 1, cfg.eval.n_tasks)
+    stage = SFTStage(cfg, base, data, runtime)
+    write_json(cfg.run_dir / "data.json", data.log)
+    print(f"[sft] {len(data.train):,} training / {len(data.val):,} validation conversations from {cfg.init_from}; "
+          f"padding {data.log['padding_fraction']['bucketed']:.1%} of batch slots with bucketing "
+          f"({data.log['padding_fraction']['unbucketed']:.1%} without)", flush=True)
+    return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2))

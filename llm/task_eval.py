@@ -1,0 +1,52 @@
+"""Generate replies to held-out instructions and check them: the true exact-match accuracy of a model."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llm.data.tasks import Task, exact_match
+from llm.generate import SamplingParams, generate
+from llm.model import GPT
+from llm.tokenizer import Tokenizer, render_prompt
+
+
+@dataclass
+class Reply:
+    text: str
+    tokens: list[int]  # the new tokens, the end-of-turn token included when produced
+    finished: bool  # ended with end-of-turn (or end-of-text) within the length limit
+
+
+def chat_prompt_ids(tok: Tokenizer, prompt: str | Sequence[dict]) -> list[int]:
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return render_prompt(tok, messages)
+
+
+def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequence[dict]], max_new_tokens: int,
+                     temperature: float = 0.0, top_k: int = 0, batch_size: int = 64, seed: int = 0) -> list[Reply]:
+    """Replies of the model in the chat template; greedy at temperature 0."""
+    params = SamplingParams(max_new_tokens, temperature, top_k, 1.0, (tok.end_id, tok.eos_id))
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    replies = []
+    for start in range(0, len(prompts), batch_size):
+        ids = [chat_prompt_ids(tok, p) for p in prompts[start : start + batch_size]]
+        out = generate(model, ids, params, tok.pad_id, generator=generator)
+        replies.extend(Reply(tok.decode(t), t, f) for t, f in zip(out.tokens, out.finished))
+    return replies
+
+
+def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_tokens: int) -> tuple[dict, list[Reply]]:
+    """Greedy replies to `tasks`: exact-match accuracy (overall and by kind) and the share that stopped."""
+    replies = generate_replies(model, tok, [t.prompt for t in tasks], max_new_tokens)
+    scores = exact_match(tasks, [r.text for r in replies])
+    metrics = {
+        "exact_match": scores["accuracy"],
+        "stop_rate": sum(r.finished for r in replies) / max(len(replies), 1),
+        "reply_tokens": sum(len(r.tokens) for r in replies) / max(len(replies), 1),
+        "exact_match_by_kind": scores["by_kind"],
+    }
+    return metrics, replies
