@@ -54,6 +54,16 @@ CODE_LINE = re.compile(r"(>>>|@\w|from \S+ import |import [\w.]+(, [\w.]+)*$"
 SEPARATOR_LINE = re.compile(r"^\s*([-=*#~^+_.])\1{2,}\s*$")  # reST underlines, comment rulers
 BULLET = re.compile(r"([-*+]|\d+\.|\(?[a-z\d]\))\s+")  # "* item", "2. item", "(a) item"
 SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+# a whole lowercase word: not part of an identifier, a dotted name or a call
+PLAIN_WORD = re.compile(r"(?<![\w.])[a-z]{3,8}(?![\w(])")
+FUNCTION_WORDS = frozenset("""
+    the and for that are with not this from will can which all when only should have but use may any
+    other has then its was also there into than where they each after before does some don been see
+    just here such them their these those what who whom whose how why would could shall might must
+    very more most less least many much few own same both either neither nor yet too out off over
+    under again once further while until because about above below between through during without
+    within upon onto our your you his her him she one two three first last none true false
+""".split())
 PLAIN_SENTENCE = re.compile(r"[A-Z][A-Za-z0-9 ,;'-]*[A-Za-z0-9]\.")  # one final '.', no code
 
 
@@ -87,6 +97,30 @@ def builtin_sentences(
                          f"min_words={min_words}, max_words={max_words}, limit={limit}")
     sentences = _sentences(min_words, max_words)
     return list(sentences if limit is None else sentences[:limit])
+
+
+def builtin_words(count: int = 300, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """The corpus's most frequent plain lowercase words (3 to 8 letters), most frequent first.
+
+    Function words ("the", "which") and `exclude` are left out. A tokenizer trained on this corpus
+    has nearly all of them as single tokens, which makes them the natural operands of the built-in
+    instruction tasks for a model pre-trained here.
+    """
+    if count < 1:
+        raise ValueError(f"builtin_words: count must be >= 1, got {count}")
+    ranked = [w for w in _word_ranking() if w not in exclude]
+    return ranked[:count]
+
+
+@functools.lru_cache(maxsize=1)
+def _word_ranking() -> tuple[str, ...]:
+    counts: dict[str, int] = {}
+    for document in _documents():
+        for word in PLAIN_WORD.findall(document):
+            counts[word] = counts.get(word, 0) + 1
+    # ties broken alphabetically so the order never depends on dict or hash order
+    ranked = sorted(counts, key=lambda w: (-counts[w], w))
+    return tuple(w for w in ranked if w not in FUNCTION_WORDS)
 
 
 @functools.lru_cache(maxsize=1)

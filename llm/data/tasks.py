@@ -138,6 +138,23 @@ class _Instance:
     numbers: tuple[int, ...] = ()  # operands (add, subtract) or repeat's count
 
 
+@dataclass(frozen=True)
+class Vocabulary:
+    """What instances are built from: list words, sentences to copy, the largest operand."""
+
+    words: tuple[str, ...] = ()  # list operands and filler; () = the built-in word lists above
+    sentences: tuple[str, ...] = ()  # copy sources of this split; () = synthetic sentences
+    max_number: int = MAX_NUMBER
+
+    @property
+    def list_words(self) -> tuple[str, ...]:
+        return self.words or LIST_WORDS
+
+    @property
+    def filler(self) -> tuple[str, ...]:
+        return self.words or WORDS
+
+
 # ---------------------------------------------------------------- scoring
 
 def normalize_reply(text: str) -> str:
@@ -182,34 +199,34 @@ def _phrase(rng: random.Random, kind: str, **fields: object) -> str:
     return rng.choice(_TEMPLATES[kind]).format(**fields)
 
 
-def _operand_pair(rng: random.Random) -> tuple[int, int]:
-    top = 9 if rng.random() < 0.5 else MAX_NUMBER
+def _operand_pair(rng: random.Random, vocab: Vocabulary) -> tuple[int, int]:
+    top = min(9, vocab.max_number) if rng.random() < 0.5 else vocab.max_number
     return rng.randint(0, top), rng.randint(0, top)
 
 
-def _add(rng: random.Random, pool: Sequence[str] | None) -> _Instance:
-    a, b = _operand_pair(rng)
+def _add(rng: random.Random, vocab: Vocabulary) -> _Instance:
+    a, b = _operand_pair(rng, vocab)
     # Unordered content: "3 + 5" and "5 + 3" land in the same split, so val never tests a swapped train sum.
     return _Instance(Task("add", _phrase(rng, "add", a=a, b=b), str(a + b)), tuple(sorted((a, b))), numbers=(a, b))
 
 
-def _subtract(rng: random.Random, pool: Sequence[str] | None) -> _Instance:
-    a, b = sorted(_operand_pair(rng), reverse=True)  # a >= b: results are never negative
+def _subtract(rng: random.Random, vocab: Vocabulary) -> _Instance:
+    a, b = sorted(_operand_pair(rng, vocab), reverse=True)  # a >= b: results are never negative
     return _Instance(Task("subtract", _phrase(rng, "subtract", a=a, b=b), str(a - b)), (a, b), numbers=(a, b))
 
 
 def _list_kind(kind: str, answer_of: Callable[[tuple[str, ...]], str], max_words: int = MAX_LIST_WORDS,
-               unordered: bool = False) -> Callable[[random.Random, Sequence[str] | None], _Instance]:
-    def generate(rng: random.Random, pool: Sequence[str] | None) -> _Instance:
-        words = tuple(rng.sample(LIST_WORDS, rng.randint(MIN_LIST_WORDS, max_words)))  # distinct words
+               unordered: bool = False) -> Callable[[random.Random, Vocabulary], _Instance]:
+    def generate(rng: random.Random, vocab: Vocabulary) -> _Instance:
+        words = tuple(rng.sample(vocab.list_words, rng.randint(MIN_LIST_WORDS, max_words)))  # distinct words
         content = tuple(sorted(words)) if unordered else words
         task = Task(kind, _phrase(rng, kind, words=" ".join(words)), answer_of(words))
         return _Instance(task, content, words=words)
     return generate
 
 
-def _repeat(rng: random.Random, pool: Sequence[str] | None) -> _Instance:
-    word, count = rng.choice(LIST_WORDS), rng.randint(MIN_REPEAT, MAX_REPEAT)
+def _repeat(rng: random.Random, vocab: Vocabulary) -> _Instance:
+    word, count = rng.choice(vocab.list_words), rng.randint(MIN_REPEAT, MAX_REPEAT)
     task = Task("repeat", _phrase(rng, "repeat", word=word, count=count), " ".join([word] * count))
     return _Instance(task, (word, count), words=(word,), numbers=(count,))
 
@@ -228,13 +245,13 @@ def _synthetic_sentence(rng: random.Random) -> str:
         thing=rng.choice(OBJECTS + FOODS), colour=rng.choice(COLOURS), place=rng.choice(PLACES))
 
 
-def _copy(rng: random.Random, pool: Sequence[str] | None) -> _Instance:
-    sentence = rng.choice(pool) if pool else _synthetic_sentence(rng)
+def _copy(rng: random.Random, vocab: Vocabulary) -> _Instance:
+    sentence = rng.choice(vocab.sentences) if vocab.sentences else _synthetic_sentence(rng)
     task = Task("copy", _phrase(rng, "copy", sentence=sentence), sentence)
     return _Instance(task, (sentence,), words=tuple(sentence.split()))
 
 
-_GENERATORS: dict[str, Callable[[random.Random, Sequence[str] | None], _Instance]] = {
+_GENERATORS: dict[str, Callable[[random.Random, Vocabulary], _Instance]] = {
     "add": _add,
     "subtract": _subtract,
     "reverse_words": _list_kind("reverse_words", lambda w: " ".join(reversed(w))),
@@ -277,46 +294,62 @@ def _copy_pool(sentences: Sequence[str], split: str) -> tuple[str, ...]:
     return pool
 
 
-def _draw(kind: str, split: str, rng: random.Random, pool: Sequence[str] | None) -> _Instance:
+def _draw(kind: str, split: str, rng: random.Random, vocab: Vocabulary) -> _Instance:
     for _ in range(_MAX_DRAWS):
-        instance = _GENERATORS[kind](rng, pool)
+        instance = _GENERATORS[kind](rng, vocab)
         if _split_of(kind, instance.content) == split:
             return instance
     raise RuntimeError(f"{kind}: no {split!r} instance in {_MAX_DRAWS} draws")
 
 
-def _make_instances(split: str, n: int, seed: int, kinds: Sequence[str] | None,
-                    sentences: Sequence[str] | None) -> list[_Instance]:
+def _vocabulary(split: str, kinds: tuple[str, ...], sentences: Sequence[str] | None, words: Sequence[str] | None,
+                max_number: int | None) -> Vocabulary:
+    if words is not None and len(set(words)) < MAX_COUNT_WORDS:
+        raise ValueError(f"words: need at least {MAX_COUNT_WORDS} distinct words, got {len(set(words))}")
+    if max_number is not None and max_number < 1:
+        raise ValueError(f"max_number must be >= 1, got {max_number}")
+    pool = _copy_pool(sentences, split) if sentences is not None and "copy" in kinds else ()
+    return Vocabulary(tuple(dict.fromkeys(words)) if words else (), pool, MAX_NUMBER if max_number is None else max_number)
+
+
+def _make_instances(split: str, n: int, seed: int, kinds: Sequence[str] | None, sentences: Sequence[str] | None,
+                    words: Sequence[str] | None = None, max_number: int | None = None) -> tuple[list[_Instance], Vocabulary]:
     _check_split(split)
     kinds = _check_kinds(kinds)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    pool = _copy_pool(sentences, split) if sentences is not None and "copy" in kinds else None
+    vocab = _vocabulary(split, kinds, sentences, words, max_number)
     rng = random.Random(seed)
     instances: list[_Instance] = []
     while len(instances) < n:
         # Round-robin over kinds in a fresh order each round: balanced counts, mixed order, prefix-stable.
         for kind in rng.sample(kinds, len(kinds))[: n - len(instances)]:
-            instances.append(_draw(kind, split, rng, pool))
-    return instances
+            instances.append(_draw(kind, split, rng, vocab))
+    return instances, vocab
 
 
 def make_tasks(split: str, n: int, seed: int = 0, kinds: Sequence[str] | None = None,
-               sentences: Sequence[str] | None = None) -> list[Task]:
-    """n tasks of `split` ("train" or "val"), kinds in turn; `sentences` feed `copy` (else synthetic ones)."""
-    return [instance.task for instance in _make_instances(split, n, seed, kinds, sentences)]
+               sentences: Sequence[str] | None = None, words: Sequence[str] | None = None,
+               max_number: int | None = None) -> list[Task]:
+    """n tasks of `split` ("train" or "val"), kinds in turn.
+
+    `sentences` feed `copy` (else synthetic ones); `words` replace the built-in word lists for list
+    operands (pick words the model's tokenizer knows); `max_number` bounds arithmetic operands.
+    """
+    instances, _ = _make_instances(split, n, seed, kinds, sentences, words, max_number)
+    return [instance.task for instance in instances]
 
 
 # ---------------------------------------------------------------- preference pairs
 
-def _off_by_one(inst: _Instance, rng: random.Random) -> str | None:
+def _off_by_one(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     if inst.task.kind not in _NUMERIC_KINDS:
         return None
     value = int(inst.task.answer)
     return str(rng.choice([v for v in (value - 1, value + 1) if v >= 0]))
 
 
-def _shuffled(inst: _Instance, rng: random.Random) -> str | None:
+def _shuffled(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     words = inst.task.answer.split()
     if len(set(words)) < 2:
         return None
@@ -325,7 +358,7 @@ def _shuffled(inst: _Instance, rng: random.Random) -> str | None:
     return " ".join(order if order != words else words[1:] + words[:1])
 
 
-def _truncated(inst: _Instance, rng: random.Random) -> str | None:
+def _truncated(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     answer = inst.task.answer
     words = answer.split()
     if len(words) >= 2:
@@ -335,7 +368,7 @@ def _truncated(inst: _Instance, rng: random.Random) -> str | None:
     return answer[: rng.randint(2, len(answer) - 1)]
 
 
-def _ignores_instruction(inst: _Instance, rng: random.Random) -> str | None:
+def _ignores_instruction(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     """Echo the input, or answer as if it were a neighbouring task."""
     kind, words, numbers = inst.task.kind, inst.words, inst.numbers
     if kind == "add":
@@ -353,21 +386,21 @@ def _ignores_instruction(inst: _Instance, rng: random.Random) -> str | None:
     return " ".join(words)  # the input unchanged
 
 
-def _never_stops(inst: _Instance, rng: random.Random) -> str | None:
+def _never_stops(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     answer = inst.task.answer
-    tail = answer if rng.random() < 0.5 else " ".join(rng.sample(WORDS, rng.randint(3, 6)))
+    tail = answer if rng.random() < 0.5 else " ".join(rng.sample(vocab.filler, rng.randint(3, 6)))
     return f"{answer} {tail}"
 
 
-def _replace_one_word(text: str, rng: random.Random) -> str:
+def _replace_one_word(text: str, rng: random.Random, vocab: Vocabulary) -> str:
     parts = text.split()
     i = rng.randrange(len(parts))
     core = parts[i].rstrip(".,!?;:")
-    parts[i] = rng.choice([w for w in LIST_WORDS if w != core]) + parts[i][len(core):]  # keeps punctuation
+    parts[i] = rng.choice([w for w in vocab.list_words if w != core]) + parts[i][len(core):]  # keeps punctuation
     return " ".join(parts)
 
 
-def _wrong_answer(inst: _Instance, rng: random.Random) -> str | None:
+def _wrong_answer(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
     kind, answer = inst.task.kind, inst.task.answer
     if kind in _NUMERIC_KINDS:
         value = int(answer)
@@ -381,10 +414,10 @@ def _wrong_answer(inst: _Instance, rng: random.Random) -> str | None:
         i = rng.randrange(len(parts))
         parts[i] = parts[i].lower() if len(parts) > 1 else parts[i].capitalize()
         return " ".join(parts)
-    return _replace_one_word(answer, rng)  # reverse_words, sort_words, copy
+    return _replace_one_word(answer, rng, vocab)  # reverse_words, sort_words, copy
 
 
-_REJECTORS: dict[str, Callable[[_Instance, random.Random], str | None]] = {
+_REJECTORS: dict[str, Callable[[_Instance, random.Random, Vocabulary], str | None]] = {
     "off_by_one": _off_by_one,
     "shuffled": _shuffled,
     "truncated": _truncated,
@@ -394,10 +427,10 @@ _REJECTORS: dict[str, Callable[[_Instance, random.Random], str | None]] = {
 }
 
 
-def _make_pair(inst: _Instance, rng: random.Random, used: Counter) -> TaskPair:
+def _make_pair(inst: _Instance, rng: random.Random, used: Counter, vocab: Vocabulary) -> TaskPair:
     options = {}
     for kind in REJECTION_KINDS:
-        text = _REJECTORS[kind](inst, rng)
+        text = _REJECTORS[kind](inst, rng, vocab)
         # A maker may land on the answer (echoing an already sorted list): then it does not apply here.
         if text is not None and not is_correct(inst.task, text):
             options[kind] = text
@@ -407,9 +440,11 @@ def _make_pair(inst: _Instance, rng: random.Random, used: Counter) -> TaskPair:
     return TaskPair(inst.task, inst.task.answer, options[kind], kind, rejected_complete=kind != "never_stops")
 
 
-def make_preference_pairs(split: str, n: int, seed: int = 0,
-                          sentences: Sequence[str] | None = None) -> list[TaskPair]:
-    """Pairs over the tasks of make_tasks(split, n, seed), rejection kinds balanced among those that apply."""
+def make_preference_pairs(split: str, n: int, seed: int = 0, sentences: Sequence[str] | None = None,
+                          kinds: Sequence[str] | None = None, words: Sequence[str] | None = None,
+                          max_number: int | None = None) -> list[TaskPair]:
+    """Pairs over the tasks of make_tasks(split, n, seed, ...), rejection kinds balanced among those that apply."""
     rng = random.Random(f"pairs:{seed}")  # str seeds hash with sha512: stable across processes
     used: Counter = Counter()
-    return [_make_pair(inst, rng, used) for inst in _make_instances(split, n, seed, None, sentences)]
+    instances, vocab = _make_instances(split, n, seed, kinds, sentences, words, max_number)
+    return [_make_pair(inst, rng, used, vocab) for inst in instances]
