@@ -82,6 +82,9 @@ class TrainConfig:
     log_every: int = 10
     early_stop_patience: int = 0  # evaluations without improvement before stopping; 0 disables
     early_stop_min_delta: float = 0.0
+    early_stop_metric: str = ""  # an evaluation metric to watch ("" = the stage's own, e.g. val_loss)
+    early_stop_mode: str = ""  # min | max ("" = the stage's own)
+    eval_at_start: bool = True  # evaluate before the first step: the baseline every later figure is compared with
     max_nonfinite: int = 5  # non-finite losses skipped before the run aborts
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU)
@@ -132,8 +135,124 @@ class PretrainConfig(RunConfig):
     data: DataConfig = field(default_factory=DataConfig)
 
 
+@dataclass
+class SourceConfig:
+    path: str = "builtin"  # builtin | a .jsonl/.json(.gz) file | a saved dataset folder | a datasets name
+    format: str = "auto"
+    split: str = "train"  # split of a datasets name or saved DatasetDict
+    max_records: int = 0  # 0: all
+
+
+@dataclass
+class ChatDataConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    on_error: str = "skip"  # skip (and count) or raise on a malformed record
+    val_fraction: float = 0.05  # held out from file sources; built-in tasks have their own held-out split
+    builtin_train: int = 20000  # built-in training examples to generate
+    builtin_val: int = 300
+    builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    seed: int = 0
+
+
+@dataclass
+class TaskEvalConfig:
+    n_tasks: int = 200  # held-out built-in tasks answered greedily and checked at each evaluation; 0 = off
+    max_new_tokens: int = 32
+    prompts: list[str] = field(default_factory=lambda: ["Reverse the words: red green blue", "What is 7 + 5?", "What is Python?"])
+
+
+@dataclass
+class SFTConfig(RunConfig):
+    name: str = "sft"
+    init_from: str = ""  # a pre-training run folder or checkpoint; its model config and tokenizer are used
+    data: ChatDataConfig = field(default_factory=ChatDataConfig)
+    eval: TaskEvalConfig = field(default_factory=TaskEvalConfig)
+
+
+@dataclass
+class PreferenceDataConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    on_error: str = "skip"
+    val_fraction: float = 0.1  # held out from file sources; built-in pairs have their own held-out split
+    builtin_train: int = 8000
+    builtin_val: int = 400
+    builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    seed: int = 0
+
+
+@dataclass
+class RewardConfig(RunConfig):
+    name: str = "reward"
+    init_from: str = ""  # an SFT run folder or checkpoint: the reward model's trunk
+    data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    margin: float = 0.0  # loss -logsigmoid(r_chosen - r_rejected - margin)
+    center_coef: float = 0.01  # penalty on (r_chosen + r_rejected)^2 that keeps rewards centred on zero
+
+
+@dataclass
+class PolicyEvalConfig:
+    n_prompts: int = 200  # held-out built-in tasks: true exact match, reward score, win rate, KL
+    max_new_tokens: int = 32
+    kinds: list[str] = field(default_factory=list)  # task kinds to evaluate on ([] = every kind)
+    n_samples: int = 8  # prompts whose SFT and policy replies are written side by side to the run folder
+    reward_model: str = ""  # a reward run to judge replies by (PPO uses its own reward model when empty)
+
+
+@dataclass
+class PPOSettings:
+    prompts: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])  # prompts to roll out on
+    builtin_prompts: int = 20000
+    builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    rollout_batch: int = 64  # prompts per PPO iteration
+    minibatch: int = 16  # rollouts per optimizer step
+    epochs: int = 2  # passes over each rollout batch
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_k: int = 0
+    kl_coef: float = 0.05  # initial coefficient of the per-token KL penalty
+    kl_estimator: str = "k1"  # k1: log p - log p_ref; k3: (r - 1) - log r with r = p_ref / p (Schulman)
+    adaptive_kl: bool = True  # move kl_coef toward target_kl (Ziegler et al. 2019)
+    target_kl: float = 2.0  # KL per reply the adaptive controller steers to (nats, summed over tokens)
+    kl_horizon: int = 10000
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_ratio: float = 0.2
+    clip_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_advantages: bool = True
+    missing_end_penalty: float = 1.0  # subtracted from the score of a reply that hit the length limit
+    critic_init: str = "reward"  # reward: the critic starts as the reward model; policy: as the SFT trunk
+    max_kl: float = 20.0  # guardrail: stop when the mean KL per reply passes this
+    max_ratio: float = 20.0  # guardrail: stop when a probability ratio passes this
+
+
+@dataclass
+class PPOConfig(RunConfig):
+    name: str = "ppo"
+    policy: str = ""  # the SFT run folder or checkpoint: the policy and the frozen reference start here
+    reward_model: str = ""  # the reward run folder or checkpoint
+    ppo: PPOSettings = field(default_factory=PPOSettings)
+    eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+
+
+@dataclass
+class DPOSettings:
+    beta: float = 0.1
+    loss: str = "sigmoid"  # sigmoid (DPO) | ipo | (label-smoothed) conservative via label_smoothing
+    label_smoothing: float = 0.0  # > 0: conservative DPO, the labels are flipped with this probability
+
+
+@dataclass
+class DPOConfig(RunConfig):
+    name: str = "dpo"
+    init_from: str = ""  # the SFT run folder or checkpoint: the policy and the frozen reference
+    data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+
+
 # the schema of each folder under configs/
-STAGE_SCHEMAS: dict[str, type] = {"pretrain": PretrainConfig}
+STAGE_SCHEMAS: dict[str, type] = {"pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
 
 C = TypeVar("C")
 
