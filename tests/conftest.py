@@ -10,9 +10,10 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests import conftest_helpers
 
 import pytest
 
+from conftest_helpers import reward_overrides, sft_overrides, tiny_overrides  # noqa: E402
+
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 
 @pytest.fixture(scope="session")
@@ -41,32 +42,6 @@ def tokenizer(corpus_file):
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("cache")
-
-
-def tiny_overrides(corpus_file: Path, cache_dir: Path, out_dir: Path, name: str = "tiny") -> list[str]:
-    """A model and run small enough that a step takes milliseconds on a CPU."""
-    return [
-        f"name={name}",
-        f"out_dir={out_dir}",
-        f"data.path={corpus_file}",
-        f"data.cache_dir={cache_dir}",
-        "data.chunk_chars=4000",
-        "tokenizer.vocab_size=512",
-        "model.block_size=32",
-        "model.n_layer=2",
-        "model.n_head=2",
-        "model.n_embd=32",
-        "optim.lr=3e-3",
-        "optim.warmup_steps=5",
-        "train.batch_size=8",
-        "train.max_steps=40",
-        "train.eval_every=20",
-        "train.eval_batches=2",
-        "train.log_every=1",
-        "train.progress=false",
-        "checkpoint.save_every=20",
-        "sampling.max_new_tokens=8",
-    ]
 
 
 @pytest.fixture
@@ -103,18 +78,6 @@ def pretrained_run(tmp_path_factory, corpus_file, cache_dir) -> Path:
     return out / "base"
 
 
-def sft_overrides(init_from: Path, out_dir: Path, name: str = "sft") -> list[str]:
-    """Fine-tune on two easy built-in task kinds, enough steps for the tiny model to learn to stop."""
-    return [
-        f"init_from={init_from}", f"out_dir={out_dir}", f"name={name}",
-        "data.builtin_train=2000", "data.builtin_val=60", "data.builtin_kinds=[first_word, last_word]",
-        "optim.lr=1e-2", "optim.warmup_steps=10", "optim.weight_decay=0",
-        "train.batch_size=16", "train.max_steps=150", "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0",
-        "train.eval_every=50", "train.log_every=1", "train.progress=false",
-        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.max_new_tokens=12",
-    ]
-
-
 @pytest.fixture(scope="session")
 def sft_run(tmp_path_factory, pretrained_run) -> Path:
     from llm.config import SFTConfig, load_config
@@ -131,3 +94,13 @@ def sft_args(pretrained_run, tmp_path):
         return sft_overrides(pretrained_run, tmp_path / "runs", name) + list(extra)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def reward_run(tmp_path_factory, sft_run) -> Path:
+    from llm.config import RewardConfig, load_config
+    from llm.stages.reward import run
+
+    out = tmp_path_factory.mktemp("reward")
+    run(load_config(RewardConfig, None, reward_overrides(sft_run, out)))
+    return out / "reward"

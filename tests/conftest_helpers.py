@@ -56,3 +56,61 @@ def kill_and_resume(script: str, config: str, args: list[str], run_dir: Path, si
 def read_metrics(run_dir: Path, kind: str | None = None) -> list[dict]:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [x for x in lines if kind is None or x["kind"] == kind]
+
+
+def tiny_overrides(corpus_file: Path, cache_dir: Path, out_dir: Path, name: str = "tiny") -> list[str]:
+    """A model and run small enough that a step takes milliseconds on a CPU."""
+    return [
+        f"name={name}",
+        f"out_dir={out_dir}",
+        f"data.path={corpus_file}",
+        f"data.cache_dir={cache_dir}",
+        "data.chunk_chars=4000",
+        "tokenizer.vocab_size=512",
+        "model.block_size=32",
+        "model.n_layer=2",
+        "model.n_head=2",
+        "model.n_embd=32",
+        "optim.lr=3e-3",
+        "optim.warmup_steps=5",
+        "train.batch_size=8",
+        "train.max_steps=40",
+        "train.eval_every=20",
+        "train.eval_batches=2",
+        "train.log_every=1",
+        "train.progress=false",
+        "checkpoint.save_every=20",
+        "sampling.max_new_tokens=8",
+    ]
+
+
+def sft_overrides(init_from: Path, out_dir: Path, name: str = "sft") -> list[str]:
+    """Fine-tune on two easy built-in task kinds, enough steps for the tiny model to learn to stop."""
+    return [
+        f"init_from={init_from}", f"out_dir={out_dir}", f"name={name}",
+        "data.builtin_train=2000", "data.builtin_val=60", "data.builtin_kinds=[first_word, last_word]",
+        "optim.lr=1e-2", "optim.warmup_steps=10", "optim.weight_decay=0",
+        "train.batch_size=16", "train.max_steps=150", "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0",
+        "train.eval_every=50", "train.log_every=1", "train.progress=false",
+        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.max_new_tokens=12",
+    ]
+
+
+def reward_overrides(init_from: Path, out_dir: Path, name: str = "reward") -> list[str]:
+    return [
+        f"init_from={init_from}", f"out_dir={out_dir}", f"name={name}",
+        "data.builtin_train=1000", "data.builtin_val=80", "data.builtin_kinds=[first_word, last_word]",
+        "optim.lr=1e-3", "optim.warmup_steps=5", "train.batch_size=16", "train.max_steps=60", "train.epochs=0",
+        "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0", "train.eval_every=30",
+        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30",
+    ]
+
+
+def ppo_overrides(policy: Path, reward: Path, out_dir: Path, name: str = "ppo") -> list[str]:
+    return [
+        f"policy={policy}", f"reward_model={reward}", f"out_dir={out_dir}", f"name={name}",
+        "ppo.builtin_prompts=200", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
+        "ppo.epochs=2", "ppo.max_new_tokens=8", "optim.lr=1e-4", "optim.warmup_steps=0", "optim.schedule=constant", "train.max_steps=12",
+        "train.max_time_s=0", "train.dtype=float32", "train.eval_every=6", "train.log_every=1", "train.progress=false",
+        "checkpoint.save_every=6", "eval.n_prompts=10", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
+    ]

@@ -1,7 +1,7 @@
 import json
 import signal
 
-from conftest_helpers import kill_and_resume, metric_losses, read_metrics
+from conftest_helpers import REPO, kill_and_resume, metric_losses, read_metrics
 from llm.chat import ChatSession
 from llm.data.chat import IGNORE, ChatExample, collate_chat, tokenize_conversation
 from llm.load import load_gpt
@@ -67,7 +67,7 @@ def test_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     from llm.config import SFTConfig, load_config
     from llm.stages.sft import run
 
-    run(load_config(SFTConfig, None, sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
+    run(load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
     args = sft_args("train.max_steps=120", "checkpoint.save_every=10", name="b")
     kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 40, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")

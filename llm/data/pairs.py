@@ -1,0 +1,128 @@
+"""Preference pairs as token sequences: prompt in the chat template, then the chosen or rejected reply.
+
+A reply that ended is closed with <|end|>; one marked incomplete (it never stopped) is not, so a model
+can learn that not stopping is worse. Pairs that cannot be told apart (identical or empty sides) or
+that do not fit the context even after dropping the oldest prompt turns are counted and dropped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from llm.config import PreferenceDataConfig, check_choice
+from llm.data.batching import pad_right
+from llm.data.preferences import PreferencePair, load_preferences
+from llm.data.builtin_tasks import builtin_pairs
+from llm.tokenizer import Tokenizer, render_prompt
+
+
+@dataclass(frozen=True)
+class PairExample:
+    prompt: list[int]
+    chosen: list[int]  # reply tokens only
+    rejected: list[int]
+    kind: str = ""
+
+    def __len__(self) -> int:
+        return len(self.prompt) + max(len(self.chosen), len(self.rejected))
+
+
+@dataclass
+class PairStats:
+    pairs: int = 0
+    kept: int = 0
+    dropped_identical: int = 0
+    dropped_empty: int = 0
+    dropped_too_long: int = 0
+    prompt_truncated: int = 0
+
+
+def reply_ids(tok: Tokenizer, text: str, complete: bool) -> list[int]:
+    return tok.encode(text) + ([tok.end_id] if complete else [])
+
+
+def tokenize_pair(tok: Tokenizer, pair: PreferencePair, max_len: int, stats: PairStats) -> PairExample | None:
+    chosen = reply_ids(tok, pair.chosen, pair.chosen_complete)
+    rejected = reply_ids(tok, pair.rejected, pair.rejected_complete)
+    if chosen == rejected:
+        stats.dropped_identical += 1
+        return None
+    if not pair.chosen.strip() or not pair.rejected.strip():
+        stats.dropped_empty += 1
+        return None
+    turns = list(pair.prompt)
+    prompt = render_prompt(tok, turns)
+    while len(prompt) + max(len(chosen), len(rejected)) > max_len and len(turns) > 1:
+        turns = turns[1:]  # drop the oldest turn first: the last question matters most
+        prompt = render_prompt(tok, turns)
+    if len(turns) < len(pair.prompt):
+        stats.prompt_truncated += 1
+    if len(prompt) + max(len(chosen), len(rejected)) > max_len:
+        stats.dropped_too_long += 1
+        return None
+    return PairExample(prompt, chosen, rejected, pair.kind)
+
+
+def tokenize_pairs(tok: Tokenizer, pairs: Sequence[PreferencePair], max_len: int) -> tuple[list[PairExample], PairStats]:
+    stats = PairStats(pairs=len(pairs))
+    examples = [e for e in (tokenize_pair(tok, p, max_len, stats) for p in pairs) if e is not None]
+    stats.kept = len(examples)
+    return examples, stats
+
+
+@dataclass
+class PairData:
+    train: list[PairExample]
+    val: list[PairExample]
+    log: dict
+
+
+def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int) -> PairData:
+    """Training and validation pairs from every configured source."""
+    check_choice("data.on_error", data.on_error, ("skip", "raise"))
+    train_pairs, val_pairs, log = [], [], {"sources": []}
+    for source in data.sources:
+        if source.path == "builtin":
+            train_part, val_part = builtin_pairs("train", data.builtin_train, data.seed, data.builtin_kinds), builtin_pairs("val", data.builtin_val, data.seed, data.builtin_kinds)
+            log["sources"].append({"path": "builtin", "train": len(train_part), "val": len(val_part)})
+        else:
+            pairs, stats = load_preferences(source.path, source.format, data.on_error, source.split)
+            if source.max_records:
+                pairs = pairs[: source.max_records]
+            order = list(range(len(pairs)))
+            random.Random(data.seed).shuffle(order)
+            n_val = max(1, round(len(pairs) * data.val_fraction))
+            val_ids = set(order[:n_val])
+            train_part = [p for i, p in enumerate(pairs) if i not in val_ids]
+            val_part = [p for i, p in enumerate(pairs) if i in val_ids]
+            log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
+        train_pairs += train_part
+        val_pairs += val_part
+    train, train_stats = tokenize_pairs(tok, train_pairs, max_len)
+    val, val_stats = tokenize_pairs(tok, val_pairs, max_len)
+    log["train"], log["val"] = dataclasses.asdict(train_stats), dataclasses.asdict(val_stats)
+    if not train or not val:
+        from llm.errors import DataError
+
+        raise DataError(f"preference data: {len(train)} training and {len(val)} validation pairs left after filtering; need both")
+    return PairData(train, val, log)
+
+
+def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Chosen rows then rejected rows, right-padded: one forward pass scores both sides.
+
+    `reply_mask` marks the reply tokens among the targets (inputs shifted by one), for log-probabilities.
+    """
+    rows = [e.prompt + e.chosen for e in examples] + [e.prompt + e.rejected for e in examples]
+    prompt_lengths = [len(e.prompt) for e in examples] * 2
+    ids = pad_right(rows, pad_id)
+    lengths = torch.tensor([len(r) for r in rows])
+    positions = torch.arange(ids.shape[1])[None, :]
+    attention_mask = positions < lengths[:, None]
+    reply = (positions >= torch.tensor(prompt_lengths)[:, None]) & attention_mask
+    return {"input_ids": ids, "attention_mask": attention_mask, "reply_mask": reply[:, 1:], "kinds": [e.kind for e in examples]}

@@ -1,0 +1,109 @@
+"""Reward model: learn to score replies the way the preference data ranked them (Bradley-Terry).
+
+loss = -logsigmoid(r_chosen - r_rejected - margin) + center_coef * (r_chosen + r_rejected)^2
+
+Metrics use TRL's names where one exists: accuracy (r_chosen > r_rejected), margin, and the mean and
+spread of rewards; built-in pairs also report accuracy by the kind of wrong reply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+
+import torch
+import torch.nn.functional as F
+
+from llm.config import RewardConfig
+from llm.data.batching import EpochBatches, fixed_batches
+from llm.data.pairs import PairData, collate_pairs, load_pair_data
+from llm.model import model_size
+from llm.reward_model import RewardModel, sequence_rewards
+from llm.stages.sft import epoch_limited_steps, init_model
+from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+
+
+def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
+    half = rewards.shape[0] // 2
+    return rewards[:half], rewards[half:]
+
+
+class RewardStage(Stage):
+    name = "reward"
+    model_kind = "reward"
+    early_stop_metric = "val_accuracy"
+    early_stop_mode = "max"
+
+    def __init__(self, cfg: RewardConfig, model: RewardModel, pad_id: int, data: PairData, runtime: Runtime):
+        self.cfg, self.data, self.device, self.pad_id = cfg, data, runtime.device, pad_id
+        self.model = model
+        lengths = [len(e) for e in data.train]
+        self.source = EpochBatches(data.train, lengths, cfg.train.batch_size, cfg.train.seed, self.collate, runtime.dist.rank, runtime.dist.world_size)
+        self.val_batches = fixed_batches(data.val, [len(e) for e in data.val], cfg.train.batch_size, self.collate)
+
+    def collate(self, examples):
+        return collate_pairs(examples, self.pad_id)
+
+    def loss(self, model, batch) -> LossOutput:
+        chosen, rejected = pair_rewards(model, batch)
+        margin = chosen - rejected
+        losses = -F.logsigmoid(margin - self.cfg.margin) + self.cfg.center_coef * (chosen + rejected) ** 2
+        metrics = {"accuracy": (margin > 0).float().sum(), "margin": margin.detach().sum()}
+        return LossOutput(losses.sum(), len(chosen), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+
+    def evaluate(self, model) -> dict:
+        chosen, rejected, kinds = [], [], []
+        for batch in self.val_batches:
+            c, r = pair_rewards(model, to_device(batch, self.device))
+            chosen.append(c.float().cpu())
+            rejected.append(r.float().cpu())
+            kinds += batch["kinds"]
+        return reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
+
+    def total_steps(self, cfg: RewardConfig) -> int:
+        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
+
+    def flops_per_token(self) -> float:
+        return model_size(self.model.config).flops_per_token
+
+
+def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str], margin: float = 0.0) -> dict:
+    diff = chosen - rejected
+    both = torch.cat([chosen, rejected])
+    metrics = {
+        "val_loss": float((-F.logsigmoid(diff - margin)).mean()),
+        "val_accuracy": float((diff > 0).float().mean()),
+        "val_margin": float(diff.mean()),
+        "rewards/chosen": float(chosen.mean()),
+        "rewards/rejected": float(rejected.mean()),
+        "rewards/mean": float(both.mean()),
+        "rewards/std": float(both.std()),
+    }
+    by_kind = defaultdict(list)
+    for kind, d in zip(kinds, diff.tolist()):
+        if kind:
+            by_kind[kind].append(d > 0)
+    if by_kind:
+        metrics["val_accuracy_by_kind"] = {k: sum(v) / len(v) for k, v in sorted(by_kind.items())}
+    return metrics
+
+
+def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
+    prepare_run_dir(cfg.run_dir, resume, fresh)
+    runtime = setup_runtime(cfg)
+    base, cfg = init_model(cfg, "cpu")
+    model = RewardModel(base.model)
+    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size)
+    (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+    print(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}", flush=True)
+    stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
+    return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
+
+
+def dropped(log: dict) -> str:
+    parts = []
+    for split in ("train", "val"):
+        stats = log[split]
+        parts.append(f"{split}: {stats['dropped_identical']} identical, {stats['dropped_empty']} empty, {stats['dropped_too_long']} too long")
+    return "; ".join(parts)
