@@ -1,0 +1,85 @@
+"""How a preference-optimised policy compares with the SFT model it started from, on held-out prompts.
+
+The reward model's verdicts (mean score, win rate against SFT) sit beside the task checker's true
+exact-match accuracy, which the reward model never sees: reward hacking shows as reward up and true
+accuracy down. KL to the reference is measured on sampled replies, where it is an expectation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from llm.config import PolicyEvalConfig
+from llm.data.tasks import Task, exact_match
+from llm.generate import SamplingParams
+from llm.model import GPT
+from llm.reward_model import RewardModel, score_sequences
+from llm.rollouts import reply_logprobs, sample_replies
+from llm.task_eval import Reply, chat_prompt_ids, generate_replies
+from llm.tokenizer import Tokenizer
+
+
+class PolicyEvaluator:
+    def __init__(self, tok: Tokenizer, tasks: Sequence[Task], reference: GPT, reward_model: RewardModel | None, cfg: PolicyEvalConfig):
+        self.tok, self.tasks, self.reference, self.reward_model, self.cfg = tok, list(tasks), reference, reward_model, cfg
+        self.prompts = [chat_prompt_ids(tok, t.prompt) for t in self.tasks]
+        self.sft_replies = self.replies(reference)
+        self.sft_scores = self.scores(self.sft_replies)
+        self.sft_metrics = self.task_metrics(self.sft_replies)
+
+    def replies(self, model: GPT) -> list[Reply]:
+        return generate_replies(model, self.tok, [t.prompt for t in self.tasks], self.cfg.max_new_tokens)
+
+    def scores(self, replies: Sequence[Reply]) -> list[float] | None:
+        if self.reward_model is None:
+            return None
+        return score_sequences(self.reward_model, [p + r.tokens for p, r in zip(self.prompts, replies)], self.tok.pad_id)
+
+    def task_metrics(self, replies: Sequence[Reply]) -> dict:
+        n = max(len(replies), 1)
+        return {
+            "exact_match": exact_match(self.tasks, [r.text for r in replies])["accuracy"],
+            "stop_rate": sum(r.finished for r in replies) / n,
+            "reply_tokens": sum(len(r.tokens) for r in replies) / n,
+        }
+
+    @torch.no_grad()
+    def evaluate(self, policy: GPT) -> tuple[dict, list[Reply]]:
+        replies = self.replies(policy)
+        metrics = {**self.task_metrics(replies), "sft_exact_match": self.sft_metrics["exact_match"]}
+        scores = self.scores(replies)
+        if scores is not None:
+            wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, self.sft_scores)]
+            metrics.update(reward=mean(scores), sft_reward=mean(self.sft_scores), win_rate=mean(wins))
+        metrics["kl"] = self.sampled_kl(policy)
+        return metrics, replies
+
+    def sampled_kl(self, policy: GPT) -> float:
+        """Mean over prompts of the summed per-token log-ratio of replies sampled at temperature 1."""
+        params = SamplingParams(self.cfg.max_new_tokens, 1.0, 0, 1.0, (self.tok.end_id, self.tok.eos_id))
+        generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(1234)
+        total, count = 0.0, 0
+        for start in range(0, len(self.prompts), 64):
+            prompts = self.prompts[start : start + 64]
+            ids, mask, reply_mask, offset, _ = sample_replies(policy, prompts, params, self.tok.pad_id, generator)
+            replies = ids[:, offset:]
+            width = reply_mask.shape[1]
+            cut = slice(offset - 1, offset - 1 + width)
+            logp = reply_logprobs(policy(ids, attention_mask=mask)[:, cut], replies, 1.0)
+            ref = reply_logprobs(self.reference(ids, attention_mask=mask)[:, cut], replies, 1.0)
+            total += float(((logp - ref) * reply_mask).sum())
+            count += len(prompts)
+        return total / max(count, 1)
+
+    def side_by_side(self, replies: Sequence[Reply]) -> list[dict]:
+        out = []
+        for i in range(min(self.cfg.n_samples, len(self.tasks))):
+            row = {"prompt": self.tasks[i].prompt, "answer": self.tasks[i].answer, "sft": self.sft_replies[i].text, "policy": replies[i].text}
+            out.append(row)
+        return out
+
+
+def mean(values: Sequence[float]) -> float:
+    return sum(values) / max(len(values), 1)

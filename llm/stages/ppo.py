@@ -1,0 +1,277 @@
+"""PPO against a learned reward model with a KL penalty to the SFT reference (the InstructGPT recipe).
+
+Each iteration samples replies to `rollout_batch` prompts, scores them with the frozen reward model,
+subtracts a per-token KL penalty to the frozen reference, computes GAE advantages with the critic, and
+then takes `epochs` passes of clipped policy and value updates over minibatches. Every minibatch is one
+step of the shared training loop; the rollout buffer is the batch source's state, so a checkpoint taken
+in the middle of an iteration resumes exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from llm.config import PPOConfig, PPOSettings, check_choice
+from llm.data.preferences import load_preferences
+from llm.device import Precision
+from llm.errors import ConfigError, TrainingError
+from llm.generate import SamplingParams
+from llm.load import load_gpt, load_reward_model
+from llm.model import GPT, model_size
+from llm.policy_eval import PolicyEvaluator
+from llm.reward_model import RewardModel
+from llm.rollouts import RolloutBatch, assign_advantages, collect, reply_logprobs
+from llm.data.builtin_tasks import builtin_tasks
+from llm.task_eval import chat_prompt_ids
+from llm.tokenizer import Tokenizer, render_prompt
+from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train
+
+MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "values", "advantages", "returns")
+
+
+class ActorCritic(nn.Module):
+    """The trainable pair: the policy (a GPT) and its critic (a GPT trunk with a value head)."""
+
+    def __init__(self, policy: GPT, critic: RewardModel):
+        super().__init__()
+        self.policy, self.critic = policy, critic
+        self.config = policy.config
+
+    def forward(self, input_ids, attention_mask):
+        return self.policy(input_ids, attention_mask=attention_mask), self.critic(input_ids, attention_mask)
+
+
+class KLController:
+    """Adaptive KL coefficient (Ziegler et al. 2019): nudged each iteration toward the target KL."""
+
+    def __init__(self, settings: PPOSettings):
+        self.coef, self.settings = settings.kl_coef, settings
+
+    def update(self, kl: float, n_replies: int) -> None:
+        s = self.settings
+        if not s.adaptive_kl:
+            return
+        error = float(np.clip(kl / s.target_kl - 1.0, -0.2, 0.2))
+        self.coef *= 1.0 + error * n_replies / s.kl_horizon
+
+
+class RolloutSource:
+    """Minibatches of PPO rollouts: a new batch of rollouts whenever the last one is used up."""
+
+    def __init__(self, model: ActorCritic, reference: GPT, reward_model: RewardModel, prompts: list[list[int]],
+                 tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int):
+        self.model, self.reference, self.reward_model = model, reference, reward_model
+        self.prompts, self.tok, self.s, self.precision, self.seed = prompts, tok, settings, precision, seed
+        self.kl = KLController(settings)
+        self.iteration, self.position, self.buffer = 0, 0, []
+        self.stats: dict = {}
+
+    @property
+    def steps_per_iteration(self) -> int:
+        return self.s.epochs * math.ceil(self.s.rollout_batch / self.s.minibatch)
+
+    def next_batch(self) -> dict:
+        if self.position >= len(self.buffer):
+            self.refill()
+        batch = self.buffer[self.position]
+        self.position += 1
+        return batch
+
+    def refill(self) -> None:
+        rng = np.random.default_rng([self.seed, self.iteration])
+        chosen = rng.choice(len(self.prompts), size=min(self.s.rollout_batch, len(self.prompts)), replace=False)
+        rollouts = self.rollout([self.prompts[i] for i in chosen], int(rng.integers(2**62)))
+        self.check_kl(rollouts)
+        assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
+        self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
+        self.kl.update(self.stats["objective/kl"], len(chosen))
+        self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
+        self.position = 0
+        self.iteration += 1
+
+    def rollout(self, prompts: list[list[int]], seed: int) -> RolloutBatch:
+        policy = self.model.policy
+        device = next(policy.parameters()).device
+        params = SamplingParams(self.s.max_new_tokens, self.s.temperature, self.s.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.precision.autocast():
+                return collect(policy, self.model.critic, self.reference, self.reward_model, prompts, params, self.tok.pad_id,
+                               generator, self.s.kl_estimator, self.s.missing_end_penalty)
+        finally:
+            self.model.train(was_training)
+
+    def check_kl(self, rollouts: RolloutBatch) -> None:
+        kl = float(rollouts.kl.sum(dim=1).mean())
+        if not math.isfinite(kl) or kl > self.s.max_kl:
+            raise TrainingError(f"PPO guardrail: KL to the reference is {kl:.3f} per reply at iteration {self.iteration}, "
+                                f"past ppo.max_kl={self.s.max_kl}; stopping, the last checkpoint is intact (lower optim.lr or raise ppo.kl_coef)")
+
+    def state_dict(self) -> dict:
+        return {"iteration": self.iteration, "position": self.position, "kl_coef": self.kl.coef, "buffer": self.buffer, "stats": self.stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.iteration, self.position, self.kl.coef = int(state["iteration"]), int(state["position"]), float(state["kl_coef"])
+        self.buffer, self.stats = state["buffer"], state["stats"]
+
+
+def minibatches(rollouts: RolloutBatch, size: int, epochs: int, rng: np.random.Generator) -> list[dict]:
+    """`epochs` shuffled passes over the rollouts, cut into minibatches trimmed to their longest reply."""
+    out = []
+    n = rollouts.input_ids.shape[0]
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(n))
+        for start in range(0, n, size):
+            rows = order[start : start + size].to(rollouts.input_ids.device)
+            width = int(rollouts.reply_mask[rows].sum(dim=1).max())
+            batch = {
+                "input_ids": rollouts.input_ids[rows, : rollouts.offset + width],
+                "attention_mask": rollouts.attention_mask[rows, : rollouts.offset + width],
+                **{k: getattr(rollouts, k)[rows, :width] for k in MINIBATCH_KEYS[2:]},
+                "offset": rollouts.offset,
+            }
+            out.append({k: v.detach().clone() if torch.is_tensor(v) else v for k, v in batch.items()})
+    return out
+
+
+def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dict:
+    kl = float(rollouts.kl.sum(dim=1).mean())
+    scores = float(rollouts.scores.mean())
+    return {
+        "iteration": iteration,
+        "kl_coef": kl_coef,
+        "objective/kl": kl,
+        "objective/scores": scores,
+        "objective/rlhf_reward": scores - kl_coef * kl,
+        "rollout/reply_tokens": float(rollouts.reply_mask.sum(dim=1).float().mean()),
+        "rollout/finished": float(rollouts.finished.float().mean()),
+    }
+
+
+class PPOStage(Stage):
+    name = "ppo"
+    model_kind = "actor_critic"
+    early_stop_metric = "reward"
+    early_stop_mode = "max"
+
+    def __init__(self, cfg: PPOConfig, model: ActorCritic, source: RolloutSource, evaluator: PolicyEvaluator):
+        self.cfg, self.s = cfg, cfg.ppo
+        self.model, self.source, self.evaluator = model, source, evaluator
+
+    def loss(self, model, batch) -> LossOutput:
+        s, offset = self.s, batch["offset"]
+        mask = batch["reply_mask"]
+        width = mask.shape[1]
+        logits, values = model(batch["input_ids"], batch["attention_mask"])
+        logits, values = logits[:, offset - 1 : offset - 1 + width].float(), values[:, offset - 1 : offset - 1 + width]
+        replies = batch["input_ids"][:, offset:]
+        logprobs = reply_logprobs(logits, replies, s.temperature)
+        log_ratio = (logprobs - batch["logprobs"]) * mask
+        ratio = torch.exp(log_ratio)
+        self.check_ratio(ratio, mask)
+        advantages = batch["advantages"]
+        policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - s.clip_ratio, 1 + s.clip_ratio))
+        clipped_values = batch["values"] + (values - batch["values"]).clamp(-s.clip_value, s.clip_value)
+        value_loss = 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped_values - batch["returns"]) ** 2)
+        per_token = (policy_loss + s.vf_coef * value_loss) * mask
+        with torch.no_grad():
+            dist = F.log_softmax(logits / (s.temperature if s.temperature > 0 else 1.0), dim=-1)
+            entropy = -(dist.exp() * dist).sum(dim=-1)
+            metrics = {
+                "loss/policy": (policy_loss * mask).sum(),
+                "loss/value": (value_loss * mask).sum(),
+                "policy/clipfrac": (((ratio - 1).abs() > s.clip_ratio) & mask).float().sum(),
+                "policy/approxkl": (0.5 * log_ratio**2 * mask).sum(),
+                "objective/entropy": (entropy * mask).sum(),
+            }
+        return LossOutput(per_token.sum(), int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+
+    def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor) -> None:
+        worst = float(ratio.detach()[mask].max()) if bool(mask.any()) else 1.0
+        if not math.isfinite(worst) or worst > self.s.max_ratio:
+            raise TrainingError(f"PPO guardrail: probability ratio {worst:.3g} past ppo.max_ratio={self.s.max_ratio} "
+                                f"at iteration {self.source.iteration}; stopping, the last checkpoint is intact (lower optim.lr)")
+
+    def evaluate(self, model) -> dict:
+        metrics, self.last_replies = self.evaluator.evaluate(model.policy)
+        return metrics
+
+    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
+        record = {"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}
+        with open(run_dir / "samples.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def log_extras(self) -> dict:
+        return dict(self.source.stats)
+
+    def flops_per_token(self) -> float:
+        return 2 * model_size(self.model.config).flops_per_token  # policy and critic
+
+
+def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> list[list[int]]:
+    prompts = []
+    for source in settings.prompts:
+        if source.path == "builtin":
+            tasks = builtin_tasks("train", settings.builtin_prompts, 1, settings.builtin_kinds)
+            prompts += [chat_prompt_ids(tok, t.prompt) for t in tasks]
+        else:
+            pairs, _ = load_preferences(source.path, source.format, "skip", source.split)
+            if source.max_records:
+                pairs = pairs[: source.max_records]
+            prompts += [render_prompt(tok, p.prompt) for p in pairs]
+    prompts = [p for p in prompts if len(p) <= max_prompt]
+    if not prompts:
+        raise ConfigError(f"no PPO prompt fits in {max_prompt} tokens (model.block_size minus ppo.max_new_tokens)")
+    return prompts
+
+
+def frozen(module: nn.Module, device) -> nn.Module:
+    module.requires_grad_(False)
+    return module.to(device).eval()
+
+
+def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
+    check_choice("ppo.critic_init", cfg.ppo.critic_init, ("reward", "policy"))
+    if not cfg.policy or not cfg.reward_model:
+        raise ConfigError("keys 'policy' and 'reward_model' are required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
+    device = runtime.device
+    policy = load_gpt(cfg.policy, "cpu", dropout=cfg.model.dropout)
+    reference = frozen(load_gpt(cfg.policy, "cpu").model, device)
+    reward_model, reward_tok, _ = load_reward_model(cfg.reward_model, "cpu")
+    if reward_tok.to_json() != policy.tokenizer.to_json():
+        raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
+    if cfg.ppo.critic_init == "reward":
+        critic = load_reward_model(cfg.reward_model, "cpu")[0].train()
+    else:
+        critic = RewardModel(load_gpt(cfg.policy, "cpu").model)
+        nn.init.zeros_(critic.head.weight)
+    model = ActorCritic(policy.model.train(), critic).to(device)
+    cfg = dataclasses.replace(cfg, model=policy.model.config)
+    tok = policy.tokenizer
+    prompts = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
+    source = RolloutSource(model, reference, frozen(reward_model, device), prompts, tok, cfg.ppo, runtime.precision, cfg.train.seed)
+    judge = frozen(load_reward_model(cfg.eval.reward_model, "cpu")[0], device) if cfg.eval.reward_model else source.reward_model
+    tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
+    with runtime.precision.autocast():
+        evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval)
+    return PPOStage(cfg, model, source, evaluator), tok, cfg
+
+
+def run(cfg: PPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
+    prepare_run_dir(cfg.run_dir, resume, fresh)
+    runtime = setup_runtime(cfg)
+    stage, tok, cfg = build(cfg, runtime)
+    print(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
+          f"{cfg.ppo.rollout_batch} rollouts; SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on "
+          f"{len(stage.evaluator.tasks)} held-out tasks", flush=True)
+    return train(stage, cfg, runtime, tok.to_json(), resume)

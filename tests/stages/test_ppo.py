@@ -1,0 +1,52 @@
+import json
+
+import pytest
+
+from conftest_helpers import metric_losses, ppo_overrides, read_metrics
+from llm.config import PPOConfig, load_config
+from llm.errors import TrainingError
+from llm.stages.ppo import run
+from llm.train import checkpoint as ckpt
+
+
+def config(sft_run, reward_run, out, name, *extra):
+    return load_config(PPOConfig, None, ppo_overrides(sft_run, reward_run, out, name) + list(extra))
+
+
+def test_ppo_runs_logs_rollout_stats_and_compares_with_sft(sft_run, reward_run, tmp_path):
+    cfg = config(sft_run, reward_run, tmp_path, "ppo")
+    result = run(cfg)
+    assert result.reason == "max_steps" and result.step == 12
+    train_lines = read_metrics(cfg.run_dir, "train")
+    assert {line["iteration"] for line in train_lines} == {0, 1, 2}  # 4 steps per iteration
+    for key in ("objective/kl", "objective/scores", "objective/entropy", "policy/clipfrac", "loss/value", "kl_coef"):
+        assert key in train_lines[-1]
+    evals = read_metrics(cfg.run_dir, "eval")
+    assert evals[0]["kl"] == 0 and evals[0]["win_rate"] == 0.5 and evals[0]["exact_match"] == evals[0]["sft_exact_match"]
+    assert {"reward", "sft_reward", "stop_rate", "reply_tokens"} <= set(evals[-1])
+    samples = [json.loads(x) for x in (cfg.run_dir / "samples.jsonl").read_text().splitlines()]
+    assert {"prompt", "sft", "policy", "answer"} <= set(samples[-1]["samples"][0])
+    from llm.load import load_gpt
+
+    assert load_gpt(cfg.run_dir).checkpoint.meta["kind"] == "actor_critic"
+
+
+def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path):
+    straight = config(sft_run, reward_run, tmp_path, "a")
+    run(straight)
+    first = config(sft_run, reward_run, tmp_path, "b", "train.max_steps=6")  # stops mid-iteration 1
+    run(first)
+    second = config(sft_run, reward_run, tmp_path, "b")
+    run(second, resume=True)
+    assert metric_losses(second.run_dir) == metric_losses(straight.run_dir)
+
+
+def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, tmp_path):
+    # a ceiling below what one update reaches: the guardrail fires at the second rollout
+    cfg = config(sft_run, reward_run, tmp_path, "guard", "ppo.max_kl=1e-9", "optim.lr=3e-3", "checkpoint.save_every=4")
+    with pytest.raises(TrainingError, match=r"PPO guardrail: KL to the reference .* past ppo.max_kl=1e-09"):
+        run(cfg)
+    kept = ckpt.step_dirs(cfg.run_dir / "checkpoints")
+    assert [p.name for p in kept] == ["step_0000004"]
+    ckpt.verify(kept[0])
+    assert not (cfg.run_dir / "final.json").exists()
