@@ -1,0 +1,192 @@
+"""DPO: learn from preference pairs directly, against a frozen reference, with no reward model.
+
+With h = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]:
+  sigmoid (Rafailov et al. 2023):        -log sigmoid(h), or with label smoothing e (conservative DPO)
+                                         -(1 - e) log sigmoid(h) - e log sigmoid(-h)
+  ipo (Azar et al. 2023):                (h' - 1 / (2 beta))^2, h' built from per-token average log-probs
+The reference log-probabilities never change, so they are computed once and cached in the run folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from llm.config import DPOConfig, check_choice
+from llm.data.batching import EpochBatches, fixed_batches
+from llm.data.pairs import PairExample, collate_pairs, load_pair_data
+from llm.load import load_gpt, load_reward_model
+from llm.model import model_size
+from llm.policy_eval import PolicyEvaluator
+from llm.stages.sft import epoch_limited_steps
+from llm.data.builtin_tasks import builtin_tasks
+from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+
+
+@dataclass(frozen=True)
+class IndexedPair:
+    index: int
+    pair: PairExample
+
+    def __len__(self) -> int:
+        return len(self.pair)
+
+
+def reply_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probability of each row's reply tokens, and the number of reply tokens."""
+    ids = batch["input_ids"]
+    logits = model(ids)[:, :-1].float()
+    logps = F.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    mask = batch["reply_mask"]
+    return (logps * mask).sum(dim=1), mask.sum(dim=1)
+
+
+def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str, smoothing: float) -> torch.Tensor:
+    """Per-pair losses; the tensors hold chosen rows then rejected rows."""
+    half = policy.shape[0] // 2
+    if loss == "ipo":
+        ratio = (policy - reference) / lengths.clamp(min=1)
+        h = ratio[:half] - ratio[half:]
+        return (h - 1.0 / (2 * beta)) ** 2
+    ratio = policy - reference
+    h = beta * (ratio[:half] - ratio[half:])
+    return -(1 - smoothing) * F.logsigmoid(h) - smoothing * F.logsigmoid(-h)
+
+
+def pair_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
+    """TRL's DPO metrics, as sums over pairs (the loop averages them)."""
+    half = policy.shape[0] // 2
+    rewards = beta * (policy - reference).detach()
+    chosen, rejected = rewards[:half], rewards[half:]
+    return {
+        "rewards/chosen": chosen.sum(),
+        "rewards/rejected": rejected.sum(),
+        "rewards/margins": (chosen - rejected).sum(),
+        "rewards/accuracies": (chosen > rejected).float().sum(),
+        "logps/chosen": policy[:half].detach().sum(),
+        "logps/rejected": policy[half:].detach().sum(),
+    }
+
+
+class DPOStage(Stage):
+    name = "dpo"
+    early_stop_metric = "val_loss"
+
+    def __init__(self, cfg: DPOConfig, policy, reference_logps: dict[str, torch.Tensor], train_pairs, val_pairs, pad_id: int,
+                 evaluator: PolicyEvaluator | None, runtime: Runtime):
+        check_choice("dpo.loss", cfg.dpo.loss, ("sigmoid", "ipo"))
+        self.cfg, self.s, self.model, self.pad_id, self.evaluator = cfg, cfg.dpo, policy, pad_id, evaluator
+        self.device, self.reference_logps = runtime.device, reference_logps
+        train_items = [IndexedPair(i, p) for i, p in enumerate(train_pairs)]
+        self.source = EpochBatches(train_items, [len(p) for p in train_pairs], cfg.train.batch_size, cfg.train.seed,
+                                   self.collate_train, runtime.dist.rank, runtime.dist.world_size)
+        val_items = [IndexedPair(i, p) for i, p in enumerate(val_pairs)]
+        self.val_batches = fixed_batches(val_items, [len(p) for p in val_pairs], cfg.train.batch_size, self.collate_val)
+
+    def collate(self, items: list[IndexedPair], split: str) -> dict:
+        batch = collate_pairs([item.pair for item in items], self.pad_id)
+        index = torch.tensor([item.index for item in items])
+        batch["ref_logps"] = torch.cat([self.reference_logps[f"{split}_chosen"][index], self.reference_logps[f"{split}_rejected"][index]])
+        return batch
+
+    def collate_train(self, items):
+        return self.collate(items, "train")
+
+    def collate_val(self, items):
+        return self.collate(items, "val")
+
+    def loss(self, model, batch) -> LossOutput:
+        logps, lengths = reply_logps(model, batch)
+        losses = dpo_losses(logps, batch["ref_logps"], lengths, self.s.beta, self.s.loss, self.s.label_smoothing)
+        metrics = pair_metrics(logps, batch["ref_logps"], self.s.beta)
+        return LossOutput(losses.sum(), losses.shape[0], tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+
+    def evaluate(self, model) -> dict:
+        total, count, sums = 0.0, 0, {}
+        for batch in self.val_batches:
+            out = self.loss(model, to_device(batch, self.device))
+            total += float(out.loss)
+            count += out.count
+            for key, value in out.metrics.items():
+                sums[key] = sums.get(key, 0.0) + float(value)
+        metrics = {"val_loss": total / count, **{f"val_{k}": v / count for k, v in sums.items()}}
+        if self.evaluator is not None:
+            policy_metrics, self.last_replies = self.evaluator.evaluate(model)
+            metrics.update(policy_metrics)
+        return metrics
+
+    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
+        if self.evaluator is None:
+            return
+        with open(run_dir / "samples.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}) + "\n")
+
+    def total_steps(self, cfg: DPOConfig) -> int:
+        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
+
+    def flops_per_token(self) -> float:
+        return model_size(self.model.config).flops_per_token
+
+
+@torch.no_grad()
+def reference_logps(reference, pairs: list[PairExample], pad_id: int, batch_size: int, precision) -> tuple[torch.Tensor, torch.Tensor]:
+    device = next(reference.parameters()).device
+    chosen, rejected = torch.empty(len(pairs)), torch.empty(len(pairs))
+    for start in range(0, len(pairs), batch_size):
+        batch = to_device(collate_pairs(pairs[start : start + batch_size], pad_id), device)
+        with precision.autocast():
+            logps, _ = reply_logps(reference, batch)
+        half = logps.shape[0] // 2
+        chosen[start : start + half], rejected[start : start + half] = logps[:half].float().cpu(), logps[half:].float().cpu()
+    return chosen, rejected
+
+
+def cached_reference_logps(run_dir: Path, reference, data, pad_id: int, batch_size: int, precision) -> dict[str, torch.Tensor]:
+    """Reference log-probs of every pair, from `ref_logps.safetensors` when it matches this data and reference."""
+    digest = hashlib.sha256(repr([(p.prompt, p.chosen, p.rejected) for p in data.train + data.val]).encode())
+    for tensor in reference.state_dict().values():
+        digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
+    key = digest.hexdigest()
+    path = run_dir / "ref_logps.safetensors"
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            if (handle.metadata() or {}).get("key") == key:
+                return load_file(str(path))
+    tensors = {}
+    for split, pairs in (("train", data.train), ("val", data.val)):
+        tensors[f"{split}_chosen"], tensors[f"{split}_rejected"] = reference_logps(reference, pairs, pad_id, batch_size, precision)
+    save_file(tensors, str(path), metadata={"key": key})
+    return tensors
+
+
+def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
+    if not cfg.init_from:
+        from llm.errors import ConfigError
+
+        raise ConfigError("key 'init_from' is required: the SFT run to optimise (e.g. init_from=runs/sft-tiny)")
+    prepare_run_dir(cfg.run_dir, resume, fresh)
+    runtime = setup_runtime(cfg)
+    policy = load_gpt(cfg.init_from, "cpu", dropout=cfg.model.dropout)
+    reference = load_gpt(cfg.init_from, runtime.device).model.requires_grad_(False)
+    cfg = dataclasses.replace(cfg, model=policy.model.config)
+    tok = policy.tokenizer
+    data = load_pair_data(cfg.data, tok, cfg.model.block_size)
+    (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+    ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)
+    evaluator = None
+    if cfg.eval.n_prompts:
+        judge = load_reward_model(cfg.eval.reward_model, runtime.device)[0] if cfg.eval.reward_model else None
+        with runtime.precision.autocast():
+            evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval)
+    stage = DPOStage(cfg, policy.model.train(), ref_logps, data.train, data.val, tok.pad_id, evaluator, runtime)
+    print(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}", flush=True)
+    return train(stage, cfg, runtime, tok.to_json(), resume)
