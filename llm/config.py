@@ -251,8 +251,36 @@ class DPOConfig(RunConfig):
     eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
 
 
+@dataclass
+class StageRef:
+    config: str = ""  # the stage's YAML under configs/
+    overrides: list[str] = field(default_factory=list)  # key=value applied on top, like on the command line
+
+
+@dataclass
+class PipelineConfig:
+    name: str = "tiny"
+    out_dir: str = "runs"  # stages run in <out_dir>/<name>/<stage>
+    stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "reward", "ppo"])
+    pretrain: StageRef = field(default_factory=lambda: StageRef("configs/pretrain/tiny.yaml"))
+    sft: StageRef = field(default_factory=lambda: StageRef("configs/sft/tiny.yaml"))
+    reward: StageRef = field(default_factory=lambda: StageRef("configs/reward/tiny.yaml"))
+    ppo: StageRef = field(default_factory=lambda: StageRef("configs/ppo/tiny.yaml"))
+    dpo: StageRef = field(default_factory=lambda: StageRef("configs/dpo/tiny.yaml"))
+    report: bool = True
+    report_prompts: list[str] = field(default_factory=lambda: [
+        "What is the first word in: value string file?",
+        "Say module 3 times.",
+        "Reverse the words: class object method",
+        "How many words are in: path name type data?",
+        "What is Python?",
+    ])
+
+
 # the schema of each folder under configs/
-STAGE_SCHEMAS: dict[str, type] = {"pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig}
+STAGE_SCHEMAS: dict[str, type] = {
+    "pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig, "pipeline": PipelineConfig,
+}
 
 C = TypeVar("C")
 

@@ -1,0 +1,178 @@
+"""Run the stages in order, each from the previous one's best checkpoint, without redoing finished work.
+
+Each stage's fingerprint is a digest of its resolved config and of the fingerprints of the stages it
+starts from. A stage whose fingerprint matches and that finished is skipped; one that matches but
+stopped part way resumes from its newest checkpoint; one whose fingerprint changed (or that
+`--from` names, and every stage after it) starts over. Killing the pipeline at any moment and running
+the same command again therefore finishes the job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from llm.config import STAGE_SCHEMAS, PipelineConfig, dump_yaml, load_config
+from llm.errors import ConfigError
+
+ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
+# which keys of a stage's config point at which earlier stage's run folder
+INPUTS = {
+    "sft": {"init_from": "pretrain"},
+    "reward": {"init_from": "sft"},
+    "ppo": {"policy": "sft", "reward_model": "reward"},
+    "dpo": {"init_from": "sft", "eval.reward_model": "reward"},
+}
+
+
+@dataclass
+class PlannedStage:
+    stage: str
+    config: object
+    run_dir: Path
+    fingerprint: str
+    upstream: list[str]
+
+
+def plan(cfg: PipelineConfig) -> list[PlannedStage]:
+    """Every stage's resolved config and fingerprint, in run order."""
+    check_stages(cfg.stages)
+    base = Path(cfg.out_dir) / cfg.name
+    planned: dict[str, PlannedStage] = {}
+    for stage in [s for s in ORDER if s in cfg.stages]:
+        ref = getattr(cfg, stage)
+        if not ref.config:
+            raise ConfigError(f"key '{stage}.config' is empty: name the stage's YAML (e.g. configs/{stage}/tiny.yaml)")
+        wiring = [f"name={stage}", f"out_dir={base}"]
+        upstream = []
+        for key, source in INPUTS.get(stage, {}).items():
+            if source in planned:
+                wiring.append(f"{key}={planned[source].run_dir}")
+                upstream.append(planned[source].fingerprint)
+        config = load_config(STAGE_SCHEMAS[stage], ref.config, [*ref.overrides, *wiring])
+        digest = hashlib.sha256("\n".join([stage, dump_yaml(config), *upstream]).encode()).hexdigest()[:16]
+        planned[stage] = PlannedStage(stage, config, base / stage, digest, upstream)
+    return list(planned.values())
+
+
+def check_stages(stages: list[str]) -> None:
+    unknown = [s for s in stages if s not in ORDER]
+    if unknown:
+        raise ConfigError(f"key 'stages': unknown stage {unknown[0]!r} (choose from {', '.join(ORDER)})")
+    if not stages:
+        raise ConfigError("key 'stages' is empty")
+
+
+def stage_state(step: PlannedStage) -> str:
+    """done (finished with this fingerprint), partial (started with it), or stale (absent or changed)."""
+    marker = read_json(step.run_dir / "pipeline-stage.json")
+    if marker.get("fingerprint") != step.fingerprint:
+        return "stale"
+    if (step.run_dir / "final.json").is_file() and marker.get("status") == "done":
+        return "done"
+    return "partial"
+
+
+class PipelineRun:
+    def __init__(self, cfg: PipelineConfig, config_path: str | None, command: str):
+        self.cfg, self.command = cfg, command
+        self.base = Path(cfg.out_dir) / cfg.name
+        self.steps = plan(cfg)
+        fingerprints = {s.stage: s.fingerprint for s in self.steps}
+        # what an earlier run of this pipeline recorded about stages that are still the same
+        self.previous = {e["stage"]: e for e in read_json(self.base / "pipeline.json").get("stages", [])
+                         if fingerprints.get(e.get("stage")) == e.get("fingerprint")}
+        self.record = {
+            "name": cfg.name, "command": command, "config": config_path, "device": device_text(),
+            "torch": torch.__version__, "started": now(), "finished": None, "report_prompts": cfg.report_prompts,
+            "stages": [{"stage": s.stage, "run_dir": str(s.run_dir), "status": "pending", "fingerprint": s.fingerprint} for s in self.steps],
+        }
+
+    def run(self, start_from: str | None = None) -> str:
+        """Run every stage; returns the reason the last one stopped ("done" when all finished)."""
+        if start_from is not None and start_from not in [s.stage for s in self.steps]:
+            raise ConfigError(f"--from {start_from}: not one of this pipeline's stages ({', '.join(s.stage for s in self.steps)})")
+        forced = False
+        for index, step in enumerate(self.steps):
+            forced = forced or step.stage == start_from
+            state = "stale" if forced else stage_state(step)
+            if state == "done":
+                print(f"[pipeline] {step.stage}: up to date in {step.run_dir}, skipped", flush=True)
+                earlier = {k: v for k, v in self.previous.get(step.stage, {}).items() if k in ("elapsed_s", "started", "finished")}
+                self.update(index, status="done", **earlier)
+                continue
+            reason = self.run_stage(index, step, resume=state == "partial")
+            if reason.startswith("interrupted"):
+                return reason
+        self.record["finished"] = now()
+        self.save()
+        return "done"
+
+    def run_stage(self, index: int, step: PlannedStage, resume: bool) -> str:
+        print(f"[pipeline] {step.stage}: {'resuming' if resume else 'starting'} in {step.run_dir}", flush=True)
+        module = importlib.import_module(f"llm.stages.{step.stage}")
+        if not resume:
+            from llm.train.loop import prepare_run_dir
+
+            prepare_run_dir(step.run_dir, resume=False, fresh=True)
+        write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": "running"})
+        spent_before = float(self.previous.get(step.stage, {}).get("elapsed_s") or 0.0) if resume else 0.0
+        self.update(index, status="running", started=now(), elapsed_s=spent_before)
+        started = time.perf_counter()
+        result = module.run(step.config, resume=resume, fresh=False)
+        status = "interrupted" if result.interrupted else "done"
+        write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": status})
+        self.update(index, status=status, elapsed_s=spent_before + time.perf_counter() - started, finished=now())
+        return result.reason
+
+    def update(self, index: int, **fields) -> None:
+        self.record["stages"][index].update(fields)
+        self.previous[self.steps[index].stage] = self.record["stages"][index]
+        self.save()
+
+    def save(self) -> None:
+        self.base.mkdir(parents=True, exist_ok=True)
+        write_json(self.base / "pipeline.json", self.record)
+
+
+def run_pipeline(config_path: str, overrides: list[str], start_from: str | None, command: str) -> str:
+    cfg = load_config(PipelineConfig, config_path, overrides)
+    pipeline = PipelineRun(cfg, config_path, command)
+    reason = pipeline.run(start_from)
+    if reason == "done" and cfg.report:
+        from llm.report import build_report
+
+        report = build_report(pipeline.base)
+        print(f"[pipeline] report: {report} and {report.with_suffix('.html')}", flush=True)
+    return reason
+
+
+def device_text() -> str:
+    from llm.device import describe, pick_device
+
+    return describe(pick_device("auto"))
+
+
+def now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def write_json(path: Path, record: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(path)

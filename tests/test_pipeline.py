@@ -1,0 +1,102 @@
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from conftest_helpers import PYTHON, REPO
+from llm.config import PipelineConfig, load_config
+from llm.errors import ConfigError
+from llm.pipeline import plan
+
+
+def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides) -> str:
+    stage_overrides = {
+        "pretrain": [f"data.path={corpus_file}", f"data.cache_dir={cache_dir}", "data.chunk_chars=4000", "tokenizer.vocab_size=512",
+                     "model.block_size=64", "model.n_layer=2", "model.n_head=2", "model.n_embd=32", "train.max_steps=30",
+                     "train.eval_every=15", "train.eval_batches=2", "train.max_time_s=0", "train.batch_size=8",
+                     "checkpoint.save_every=10", "sampling.max_new_tokens=4", "train.progress=false", "train.log_every=1"],
+        "sft": ["data.builtin_train=300", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=30",
+                "train.eval_every=15", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=5", "eval.n_tasks=10",
+                "eval.max_new_tokens=6", "eval.prompts=[hi]", "train.progress=false", "train.log_every=1", "train.dtype=float32"],
+        "reward": ["data.builtin_train=200", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=16",
+                   "train.eval_every=8", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=8",
+                   "train.progress=false", "train.log_every=1", "train.dtype=float32"],
+        "ppo": ["ppo.builtin_prompts=100", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
+                "ppo.epochs=1", "ppo.max_new_tokens=6", "train.max_steps=6", "train.eval_every=3", "train.max_time_s=0",
+                "checkpoint.save_every=3", "eval.n_prompts=8", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=6",
+                "train.progress=false", "train.log_every=1", "train.dtype=float32"],
+    }
+    for stage, extra in extra_overrides.items():
+        stage_overrides[stage] = stage_overrides[stage] + extra
+    config = {"name": name, "out_dir": str(tmp_path / "runs"), "stages": list(stage_overrides), "report": False,
+              "report_prompts": ["Say hi"]}
+    for stage, overrides in stage_overrides.items():
+        config[stage] = {"config": str(REPO / f"configs/{stage}/tiny.yaml"), "overrides": overrides}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def launch(config: str, *args: str, **kwargs):
+    return subprocess.Popen([PYTHON, "scripts/pipeline.py", "--config", config, *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+def finish(config: str, *args: str) -> str:
+    proc = launch(config, *args)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
+    return out
+
+
+def final_metrics(run: str, tmp_path) -> dict:
+    base = tmp_path / "runs" / run
+    return {stage: json.loads((base / stage / "final.json").read_text())["metrics"] for stage in ("pretrain", "sft", "reward", "ppo")}
+
+
+def test_fingerprints_change_downstream_only(tmp_path, corpus_file, cache_dir):
+    path = pipeline_yaml(tmp_path, corpus_file, cache_dir)
+    before = {s.stage: s.fingerprint for s in plan(load_config(PipelineConfig, path))}
+    changed = pipeline_yaml(tmp_path, corpus_file, cache_dir, reward=["optim.lr=5e-4"])
+    after = {s.stage: s.fingerprint for s in plan(load_config(PipelineConfig, changed))}
+    assert before["pretrain"] == after["pretrain"] and before["sft"] == after["sft"]
+    assert before["reward"] != after["reward"] and before["ppo"] != after["ppo"]
+    wired = {s.stage: s.config for s in plan(load_config(PipelineConfig, path))}
+    assert wired["ppo"].policy == str(tmp_path / "runs/p/sft") and wired["ppo"].reward_model == str(tmp_path / "runs/p/reward")
+
+
+def test_bad_stage_names_are_config_errors(tmp_path, corpus_file, cache_dir):
+    path = pipeline_yaml(tmp_path, corpus_file, cache_dir)
+    with pytest.raises(ConfigError, match="unknown stage 'rlhf'"):
+        plan(load_config(PipelineConfig, path, ["stages=[pretrain, rlhf]"]))
+
+
+@pytest.mark.slow
+def test_killed_pipeline_resumes_to_the_same_final_metrics(tmp_path, corpus_file, cache_dir):
+    straight = pipeline_yaml(tmp_path, corpus_file, cache_dir, name="straight")
+    finish(straight)
+    killed = pipeline_yaml(tmp_path, corpus_file, cache_dir, name="killed")
+    proc = launch(killed)
+    sft_metrics = tmp_path / "runs/killed/sft/metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if sft_metrics.exists() and len(sft_metrics.read_text().splitlines()) >= 12:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    assert not (tmp_path / "runs/killed/sft/final.json").exists(), "the kill came too late"
+    pretrain_final = (tmp_path / "runs/killed/pretrain/final.json").stat().st_mtime_ns
+    out = finish(killed)
+    assert "pretrain: up to date" in out and "sft: resuming" in out
+    assert (tmp_path / "runs/killed/pretrain/final.json").stat().st_mtime_ns == pretrain_final
+    assert final_metrics("killed", tmp_path) == final_metrics("straight", tmp_path)
+    again = finish(killed)
+    assert all(f"{stage}: up to date" in again for stage in ("pretrain", "sft", "reward", "ppo"))
+    redo = finish(killed, "--from", "reward")
+    assert "sft: up to date" in redo and "reward: starting" in redo and "ppo: starting" in redo
+    record = json.loads((tmp_path / "runs/killed/pipeline.json").read_text())
+    assert [s["status"] for s in record["stages"]] == ["done"] * 4 and record["finished"]
