@@ -1,0 +1,434 @@
+"""A readable report of a pipeline run: runs/<name>/report.md, the same as a self-contained report.html, plots/*.png.
+
+Built from the run folder alone (pipeline.json and each stage's metrics.jsonl, final.json, samples.jsonl,
+checkpoints' meta.json), so `scripts/report.py runs/<name>` can rebuild it at any time. The report is
+first a list of blocks (heading, text, table, image, code), then rendered twice: markdown and HTML.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llm import plots
+from llm.report_render import Code, Heading, Image, Table, Text, to_html, to_markdown
+from llm.errors import DataError, LLMError
+
+STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
+# what each stage is judged by: the first of these metrics its evaluations carry
+MEASURES = {"pretrain": ("val_bpb",), "sft": ("exact_match",), "reward": ("val_accuracy",),
+            "ppo": ("exact_match", "reward"), "dpo": ("exact_match", "val_rewards/accuracies")}
+# the models answering the report's prompts side by side: (column, stage)
+ANSWER_MODELS = (("base", "pretrain"), ("SFT", "sft"), ("PPO", "ppo"), ("DPO", "dpo"))
+PERCENT = {"exact_match", "sft_exact_match", "stop_rate", "val_accuracy", "win_rate", "val_rewards/accuracies", "accuracy"}
+TRAIN_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "kl_coef", "objective/kl", "objective/scores",
+              "objective/entropy", "policy/clipfrac", "accuracy", "margin")
+MAX_NEW_TOKENS = 32
+SAMPLE_ROWS = 6
+CELL_CHARS = 240
+
+
+@dataclass
+class Stage:
+    name: str
+    folder: Path
+    entry: dict  # this stage's record in pipeline.json
+    train: list[dict] = field(default_factory=list)
+    evals: list[dict] = field(default_factory=list)
+    final: dict | None = None
+    meta: dict | None = None  # the newest checkpoint's meta.json
+    config: dict = field(default_factory=dict)
+    samples: list[dict] = field(default_factory=list)
+    data: dict | None = None  # corpus.json (pretrain) or data.json
+
+    @property
+    def ran(self) -> bool:
+        return self.folder.is_dir()
+
+    @property
+    def metrics(self) -> dict:
+        """The final evaluation, or the newest one of a stage that has not finished."""
+        if self.final is not None:
+            return self.final.get("metrics") or {}
+        return self.evals[-1] if self.evals else {}
+
+    @property
+    def baseline(self) -> dict:
+        return next((e for e in self.evals if e.get("step") == 0), {})
+
+    def status(self) -> str:
+        if not self.ran:
+            return f"not run ({self.entry['status']})" if self.entry.get("status") in ("pending", "skipped") else "not run"
+        if self.final is not None:
+            return f"done ({self.final.get('reason', '?')})"
+        return f"not finished ({self.entry.get('status', 'no final.json')})"
+
+
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL file; a line that does not parse (a run still writing it) is skipped."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return [r for r in records if isinstance(r, dict)]
+
+
+def newest_meta(folder: Path) -> dict | None:
+    metas = sorted((folder / "checkpoints").glob("step_*/meta.json"))
+    return read_json(metas[-1]) if metas else None
+
+
+def read_stage(run_dir: Path, name: str, entry: dict) -> Stage:
+    import yaml
+
+    stage = Stage(name, run_dir / name, entry)
+    if not stage.ran:
+        return stage
+    metrics = read_jsonl(stage.folder / "metrics.jsonl")
+    stage.train = [m for m in metrics if m.get("kind") == "train"]
+    stage.evals = [m for m in metrics if m.get("kind") == "eval"]
+    stage.final = read_json(stage.folder / "final.json")
+    stage.meta = newest_meta(stage.folder)
+    config_path = stage.folder / "config.yaml"
+    stage.config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
+    stage.samples = read_jsonl(stage.folder / "samples.jsonl")
+    stage.data = read_json(stage.folder / ("corpus.json" if name == "pretrain" else "data.json"))
+    return stage
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict[str, Stage]]:
+    """pipeline.json (or a stand-in built from the stage folders present) and every stage, in run order."""
+    if not run_dir.is_dir():
+        raise DataError(f"{run_dir}: no such run folder (give runs/<name>, the folder holding pipeline.json)")
+    pipeline = read_json(run_dir / "pipeline.json") or {}
+    entries = {e["stage"]: e for e in pipeline.get("stages", []) if e.get("stage") in STAGES}
+    for name in STAGES:
+        if name not in entries and (run_dir / name).is_dir():
+            entries[name] = {"stage": name, "status": "?"}
+    if not entries:
+        raise DataError(f"{run_dir}: neither pipeline.json nor a stage folder ({', '.join(STAGES)}); is this a pipeline run?")
+    return pipeline, {name: read_stage(run_dir, name, entries[name]) for name in STAGES if name in entries}
+
+
+# ---------------------------------------------------------------- numbers as text
+
+def fmt(key: str, value) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if key in PERCENT or key.endswith("_by_kind"):
+        return f"{100 * value:.1f}%"
+    if isinstance(value, int) or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.4g}"
+
+
+def duration(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "n/a"
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else (f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s")
+
+
+def count(n) -> str:
+    if not isinstance(n, (int, float)):
+        return "n/a"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(int(n))
+
+
+def cell(text, limit: int = CELL_CHARS) -> str:
+    """A model's text for a table cell: newlines shown as ↵, long text cut."""
+    text = str(text).replace("\n", "↵")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- the stage facts
+
+def model_config(stage: Stage) -> dict | None:
+    config = (stage.meta or {}).get("model_config") or stage.config.get("model")
+    return config if isinstance(config, dict) and config.get("vocab_size") else None
+
+
+def params(stage: Stage) -> int | None:
+    from llm.config import ModelConfig
+    from llm.model import model_size
+
+    config = model_config(stage)
+    try:
+        return model_size(ModelConfig(**config)).params if config else None
+    except TypeError:  # a model_config with keys this version does not know
+        return None
+
+
+def last(records: list[dict], key: str):
+    return next((r[key] for r in reversed(records) if r.get(key) is not None), None)
+
+
+def measure(stage: Stage) -> tuple[str, object, object] | None:
+    """(metric, step-0 value, final value) of what the stage is judged by."""
+    for key in MEASURES[stage.name]:
+        if key in stage.metrics or key in stage.baseline:
+            return key, stage.baseline.get(key), stage.metrics.get(key)
+    return None
+
+
+def summary_row(stage: Stage) -> list[str]:
+    final = stage.final or {}
+    step = final.get("step", last(stage.train, "step"))
+    seconds = stage.entry.get("elapsed_s") or final.get("elapsed_s") or last(stage.train, "elapsed_s")
+    tokens = final.get("tokens_seen", last(stage.train, "tokens_seen"))
+    judged = measure(stage)
+    judged_text = f"{judged[0]}: {fmt(judged[0], judged[1])} → {fmt(judged[0], judged[2])}" if judged else ""
+    if not stage.ran:
+        return [stage.name, stage.status(), "", "", "", "", ""]
+    return [stage.name, stage.status(), fmt("step", step), duration(seconds), count(tokens), count(params(stage)), judged_text]
+
+
+def data_line(stage: Stage) -> str | None:
+    """One line of what the stage trained on, from corpus.json or data.json."""
+    data = stage.data
+    if not data:
+        return None
+    if stage.name == "pretrain":
+        docs, tokens = data.get("documents", {}), data.get("tokens", {})
+        return (f"corpus: {fmt('n', docs.get('train'))} train / {fmt('n', docs.get('val'))} val documents, "
+                f"{fmt('n', tokens.get('train'))} / {fmt('n', tokens.get('val'))} tokens, vocab {data.get('vocab_size')}, "
+                f"{fmt('x', data.get('val_bytes_per_token'))} bytes per token")
+    parts = [f"{s.get('path')} ({fmt('n', s.get('train'))} train / {fmt('n', s.get('val'))} val)" for s in data.get("sources", [])]
+    for split in ("train", "val"):
+        counts = data.get(split)
+        if isinstance(counts, dict):
+            parts.append(f"{split}: " + ", ".join(f"{k} {fmt(k, v)}" for k, v in counts.items()))
+    return "data: " + "; ".join(parts)
+
+
+def config_line(stage: Stage) -> str | None:
+    model, train, optim = model_config(stage), stage.config.get("train") or {}, stage.config.get("optim") or {}
+    if not model:
+        return None
+    return (f"model: {model.get('n_layer')} layers × {model.get('n_embd')} wide, {model.get('n_head')} heads, "
+            f"context {model.get('block_size')}, vocab {model.get('vocab_size')}; train: batch {train.get('batch_size', '?')}, "
+            f"dtype {train.get('dtype', '?')}, lr {optim.get('lr', '?')}")
+
+
+# ---------------------------------------------------------------- the document
+
+def header(run_dir: Path, pipeline: dict) -> list:
+    started, finished = pipeline.get("started"), pipeline.get("finished")
+    blocks = [Heading(1, f"Run report: {pipeline.get('name') or run_dir.name}")]
+    if pipeline.get("command"):
+        blocks += [Text("Reproduce with:"), Code(pipeline["command"])]
+    total = total_seconds(pipeline)
+    blocks.append(Text(f"**Device:** {pipeline.get('device', '?')} · **torch:** {pipeline.get('torch', '?')} · "
+                       f"**started:** {started or '?'} · **finished:** {finished or 'not finished'} · "
+                       f"**total time:** {duration(total)}"))
+    return blocks
+
+
+def total_seconds(pipeline: dict) -> float | None:
+    from datetime import datetime
+
+    try:
+        return (datetime.fromisoformat(pipeline["finished"]) - datetime.fromisoformat(pipeline["started"])).total_seconds()
+    except (KeyError, TypeError, ValueError):
+        spent = [e.get("elapsed_s") for e in pipeline.get("stages", []) if isinstance(e.get("elapsed_s"), (int, float))]
+        return sum(spent) if spent else None
+
+
+def summary(stages: dict[str, Stage]) -> list:
+    header_row = ["stage", "status", "steps", "time", "tokens seen", "parameters", "measure: step 0 → final"]
+    return [Heading(2, "Summary"), Table(header_row, [summary_row(s) for s in stages.values()])]
+
+
+def headline_points(stages: dict[str, Stage]) -> list[tuple[str, float]]:
+    """(model, true exact-match accuracy) for base, SFT, PPO and DPO, where known."""
+    def exact(name: str, which: str):
+        stage = stages.get(name)
+        value = getattr(stage, which).get("exact_match") if stage and stage.ran else None
+        return float(value) if isinstance(value, (int, float)) else None
+
+    # PPO's and DPO's step-0 evaluation is the SFT model: a stand-in when the SFT stage is not in this run
+    sft = next((v for v in (exact("sft", "metrics"), exact("ppo", "baseline"), exact("dpo", "baseline")) if v is not None), None)
+    found = [("base", exact("sft", "baseline")), ("SFT", sft), ("PPO", exact("ppo", "metrics")), ("DPO", exact("dpo", "metrics"))]
+    return [(label, value) for label, value in found if value is not None]
+
+
+def compare(a: tuple[str, float], b: tuple[str, float]) -> tuple[str, str]:
+    """The sign between two accuracies and a plain sentence on whether the second improves on the first."""
+    delta = 100 * (b[1] - a[1])
+    if delta > 0:
+        return "<", f"{b[0]} is better than {a[0]} (+{delta:.1f} points)."
+    if delta == 0:
+        return "=", f"**{b[0]} is NOT better than {a[0]}** (the same)."
+    return ">", f"**{b[0]} is NOT better than {a[0]}** ({delta:.1f} points)."
+
+
+def headline(run_dir: Path, stages: dict[str, Stage]) -> list:
+    points = headline_points(stages)
+    blocks = [Heading(2, "Headline: true accuracy on held-out built-in tasks")]
+    if len(points) < 2:
+        return blocks + [Text("Not enough stages ran to compare: needs at least two of base (SFT's step 0), SFT, PPO, DPO.")]
+    named = dict(points)
+    # PPO and DPO are two alternatives after SFT: each is compared with SFT, not with the other
+    chains = [[p for p in points if p[0] != "DPO"], [p for p in points if p[0] in ("SFT", "DPO")]] if "PPO" in named else [points]
+    lines, verdicts = [], []
+    for chain in [c for c in chains if len(c) > 1]:
+        text = f"{chain[0][0]} {fmt('exact_match', chain[0][1])}"
+        for a, b in itertools.pairwise(chain):
+            sign, verdict = compare(a, b)
+            text += f" {sign} {b[0]} {fmt('exact_match', b[1])}"
+            verdicts.append(verdict)
+        lines.append(f"**{text}**")
+    plots.headline_figure(points, run_dir / "plots" / "headline.png")
+    blocks += [Text(line) for line in lines] + [Text(" ".join(dict.fromkeys(verdicts)))]
+    blocks.append(Text("Exact match of greedy replies checked by the task checker: base is the pre-trained model "
+                       "(SFT's step-0 evaluation, in the chat template), the others are each stage's final evaluation."))
+    return blocks + [Image("plots/headline.png", "exact match by model")]
+
+
+def metric_tables(stage: Stage) -> list:
+    before, after = stage.baseline, stage.metrics
+    keys = [k for k in dict.fromkeys([*after, *before]) if k not in ("kind", "step", "tokens_seen")]
+    scalars = [k for k in keys if not isinstance(after.get(k, before.get(k)), dict)]
+    blocks = [Table(["metric", "step 0", "final"], [[k, fmt(k, before.get(k)), fmt(k, after.get(k))] for k in scalars])]
+    for key in [k for k in keys if k not in scalars]:
+        kinds = dict.fromkeys([*(after.get(key) or {}), *(before.get(key) or {})])
+        rows = [[kind, fmt(key, (before.get(key) or {}).get(kind)), fmt(key, (after.get(key) or {}).get(kind))] for kind in kinds]
+        blocks += [Text(f"`{key}`:"), Table(["kind", "step 0", "final"], rows)]
+    if stage.train:
+        line = stage.train[-1]
+        rows = [[k, fmt(k, line[k])] for k in TRAIN_KEYS if k in line]
+        blocks += [Text(f"Last training line (step {line.get('step')}):"), Table(["metric", "value"], rows)]
+    return blocks
+
+
+def stage_section(run_dir: Path, stage: Stage) -> list:
+    blocks = [Heading(2, f"Stage: {stage.name}")]
+    if not stage.ran:
+        return blocks + [Text(f"**{stage.status()}.**")]
+    final = stage.final or {}
+    facts = f"**{stage.status()}**"
+    if final:
+        best = final.get("best_checkpoint")
+        facts += f" at step {final.get('step')}; last checkpoint `{final.get('checkpoint')}`, " + (f"best `{best}`" if best else "no best kept")
+    blocks.append(Text(facts + "."))
+    blocks += [Text(line) for line in (data_line(stage), config_line(stage)) if line]
+    if plots.stage_figure(stage.name, stage.train, stage.evals, run_dir / "plots" / f"{stage.name}.png"):
+        blocks.append(Image(f"plots/{stage.name}.png", f"{stage.name} curves"))
+    if stage.metrics or stage.baseline:
+        blocks += metric_tables(stage)
+    return blocks
+
+
+def answers_section(answers: dict | None) -> list:
+    blocks = [Heading(2, "The same prompts, model by model")]
+    models = (answers or {}).get("models") or {}
+    if not models:
+        return blocks + [Text("No answers: no `report_prompts` in pipeline.json, or no model could be loaded.")]
+    labels = [label for label, _ in ANSWER_MODELS if label in models]
+    rows = []
+    for n, prompt in enumerate(answers["prompts"]):
+        row = [cell(prompt)]
+        for label in labels:
+            replies = models[label].get("replies") or []
+            reply = replies[n] if n < len(replies) else {"text": "", "finished": True}
+            row.append(cell(reply.get("text", "")) + ("" if reply.get("finished", True) else " (did not stop)"))
+        rows.append(row)
+    where = ", ".join(f"{label}: {models[label]['stage']}/{models[label]['checkpoint']}" for label in labels)
+    blocks.append(Text(f"Greedy, at most {answers.get('max_new_tokens', MAX_NEW_TOKENS)} new tokens, in the chat template ({where})."))
+    return blocks + [Table(["prompt", *labels], rows)]
+
+
+def samples_section(stages: dict[str, Stage]) -> list:
+    blocks = [Heading(2, "Samples from the last evaluation")]
+    for name in ("ppo", "dpo", "sft"):
+        stage = stages.get(name)
+        if stage and stage.samples:
+            record = stage.samples[-1]
+            rows = record.get("samples", [])[:SAMPLE_ROWS]
+            blocks.append(Heading(3, f"{name} (step {record.get('step')})"))
+            if name == "sft":
+                blocks.append(Table(["prompt", "reply"], [[cell(r.get("prompt", "")), cell(r.get("reply", "")) +
+                                                           ("" if r.get("finished") else " (did not stop)")] for r in rows]))
+            else:
+                keys = ("prompt", "answer", "sft", "policy")
+                blocks.append(Table(list(keys), [[cell(r.get(k, "")) for k in keys] for r in rows]))
+    pretrain = stages.get("pretrain")
+    if pretrain and pretrain.samples:
+        record = pretrain.samples[-1]
+        blocks.append(Heading(3, f"pretrain (step {record.get('step')})"))
+        blocks += [Code(str(text)) for text in record.get("samples", [])[:SAMPLE_ROWS]]
+    return blocks if len(blocks) > 1 else blocks + [Text("No samples.jsonl in any stage.")]
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------- answers and the whole report
+
+def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]) -> dict:
+    """Greedy replies of each stage's best checkpoint to `prompts`, saved in answers.json for later rebuilds."""
+    from llm.device import pick_device
+    from llm.load import load_gpt
+    from llm.task_eval import generate_replies
+
+    device, models = pick_device("auto"), {}
+    for label, name in ANSWER_MODELS:
+        stage = stages.get(name)
+        if not prompts or stage is None or not (stage.folder / "checkpoints").is_dir():
+            continue
+        try:
+            loaded = load_gpt(stage.folder, device)
+        except LLMError as exc:
+            warnings.warn(f"report: no {label} answers ({exc})", stacklevel=2)
+            continue
+        replies = generate_replies(loaded.model, loaded.tokenizer, prompts, max_new_tokens=MAX_NEW_TOKENS)
+        models[label] = {"stage": name, "checkpoint": loaded.folder.name,
+                         "replies": [{"text": r.text, "finished": r.finished} for r in replies]}
+    record = {"prompts": prompts, "max_new_tokens": MAX_NEW_TOKENS, "models": models}
+    write_text(run_dir / "answers.json", json.dumps(record, indent=2))
+    return record
+
+
+def build_report(run_dir: Path, answers: bool = True) -> Path:
+    """Write report.md, report.html and plots/*.png in `run_dir`; returns the report.md path.
+
+    answers=True loads each stage's model to answer pipeline.json's report_prompts (and caches them in
+    answers.json); answers=False shows the cached answers, if any.
+    """
+    run_dir = Path(run_dir)
+    pipeline, stages = read_run(run_dir)
+    if answers:
+        replies = generate_answers(run_dir, stages, list(pipeline.get("report_prompts") or []))
+    else:
+        replies = read_json(run_dir / "answers.json")
+    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages)]
+    for stage in stages.values():
+        blocks += stage_section(run_dir, stage)
+    blocks += [*answers_section(replies), *samples_section(stages)]
+    title = f"Run report: {pipeline.get('name') or run_dir.name}"
+    write_text(run_dir / "report.md", to_markdown(blocks))
+    write_text(run_dir / "report.html", to_html(blocks, run_dir, title))
+    return run_dir / "report.md"
