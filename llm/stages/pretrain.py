@@ -36,10 +36,7 @@ class PretrainStage(Stage):
         self.token_bytes = torch.tensor(self.tokenizer.token_byte_lengths(), dtype=torch.float64)
 
     def loss(self, model, batch) -> LossOutput:
-        logits = model(batch["input_ids"])
-        targets = batch["targets"]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-        return LossOutput(loss=loss, count=targets.numel(), tokens=targets.numel())
+        return lm_loss(model, batch)
 
     def evaluate(self, model) -> dict[str, float]:
         val_nats, val_tokens, val_bytes = self.summed_loss(model, self.val_batches)
@@ -70,6 +67,14 @@ class PretrainStage(Stage):
 
     def flops_per_token(self) -> float:
         return model_size(self.cfg.model).flops_per_token
+
+
+def lm_loss(model, batch) -> LossOutput:
+    """Next-token cross-entropy summed over every target token (fp32 logits: bf16 would round the softmax)."""
+    logits = model(batch["input_ids"])
+    targets = batch["targets"]
+    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
+    return LossOutput(loss=loss, count=targets.numel(), tokens=targets.numel())
 
 
 def fixed_train_windows(tokens: np.ndarray, batch_size: int, block_size: int, max_batches: int) -> list[dict]:

@@ -1,0 +1,149 @@
+"""Benchmarks: training and sampling throughput, data preparation speed, peak memory, MFU.
+
+Every training figure is measured through the real training loop (`llm.train.loop.train`), on
+synthetic tokens so that no data file is needed, as the median over logging windows after a warm-up.
+Each case runs in its own process so its peak memory is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from llm.config import ModelConfig, RunConfig, load_config
+from llm.data.windows import RandomWindows
+from llm.device import describe, peak_flops, pick_device, synchronize
+from llm.model import GPT, model_size
+from llm.stages.pretrain import lm_loss
+from llm.train.loop import Stage, setup_runtime, train
+
+# nanoGPT's CPU demo: config/train_shakespeare_char.py with --device=cpu --compile=False --block_size=64
+# --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0 (LayerNorm, GELU, learned positions)
+NANOGPT_CPU_SHAPE = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
+                         norm="layernorm", mlp="gelu", position="learned")
+NANOGPT_CPU_TOKENS_PER_S = 16_700  # measured on this 2-core CPU (46 ms per 768-token step)
+TINY_SHAPE = dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=192)
+
+
+class SyntheticLM(Stage):
+    """Next-token prediction on random tokens: the pre-training step without any data file."""
+
+    name = "bench"
+
+    def __init__(self, cfg: RunConfig, seed: int = 0):
+        tokens = np.random.default_rng(seed).integers(0, cfg.model.vocab_size, size=200_000).astype(np.uint16)
+        self.model = GPT(cfg.model)
+        self.source = RandomWindows(tokens, cfg.train.batch_size, cfg.model.block_size, seed)
+
+    def loss(self, model, batch):
+        return lm_loss(model, batch)
+
+    def flops_per_token(self) -> float:
+        return model_size(self.model.config).flops_per_token
+
+
+def train_throughput(shape: dict, batch_size: int, steps: int, overrides: list[str]) -> dict:
+    """Tokens per second of `steps` optimizer steps through the training loop."""
+    with tempfile.TemporaryDirectory() as out:
+        args = [f"out_dir={out}", "name=bench", f"train.batch_size={batch_size}", f"train.max_steps={steps}",
+                "train.eval_every=0", "train.eval_at_start=false", "train.log_every=10", "train.progress=false",
+                "checkpoint.save_every=0", "optim.warmup_steps=0", *[f"model.{k}={v}" for k, v in shape.items()], *overrides]
+        cfg = load_config(RunConfig, None, args)
+        runtime = setup_runtime(cfg)
+        stage = SyntheticLM(cfg)
+        train(stage, cfg, runtime)
+        lines = [json.loads(x) for x in (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()]
+    rates = [x["tokens_per_s"] for x in lines if x["kind"] == "train"][2:]  # the first windows include warm-up
+    rate = statistics.median(rates)
+    peak = peak_flops(runtime.device, runtime.precision.dtype)
+    flops = model_size(cfg.model).flops_per_token
+    return {
+        "tokens_per_s": rate,
+        "tokens_per_s_windows": [round(r) for r in rates],
+        "ms_per_step": 1000 * batch_size * cfg.model.block_size / rate,
+        "params": model_size(cfg.model).params,
+        "flops_per_token": flops,
+        "achieved_tflops": flops * rate / 1e12,
+        "mfu": flops * rate / peak if peak else None,
+        "device": describe(runtime.device),
+        "dtype": str(runtime.precision.dtype).replace("torch.", ""),
+        "overrides": overrides,
+    }
+
+
+def sampling_throughput(shape: dict, new_tokens: int, use_cache: bool, device: str = "auto") -> dict:
+    from llm.generate import SamplingParams, generate
+
+    torch.manual_seed(0)
+    dev = pick_device(device)
+    model = GPT(ModelConfig(**shape)).to(dev).eval()
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_k=50)
+    prompt = [[1, 2, 3, 4]]
+    generate(model, prompt, SamplingParams(max_new_tokens=8), pad_id=0, use_cache=use_cache)  # warm-up
+    synchronize(dev)
+    started = time.perf_counter()
+    out = generate(model, prompt, params, pad_id=0, use_cache=use_cache, generator=torch.Generator(device=dev).manual_seed(0))
+    synchronize(dev)
+    elapsed = time.perf_counter() - started
+    return {"new_tokens": len(out.tokens[0]), "seconds": elapsed, "tokens_per_s": len(out.tokens[0]) / elapsed, "kv_cache": use_cache}
+
+
+def data_throughput() -> dict:
+    """Building the built-in corpus, training its tokenizer, and tokenizing it through datasets.map."""
+    from llm.data.builtin_corpus import builtin_documents
+    from llm.data.corpus import tokenize_documents
+    from llm.tokenizer import train as train_tokenizer
+
+    started = time.perf_counter()
+    docs = builtin_documents()
+    build_s = time.perf_counter() - started
+    n_bytes = sum(len(d.encode()) for d in docs)
+    started = time.perf_counter()
+    tok = train_tokenizer(docs, 4096)
+    train_s = time.perf_counter() - started
+    started = time.perf_counter()
+    ids, _ = tokenize_documents(tok, docs, num_proc=0)
+    encode_s = time.perf_counter() - started
+    return {
+        "corpus_bytes": n_bytes, "corpus_build_s": build_s, "tokenizer_train_s": train_s,
+        "tokenizer_train_mb_per_s": n_bytes / train_s / 1e6, "tokenize_s": encode_s,
+        "tokenize_mb_per_s": n_bytes / encode_s / 1e6, "tokens": int(ids.size), "bytes_per_token": n_bytes / ids.size,
+    }
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024, device: str = "auto") -> float:
+    """Measured FLOP/s of a square matrix product: the CPU's practical peak, as no datasheet gives one."""
+    dev = pick_device(device)
+    a = torch.randn(size, size, device=dev, dtype=dtype)
+    b = torch.randn(size, size, device=dev, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    synchronize(dev)
+    runs = []
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        synchronize(dev)
+        runs.append(2 * size**3 * 10 / (time.perf_counter() - started))
+    return statistics.median(runs)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def machine() -> dict:
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+            "device": describe(pick_device("auto"))}

@@ -1,0 +1,113 @@
+"""Benchmarks: python scripts/bench.py --out bench/results.json [--only NAME ...]
+
+Each case runs in its own process (so its peak memory is its own) and the results land in one JSON
+file with the machine they were measured on. `--case NAME` runs one case and prints its JSON.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from llm.cli import main
+
+NANOGPT = "nanogpt_cpu_shape"
+CASES = {
+    f"train/{NANOGPT}/fp32": ("train", NANOGPT, 12, 300, []),
+    f"train/{NANOGPT}/fp32_fused_adamw": ("train", NANOGPT, 12, 300, ["optim.fused=true"]),
+    f"train/{NANOGPT}/bf16": ("train", NANOGPT, 12, 300, ["train.dtype=bfloat16"]),
+    f"train/{NANOGPT}/compile": ("train", NANOGPT, 12, 300, ["train.compile=true"]),
+    "train/tiny/fp32": ("train", "tiny", 16, 60, ["train.dtype=float32"]),
+    "train/tiny/bf16": ("train", "tiny", 16, 60, ["train.dtype=bfloat16"]),
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
+    "data/builtin_corpus": ("data", None, None, None, []),
+    "matmul/fp32": ("matmul", "float32", None, None, []),
+    "matmul/bf16": ("matmul", "bfloat16", None, None, []),
+}
+
+
+def run_case(name: str) -> dict:
+    import torch
+
+    from llm import bench
+
+    kind, shape_name, a, b, overrides = CASES[name]
+    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE}
+    if kind == "train":
+        result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
+    elif kind == "sample":
+        result = bench.sampling_throughput({**shapes[shape_name], "block_size": 512}, new_tokens=a, use_cache=b)
+    elif kind == "data":
+        result = bench.data_throughput()
+    else:
+        result = {"gflops": bench.matmul_peak(getattr(torch, shape_name)) / 1e9, "size": 1024}
+    result["peak_memory_mb"] = bench.peak_memory_mb()
+    return result
+
+
+def run_all(out: Path, only: list[str]) -> dict:
+    from llm import bench
+
+    names = [n for n in CASES if not only or any(o in n for o in only)]
+    results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]), "measured": datetime.now().isoformat(timespec="seconds"),
+               "machine": bench.machine(), "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "cases": {}}
+    for name in names:
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, __file__, "--case", name], capture_output=True, text=True)
+        if done.returncode != 0:
+            results["cases"][name] = {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        else:
+            results["cases"][name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name}: {summary(results['cases'][name])} ({time.perf_counter() - started:.0f}s)", flush=True)
+    add_derived(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def add_derived(results: dict) -> None:
+    """Ratios a reader wants: against nanoGPT's CPU demo, cached vs uncached sampling, CPU MFU."""
+    cases, derived = results["cases"], {}
+    ours = cases.get(f"train/{NANOGPT}/fp32", {}).get("tokens_per_s")
+    best = max((c.get("tokens_per_s", 0) for n, c in cases.items() if n.startswith(f"train/{NANOGPT}")), default=0)
+    if ours:
+        derived["nanogpt_shape_speedup_fp32"] = ours / results["nanogpt_cpu_reference_tokens_per_s"]
+        derived["nanogpt_shape_speedup_best"] = best / results["nanogpt_cpu_reference_tokens_per_s"]
+    cached, plain = cases.get("sample/tiny_ctx512/kv_cache", {}), cases.get("sample/tiny_ctx512/no_cache", {})
+    if cached.get("tokens_per_s") and plain.get("tokens_per_s"):
+        derived["kv_cache_speedup"] = cached["tokens_per_s"] / plain["tokens_per_s"]
+    for dtype in ("fp32", "bf16"):
+        peak, tiny = cases.get(f"matmul/{dtype}", {}).get("gflops"), cases.get(f"train/tiny/{dtype}", {})
+        if peak and tiny.get("achieved_tflops"):
+            derived[f"tiny_{dtype}_mfu_vs_measured_matmul_peak"] = tiny["achieved_tflops"] * 1e3 / peak
+    results["derived"] = derived
+
+
+def summary(case: dict) -> str:
+    if "error" in case:
+        return "error: " + case["error"]
+    for key, unit in (("tokens_per_s", "tokens/s"), ("gflops", "GFLOP/s"), ("tokenize_mb_per_s", "MB/s tokenized")):
+        if key in case:
+            return f"{case[key]:,.1f} {unit}, peak {case['peak_memory_mb']:.0f} MB"
+    return json.dumps(case)
+
+
+def entry() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="bench/results.json")
+    parser.add_argument("--only", action="append", default=[], help="run the cases whose name contains this")
+    parser.add_argument("--case", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.case:
+        print(json.dumps(run_case(args.case)))
+        return 0
+    run_all(Path(args.out), args.only)
+    return 0
+
+
+if __name__ == "__main__":
+    main(entry)
