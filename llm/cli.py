@@ -39,6 +39,13 @@ def main(entry: Callable[[], int | None]) -> None:
     sys.exit(status or 0)
 
 
+def finish_stage(stage: str, result) -> int:
+    """Say how a stage ended (once per job under torchrun) and return the exit status."""
+    if os.environ.get("RANK", "0") == "0":
+        print(f"[{stage}] done: {result.reason} at step {result.step}; run folder {result.run_dir}")
+    return exit_status(result.reason)
+
+
 def exit_status(reason: str) -> int:
     """130/143 when training stopped on a signal, like a shell reports it; else 0."""
     if reason.startswith("interrupted:"):

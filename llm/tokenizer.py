@@ -11,6 +11,7 @@ content and on the <|end|> that closes the assistant turn, so a fine-tuned model
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -60,7 +61,7 @@ class Tokenizer:
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks of one job may save at once
         tmp.write_text(self.to_json())
         tmp.replace(path)
 

@@ -1,6 +1,6 @@
 """DPO on preference pairs: python scripts/dpo.py --config configs/dpo/tiny.yaml init_from=runs/sft-tiny [--resume]"""
 
-from llm.cli import exit_status, main, stage_parser
+from llm.cli import finish_stage, main, stage_parser
 from llm.config import DPOConfig, load_config
 
 
@@ -9,9 +9,7 @@ def entry() -> int:
     cfg = load_config(DPOConfig, args.config, args.overrides)
     from llm.stages.dpo import run
 
-    result = run(cfg, resume=args.resume, fresh=args.fresh)
-    print(f"[dpo] done: {result.reason} at step {result.step}; run folder {result.run_dir}")
-    return exit_status(result.reason)
+    return finish_stage("dpo", run(cfg, resume=args.resume, fresh=args.fresh))
 
 
 if __name__ == "__main__":

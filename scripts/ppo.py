@@ -1,6 +1,6 @@
 """PPO against a reward model: python scripts/ppo.py --config configs/ppo/tiny.yaml policy=runs/sft-tiny reward_model=runs/reward-tiny [--resume]"""
 
-from llm.cli import exit_status, main, stage_parser
+from llm.cli import finish_stage, main, stage_parser
 from llm.config import PPOConfig, load_config
 
 
@@ -9,9 +9,7 @@ def entry() -> int:
     cfg = load_config(PPOConfig, args.config, args.overrides)
     from llm.stages.ppo import run
 
-    result = run(cfg, resume=args.resume, fresh=args.fresh)
-    print(f"[ppo] done: {result.reason} at step {result.step}; run folder {result.run_dir}")
-    return exit_status(result.reason)
+    return finish_stage("ppo", run(cfg, resume=args.resume, fresh=args.fresh))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pre-train a GPT on a text corpus: python scripts/pretrain.py --config configs/pretrain/tiny.yaml [--resume] [key=value ...]"""
 
-from llm.cli import exit_status, main, stage_parser
+from llm.cli import finish_stage, main, stage_parser
 from llm.config import PretrainConfig, load_config
 
 
@@ -9,9 +9,7 @@ def entry() -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     from llm.stages.pretrain import run
 
-    result = run(cfg, resume=args.resume, fresh=args.fresh)
-    print(f"[pretrain] done: {result.reason} at step {result.step}; run folder {result.run_dir}")
-    return exit_status(result.reason)
+    return finish_stage("pretrain", run(cfg, resume=args.resume, fresh=args.fresh))
 
 
 if __name__ == "__main__":

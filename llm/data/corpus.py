@@ -216,8 +216,10 @@ def write_token_files(folder: Path, tokenizer: Tokenizer, train_docs: list[str],
             meta[split] = {"n_tokens": int(ids.size), "n_bytes": int(n_bytes), "dtype": dtype}
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         os.replace(staging, folder)
-    except FileExistsError:
-        pass  # another process prepared the same corpus first; its files are identical
+    except OSError:
+        if not (folder / "meta.json").is_file():
+            raise
+        # else another process prepared the same corpus first (rename onto its folder fails); same files
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +165,9 @@ def cached_reference_logps(run_dir: Path, reference, data, pad_id: int, batch_si
     tensors = {}
     for split, pairs in (("train", data.train), ("val", data.val)):
         tensors[f"{split}_chosen"], tensors[f"{split}_rejected"] = reference_logps(reference, pairs, pad_id, batch_size, precision)
-    save_file(tensors, str(path), metadata={"key": key})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks of one job may write at once
+    save_file(tensors, str(tmp), metadata={"key": key})
+    tmp.replace(path)
     return tensors
 
 
@@ -180,7 +183,8 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     data = load_pair_data(cfg.data, tok, cfg.model.block_size)
-    (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+    if runtime.dist.is_main:
+        (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
     ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)
     evaluator = None
     if cfg.eval.n_prompts:
@@ -188,5 +192,5 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
         with runtime.precision.autocast():
             evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval)
     stage = DPOStage(cfg, policy.model.train(), ref_logps, data.train, data.val, tok.pad_id, evaluator, runtime)
-    print(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}", flush=True)
+    runtime.say(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}")
     return train(stage, cfg, runtime, tok.to_json(), resume)

@@ -271,7 +271,7 @@ def run(cfg: PPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
     stage, tok, cfg = build(cfg, runtime)
-    print(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
+    runtime.say(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
           f"{cfg.ppo.rollout_batch} rollouts; SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on "
-          f"{len(stage.evaluator.tasks)} held-out tasks", flush=True)
+          f"{len(stage.evaluator.tasks)} held-out tasks")
     return train(stage, cfg, runtime, tok.to_json(), resume)

@@ -17,6 +17,7 @@ from llm.data.windows import RandomWindows, eval_windows, window_batch
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, model_size
 from llm.tokenizer import Tokenizer
+from llm.train.distributed import main_process_first
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train, to_device
 
 
@@ -97,12 +98,14 @@ def sample_texts(model: GPT, tokenizer: Tokenizer, cfg, device) -> list[str]:
 def run(cfg: PretrainConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
-    corpus = prepare_corpus(cfg.data, cfg.tokenizer)
+    with main_process_first(runtime.dist):
+        corpus = prepare_corpus(cfg.data, cfg.tokenizer)
     if cfg.model.vocab_size == 0:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
-    report_corpus(cfg, corpus)
+    if runtime.dist.is_main:
+        report_corpus(cfg, corpus)
     stage = PretrainStage(cfg, corpus, runtime)
-    print(f"[pretrain] model: {stage.model.num_params():,} parameters on {runtime.device} ({runtime.precision.dtype})", flush=True)
+    runtime.say(f"[pretrain] model: {stage.model.num_params():,} parameters on {runtime.device} ({runtime.precision.dtype})")
     return train(stage, cfg, runtime, corpus.tokenizer.to_json(), resume)
 
 

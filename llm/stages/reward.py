@@ -95,8 +95,9 @@ def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainRe
     base, cfg = init_model(cfg, "cpu")
     model = RewardModel(base.model)
     data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size)
-    (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
-    print(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}", flush=True)
+    if runtime.dist.is_main:
+        (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+    runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")
     stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
 

@@ -145,10 +145,11 @@ def run(cfg: SFTConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     base, cfg = init_model(cfg, "cpu")
     data = load_chat_data(cfg.data, base.tokenizer, cfg.model.block_size + 1, cfg.eval.n_tasks)
     stage = SFTStage(cfg, base, data, runtime)
-    write_json(cfg.run_dir / "data.json", data.log)
-    print(f"[sft] {len(data.train):,} training / {len(data.val):,} validation conversations from {cfg.init_from}; "
+    if runtime.dist.is_main:
+        write_json(cfg.run_dir / "data.json", data.log)
+    runtime.say(f"[sft] {len(data.train):,} training / {len(data.val):,} validation conversations from {cfg.init_from}; "
           f"padding {data.log['padding_fraction']['bucketed']:.1%} of batch slots with bucketing "
-          f"({data.log['padding_fraction']['unbucketed']:.1%} without)", flush=True)
+          f"({data.log['padding_fraction']['unbucketed']:.1%} without)")
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
 
 

@@ -6,6 +6,7 @@ function here is a no-op for a single process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -55,6 +56,16 @@ def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def main_process_first(info: DistInfo):
+    """The main process does the work first (e.g. filling a cache); the others then find it done."""
+    if not info.is_main:
+        barrier(info)
+    yield
+    if info.is_main:
+        barrier(info)
 
 
 def shutdown(info: DistInfo) -> None:

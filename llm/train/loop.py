@@ -39,6 +39,11 @@ class Runtime:
     precision: Precision
     dist: DistInfo
 
+    def say(self, text: str) -> None:
+        """Print once per job, from the main process."""
+        if self.dist.is_main:
+            print(text, flush=True)
+
 
 def setup_runtime(cfg: RunConfig) -> Runtime:
     info = init_distributed()
@@ -261,7 +266,10 @@ class Trainer:
             sync = micro == self.accum - 1 or not rt.dist.enabled
             with maybe_no_sync(self.train_model, sync), rt.precision.autocast():
                 out = self.stage.loss(self.train_model, batch)
-            out.loss.backward()
+            # one micro-batch in one process: the step's item count is known now, so scale before
+            # backward and spare apply_gradients a pass over every gradient
+            prescaled = self.accum == 1 and not rt.dist.enabled and float(out.count) > 0
+            (out.loss / float(out.count) if prescaled else out.loss).backward()
             value = out.loss.item()
             finite = finite and math.isfinite(value)
             loss_sum += value
@@ -272,7 +280,7 @@ class Trainer:
         totals = sum_across([loss_sum, count, float(tokens), float(not finite)], rt.dist, rt.device)
         loss_sum, count, tokens = totals[0], totals[1], int(totals[2])
         finite = totals[3] == 0 and count > 0
-        grad_norm = self.apply_gradients(count) if finite else float("nan")
+        grad_norm = self.apply_gradients(1.0 if prescaled else count) if finite else float("nan")
         stepped = finite and math.isfinite(grad_norm)
         if not stepped:
             self.optimizer.zero_grad(set_to_none=True)
@@ -286,7 +294,8 @@ class Trainer:
         # DDP averages gradients over ranks: undo that, then divide the summed gradient by every item
         scale = self.rt.dist.world_size / count
         params = [p for p in self.model.parameters() if p.grad is not None]
-        torch._foreach_mul_([p.grad for p in params], scale)
+        if scale != 1.0:
+            torch._foreach_mul_([p.grad for p in params], scale)
         clip = self.cfg.optim.grad_clip
         norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
         norm = float(norm)

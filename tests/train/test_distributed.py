@@ -1,0 +1,25 @@
+"""DDP on the CPU: torchrun with two processes and the gloo backend runs the same loop as CUDA would."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest_helpers import REPO, read_metrics
+
+
+@pytest.mark.slow
+def test_two_process_training_shares_steps_and_writes_once(pretrain_args, tmp_path):
+    args = pretrain_args("train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6", name="ddp")
+    torchrun = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
+    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", "scripts/pretrain.py", "--config",
+                           "configs/pretrain/tiny.yaml", *args, "train.dtype=float32"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run_dir = tmp_path / "runs" / "ddp"
+    assert done.stdout.count("[pretrain] done") == 1 and done.stdout.count("[pretrain] model:") == 1
+    lines = read_metrics(run_dir, "train")
+    assert all(line["tokens"] == 2 * 8 * 32 for line in lines)  # both ranks' tokens in every step
+    evals = read_metrics(run_dir, "eval")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
+    assert json.loads((run_dir / "final.json").read_text())["step"] == 12
