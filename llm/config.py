@@ -177,6 +177,12 @@ class PreferenceDataConfig:
     builtin_train: int = 8000
     builtin_val: int = 400
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    # source builtin_samples: replies sampled from the starting model, ranked by the task checker
+    sampled_train: int = 3000  # built-in prompts to sample replies for
+    sampled_val: int = 300
+    samples_per_prompt: int = 4
+    sample_temperature: float = 1.0
+    sample_max_new_tokens: int = 32
     seed: int = 0
 
 

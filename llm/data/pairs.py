@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +17,13 @@ import torch
 from llm.config import PreferenceDataConfig, check_choice
 from llm.data.batching import pad_right
 from llm.data.preferences import PreferencePair, load_preferences
-from llm.data.builtin_tasks import builtin_pairs
+from llm.data.builtin_tasks import builtin_pairs, builtin_tasks
+from llm.data.tasks import Task
+from llm.errors import ConfigError
 from llm.tokenizer import Tokenizer, render_prompt
+
+
+Sampler = Callable[[str, Sequence[Task]], list[PreferencePair]]
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,22 @@ class PairData:
     log: dict
 
 
-def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int) -> PairData:
-    """Training and validation pairs from every configured source."""
+def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sampler: Sampler | None = None) -> PairData:
+    """Training and validation pairs from every configured source.
+
+    `sampler(split, tasks)` ranks the starting model's own replies to `tasks` (source builtin_samples).
+    """
     check_choice("data.on_error", data.on_error, ("skip", "raise"))
     train_pairs, val_pairs, log = [], [], {"sources": []}
     for source in data.sources:
-        if source.path == "builtin":
+        if source.path == "builtin_samples":
+            if sampler is None:
+                raise ConfigError("data source builtin_samples needs a model to sample from (init_from)")
+            kinds = data.builtin_kinds or None
+            train_part = sampler("train", builtin_tasks("train", data.sampled_train, data.seed + 1, kinds))
+            val_part = sampler("val", builtin_tasks("val", data.sampled_val, data.seed, kinds))
+            log["sources"].append({"path": "builtin_samples", "train": len(train_part), "val": len(val_part)})
+        elif source.path == "builtin":
             train_part, val_part = builtin_pairs("train", data.builtin_train, data.seed, data.builtin_kinds), builtin_pairs("val", data.builtin_val, data.seed, data.builtin_kinds)
             log["sources"].append({"path": "builtin", "train": len(train_part), "val": len(val_part)})
         else:

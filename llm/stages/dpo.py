@@ -26,6 +26,7 @@ from llm.data.pairs import PairExample, collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model
 from llm.model import model_size
 from llm.policy_eval import PolicyEvaluator
+from llm.stages.reward import model_sampler
 from llm.stages.sft import epoch_limited_steps
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
@@ -182,7 +183,7 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     reference = load_gpt(cfg.init_from, runtime.device).model.requires_grad_(False)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
-    data = load_pair_data(cfg.data, tok, cfg.model.block_size)
+    data = load_pair_data(cfg.data, tok, cfg.model.block_size, model_sampler(cfg, reference, tok, runtime))
     if runtime.dist.is_main:
         (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
     ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairData, collate_pairs, load_pair_data
+from llm.data.sampled_pairs import cached_sample_pairs
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
 from llm.stages.sft import epoch_limited_steps, init_model
@@ -94,12 +95,24 @@ def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainRe
     runtime = setup_runtime(cfg)
     base, cfg = init_model(cfg, "cpu")
     model = RewardModel(base.model)
-    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size)
+    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, model_sampler(cfg, base.model, base.tokenizer, runtime))
     if runtime.dist.is_main:
         (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
     runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")
     stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
+
+
+def model_sampler(cfg, model, tok, runtime):
+    """Rank the starting model's own replies with the task checker (source builtin_samples), cached in the run folder."""
+    d = cfg.data
+
+    def sampler(split, tasks):
+        with runtime.precision.autocast():
+            return cached_sample_pairs(cfg.run_dir / f"sampled_pairs_{split}.json", model.to(runtime.device).eval(), tok, tasks,
+                                       d.samples_per_prompt, d.sample_temperature, d.sample_max_new_tokens, d.seed)
+
+    return sampler
 
 
 def dropped(log: dict) -> str:

@@ -176,7 +176,7 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.checkpoints = self.run_dir / "checkpoints"
         self.tokenizer_json = tokenizer_json
-        self.model = stage.model.to(runtime.device)
+        self.model = stage.model.to(runtime.device).train()
         self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device)
         self.total_steps = stage.total_steps(cfg)
         self.state = LoopState()

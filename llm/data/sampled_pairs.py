@@ -1,0 +1,69 @@
+"""Preference pairs from the model's own replies, ranked by the task checker: InstructGPT's recipe in miniature.
+
+People ranked replies *sampled from the model* to train InstructGPT's reward model; here the built-in
+task checker is the ranker. Pairs of this kind teach a reward model the mistakes the policy really
+makes, which hand-made wrong answers (off by one, shuffled, ...) alone do not: a reward model trained
+only on those ranked the tiny SFT model's correct samples below its wrong ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from llm.data.preferences import PreferencePair
+from llm.data.tasks import Task, is_correct
+from llm.model import GPT
+from llm.task_eval import generate_replies
+from llm.tokenizer import Tokenizer
+
+KIND = "model_sample"
+
+
+def pairs_from_samples(task: Task, replies: Sequence) -> list[PreferencePair]:
+    """Pair each wrong sample with a correct one (the reference answer when no sample is correct)."""
+    correct = [r for r in replies if r.finished and is_correct(task, r.text)]
+    wrong = [r for r in replies if not (r.finished and is_correct(task, r.text))]
+    prompt = [{"role": "user", "content": task.prompt}]
+    pairs, seen = [], set()
+    for n, bad in enumerate(wrong):
+        if (bad.text, bad.finished) in seen:
+            continue
+        seen.add((bad.text, bad.finished))
+        good = correct[n % len(correct)].text if correct else task.answer
+        pairs.append(PreferencePair(prompt, good, bad.text, KIND, True, bad.finished))
+    return pairs
+
+
+@torch.no_grad()
+def sample_pairs(model: GPT, tok: Tokenizer, tasks: Sequence[Task], samples_per_task: int, temperature: float,
+                 max_new_tokens: int, seed: int) -> list[PreferencePair]:
+    prompts = [t.prompt for t in tasks for _ in range(samples_per_task)]
+    replies = generate_replies(model, tok, prompts, max_new_tokens, temperature=temperature, batch_size=128, seed=seed)
+    pairs = []
+    for i, task in enumerate(tasks):
+        pairs += pairs_from_samples(task, replies[i * samples_per_task : (i + 1) * samples_per_task])
+    return pairs
+
+
+def cached_sample_pairs(cache: Path, model: GPT, tok: Tokenizer, tasks: Sequence[Task], samples_per_task: int,
+                        temperature: float, max_new_tokens: int, seed: int) -> list[PreferencePair]:
+    """sample_pairs, stored in `cache` (keyed by the model and the settings) so a resumed run reuses them."""
+    digest = hashlib.sha256(json.dumps([[t.prompt for t in tasks], samples_per_task, temperature, max_new_tokens, seed]).encode())
+    for tensor in model.state_dict().values():
+        digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
+    key = digest.hexdigest()
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("key") == key:
+            return [PreferencePair(**p) for p in stored["pairs"]]
+    pairs = sample_pairs(model, tok, tasks, samples_per_task, temperature, max_new_tokens, seed)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp")
+    tmp.write_text(json.dumps({"key": key, "pairs": [vars(p) for p in pairs]}))
+    tmp.replace(cache)
+    return pairs
