@@ -228,6 +228,8 @@ class PPOSettings:
     whiten_advantages: bool = True
     missing_end_penalty: float = 1.0  # subtracted from the score of a reply that hit the length limit
     critic_init: str = "reward"  # reward: the critic starts as the reward model; policy: as the SFT trunk
+    ptx_coef: float = 0.0  # > 0: add this times the LM loss on built-in SFT conversations (InstructGPT's PPO-ptx)
+    ptx_batch: int = 16  # SFT conversations per minibatch for the ptx loss
     max_kl: float = 20.0  # guardrail: stop when the mean KL per reply passes this
     max_ratio: float = 20.0  # guardrail: stop when a probability ratio passes this
 
@@ -246,6 +248,7 @@ class DPOSettings:
     beta: float = 0.1
     loss: str = "sigmoid"  # sigmoid (DPO) | ipo | (label-smoothed) conservative via label_smoothing
     label_smoothing: float = 0.0  # > 0: conservative DPO, the labels are flipped with this probability
+    nll_coef: float = 0.0  # > 0: add this times the chosen reply's per-token NLL (RPO; TRL's rpo_alpha)
 
 
 @dataclass
@@ -267,7 +270,7 @@ class StageRef:
 class PipelineConfig:
     name: str = "tiny"
     out_dir: str = "runs"  # stages run in <out_dir>/<name>/<stage>
-    stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "reward", "ppo"])
+    stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "reward", "ppo", "dpo"])
     pretrain: StageRef = field(default_factory=lambda: StageRef("configs/pretrain/tiny.yaml"))
     sft: StageRef = field(default_factory=lambda: StageRef("configs/sft/tiny.yaml"))
     reward: StageRef = field(default_factory=lambda: StageRef("configs/reward/tiny.yaml"))

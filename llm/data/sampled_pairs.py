@@ -67,3 +67,14 @@ def cached_sample_pairs(cache: Path, model: GPT, tok: Tokenizer, tasks: Sequence
     tmp.write_text(json.dumps({"key": key, "pairs": [vars(p) for p in pairs]}))
     tmp.replace(cache)
     return pairs
+
+
+def checker_ranked_sampler(run_dir: Path, data, model: GPT, tok: Tokenizer, precision, device):
+    """The `sampler(split, tasks)` that load_pair_data calls for source builtin_samples, cached in `run_dir`."""
+
+    def sampler(split: str, tasks: Sequence[Task]) -> list[PreferencePair]:
+        with precision.autocast():
+            return cached_sample_pairs(run_dir / f"sampled_pairs_{split}.json", model.to(device).eval(), tok, tasks,
+                                       data.samples_per_prompt, data.sample_temperature, data.sample_max_new_tokens, data.seed)
+
+    return sampler

@@ -4,6 +4,7 @@ With h = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]:
   sigmoid (Rafailov et al. 2023):        -log sigmoid(h), or with label smoothing e (conservative DPO)
                                          -(1 - e) log sigmoid(h) - e log sigmoid(-h)
   ipo (Azar et al. 2023):                (h' - 1 / (2 beta))^2, h' built from per-token average log-probs
+With `dpo.nll_coef` > 0 the chosen reply's per-token NLL is added (RPO, Pang et al. 2024).
 The reference log-probabilities never change, so they are computed once and cached in the run folder.
 """
 
@@ -26,8 +27,7 @@ from llm.data.pairs import PairExample, collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model
 from llm.model import model_size
 from llm.policy_eval import PolicyEvaluator
-from llm.stages.reward import model_sampler
-from llm.stages.sft import epoch_limited_steps
+from llm.data.sampled_pairs import checker_ranked_sampler
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
 
@@ -108,6 +108,13 @@ class DPOStage(Stage):
         logps, lengths = reply_logps(model, batch)
         losses = dpo_losses(logps, batch["ref_logps"], lengths, self.s.beta, self.s.loss, self.s.label_smoothing)
         metrics = pair_metrics(logps, batch["ref_logps"], self.s.beta)
+        if self.s.nll_coef:
+            # keeps the chosen reply likely: without it DPO can lower both sides, and a rejected reply
+            # that is a prefix of the chosen one drags the chosen one down with it
+            half = logps.shape[0] // 2
+            nll = -logps[:half] / lengths[:half].clamp(min=1)
+            losses = losses + self.s.nll_coef * nll
+            metrics["nll/chosen"] = nll.detach().sum()
         return LossOutput(losses.sum(), losses.shape[0], tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def evaluate(self, model) -> dict:
@@ -129,9 +136,6 @@ class DPOStage(Stage):
             return
         with open(run_dir / "samples.jsonl", "a") as handle:
             handle.write(json.dumps({"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}) + "\n")
-
-    def total_steps(self, cfg: DPOConfig) -> int:
-        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
 
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
@@ -183,7 +187,7 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     reference = load_gpt(cfg.init_from, runtime.device).model.requires_grad_(False)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
-    data = load_pair_data(cfg.data, tok, cfg.model.block_size, model_sampler(cfg, reference, tok, runtime))
+    data = load_pair_data(cfg.data, tok, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
     if runtime.dist.is_main:
         (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
     ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)

@@ -30,6 +30,7 @@ from llm.policy_eval import PolicyEvaluator
 from llm.reward_model import RewardModel
 from llm.rollouts import RolloutBatch, assign_advantages, collect, reply_logprobs
 from llm.data.builtin_tasks import builtin_tasks
+from llm.data.chat import IGNORE, collate_chat, task_conversation, tokenize_conversations
 from llm.task_eval import chat_prompt_ids
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train
@@ -45,8 +46,15 @@ class ActorCritic(nn.Module):
         self.policy, self.critic = policy, critic
         self.config = policy.config
 
-    def forward(self, input_ids, attention_mask):
-        return self.policy(input_ids, attention_mask=attention_mask), self.critic(input_ids, attention_mask)
+    def forward(self, input_ids, attention_mask, ptx_input_ids=None):
+        """Policy logits and values of the rollouts, and (PPO-ptx) policy logits of SFT conversations.
+
+        One forward call does all of it, as DistributedDataParallel expects one forward per backward.
+        """
+        logits = self.policy(input_ids, attention_mask=attention_mask)
+        values = self.critic(input_ids, attention_mask)
+        ptx_logits = self.policy(ptx_input_ids) if ptx_input_ids is not None else None
+        return logits, values, ptx_logits
 
 
 class KLController:
@@ -67,8 +75,9 @@ class RolloutSource:
     """Minibatches of PPO rollouts: a new batch of rollouts whenever the last one is used up."""
 
     def __init__(self, model: ActorCritic, reference: GPT, reward_model: RewardModel, prompts: list[list[int]],
-                 tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int):
+                 tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int, ptx_examples: list | None = None):
         self.model, self.reference, self.reward_model = model, reference, reward_model
+        self.ptx_examples = ptx_examples or []
         self.prompts, self.tok, self.s, self.precision, self.seed = prompts, tok, settings, precision, seed
         self.kl = KLController(settings)
         self.iteration, self.position, self.buffer = 0, 0, []
@@ -94,6 +103,11 @@ class RolloutSource:
         self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
         self.kl.update(self.stats["objective/kl"], len(chosen))
         self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
+        if self.ptx_examples:
+            for batch in self.buffer:
+                picked = rng.choice(len(self.ptx_examples), size=self.s.ptx_batch, replace=False)
+                ptx = collate_chat([self.ptx_examples[i] for i in picked], self.tok.pad_id)
+                batch["ptx_input_ids"], batch["ptx_targets"] = ptx["input_ids"], ptx["targets"]
         self.position = 0
         self.iteration += 1
 
@@ -172,7 +186,7 @@ class PPOStage(Stage):
         s, offset = self.s, batch["offset"]
         mask = batch["reply_mask"]
         width = mask.shape[1]
-        logits, values = model(batch["input_ids"], batch["attention_mask"])
+        logits, values, ptx_logits = model(batch["input_ids"], batch["attention_mask"], batch.get("ptx_input_ids"))
         logits, values = logits[:, offset - 1 : offset - 1 + width].float(), values[:, offset - 1 : offset - 1 + width]
         replies = batch["input_ids"][:, offset:]
         logprobs = reply_logprobs(logits, replies, s.temperature)
@@ -184,6 +198,11 @@ class PPOStage(Stage):
         clipped_values = batch["values"] + (values - batch["values"]).clamp(-s.clip_value, s.clip_value)
         value_loss = 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped_values - batch["returns"]) ** 2)
         per_token = (policy_loss + s.vf_coef * value_loss) * mask
+        total = per_token.sum()
+        if ptx_logits is not None:
+            # the loop divides by the reply tokens, so the ptx mean is weighted by them to come out as ptx_coef * mean
+            ptx = F.cross_entropy(ptx_logits.float().flatten(0, 1), batch["ptx_targets"].flatten(), ignore_index=IGNORE)
+            total = total + s.ptx_coef * ptx * mask.sum()
         with torch.no_grad():
             dist = F.log_softmax(logits / (s.temperature if s.temperature > 0 else 1.0), dim=-1)
             entropy = -(dist.exp() * dist).sum(dim=-1)
@@ -194,7 +213,9 @@ class PPOStage(Stage):
                 "policy/approxkl": (0.5 * log_ratio**2 * mask).sum(),
                 "objective/entropy": (entropy * mask).sum(),
             }
-        return LossOutput(per_token.sum(), int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+        if ptx_logits is not None:
+            metrics["loss/ptx"] = ptx.detach() * mask.sum()
+        return LossOutput(total, int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor) -> None:
         worst = float(ratio.detach()[mask].max()) if bool(mask.any()) else 1.0
@@ -235,6 +256,15 @@ def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> l
     return prompts
 
 
+def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int) -> list:
+    """Built-in SFT conversations for the PPO-ptx loss (none when ppo.ptx_coef is 0)."""
+    if not settings.ptx_coef:
+        return []
+    tasks = builtin_tasks("train", max(settings.builtin_prompts // 4, settings.ptx_batch), 2, settings.builtin_kinds)
+    examples, _ = tokenize_conversations(tok, [task_conversation(t) for t in tasks], block_size + 1)
+    return examples
+
+
 def frozen(module: nn.Module, device) -> nn.Module:
     module.requires_grad_(False)
     return module.to(device).eval()
@@ -259,7 +289,8 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     prompts = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
-    source = RolloutSource(model, reference, frozen(reward_model, device), prompts, tok, cfg.ppo, runtime.precision, cfg.train.seed)
+    source = RolloutSource(model, reference, frozen(reward_model, device), prompts, tok, cfg.ppo, runtime.precision, cfg.train.seed,
+                           ptx_data(cfg.ppo, tok, cfg.model.block_size))
     judge = frozen(load_reward_model(cfg.eval.reward_model, "cpu")[0], device) if cfg.eval.reward_model else source.reward_model
     tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
     with runtime.precision.autocast():

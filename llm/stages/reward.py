@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairData, collate_pairs, load_pair_data
-from llm.data.sampled_pairs import cached_sample_pairs
+from llm.data.sampled_pairs import checker_ranked_sampler
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
-from llm.stages.sft import epoch_limited_steps, init_model
+from llm.load import load_for_finetuning
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
 
 
@@ -62,9 +62,6 @@ class RewardStage(Stage):
             kinds += batch["kinds"]
         return reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
 
-    def total_steps(self, cfg: RewardConfig) -> int:
-        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
-
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
 
@@ -93,26 +90,14 @@ def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str
 def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
-    base, cfg = init_model(cfg, "cpu")
+    base, cfg = load_for_finetuning(cfg, "cpu")
     model = RewardModel(base.model)
-    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, model_sampler(cfg, base.model, base.tokenizer, runtime))
+    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device))
     if runtime.dist.is_main:
         (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
     runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")
     stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
-
-
-def model_sampler(cfg, model, tok, runtime):
-    """Rank the starting model's own replies with the task checker (source builtin_samples), cached in the run folder."""
-    d = cfg.data
-
-    def sampler(split, tasks):
-        with runtime.precision.autocast():
-            return cached_sample_pairs(cfg.run_dir / f"sampled_pairs_{split}.json", model.to(runtime.device).eval(), tok, tasks,
-                                       d.samples_per_prompt, d.sample_temperature, d.sample_max_new_tokens, d.seed)
-
-    return sampler
 
 
 def dropped(log: dict) -> str:

@@ -22,7 +22,7 @@ from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, 
 from llm.data.conversations import load_conversations
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.load import LoadedModel, load_gpt
+from llm.load import LoadedModel, load_for_finetuning
 from llm.model import model_size
 from llm.data.builtin_tasks import builtin_tasks
 from llm.task_eval import evaluate_tasks, generate_replies
@@ -116,33 +116,14 @@ class SFTStage(Stage):
         with open(run_dir / "samples.jsonl", "a") as handle:
             handle.write(json.dumps(record) + "\n")
 
-    def total_steps(self, cfg: SFTConfig) -> int:
-        return epoch_limited_steps(cfg, self.source.batches_per_epoch)
-
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
-
-
-def epoch_limited_steps(cfg, batches_per_epoch: int) -> int:
-    """Schedule length: max_steps, or fewer when train.epochs ends training first."""
-    if not cfg.train.epochs:
-        return cfg.train.max_steps
-    micro_per_step = max(1, cfg.train.tokens_per_step // (cfg.train.batch_size * cfg.model.block_size)) if cfg.train.tokens_per_step else 1
-    return min(cfg.train.max_steps, max(1, round(cfg.train.epochs * batches_per_epoch / micro_per_step)))
-
-
-def init_model(cfg, device) -> tuple[LoadedModel, object]:
-    """The model to fine-tune, and the config with its model section taken from that checkpoint."""
-    if not cfg.init_from:
-        raise ConfigError("key 'init_from' is required: a run folder or checkpoint to start from (e.g. init_from=runs/pretrain-tiny)")
-    base = load_gpt(cfg.init_from, device, dropout=cfg.model.dropout)
-    return base, dataclasses.replace(cfg, model=base.model.config)
 
 
 def run(cfg: SFTConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
-    base, cfg = init_model(cfg, "cpu")
+    base, cfg = load_for_finetuning(cfg, "cpu")
     data = load_chat_data(cfg.data, base.tokenizer, cfg.model.block_size + 1, cfg.eval.n_tasks)
     stage = SFTStage(cfg, base, data, runtime)
     if runtime.dist.is_main:

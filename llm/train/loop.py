@@ -89,7 +89,11 @@ class Stage:
         pass
 
     def total_steps(self, cfg: RunConfig) -> int:
-        return cfg.train.max_steps
+        """Schedule length: max_steps, or fewer when train.epochs over a finite dataset ends training first."""
+        per_epoch = getattr(self.source, "batches_per_epoch", None)
+        if not cfg.train.epochs or not per_epoch:
+            return cfg.train.max_steps
+        return min(cfg.train.max_steps, max(1, round(cfg.train.epochs * per_epoch / accumulation_steps(cfg))))
 
     def flops_per_token(self) -> float | None:
         return None

@@ -27,6 +27,21 @@ def test_loss_falls_when_chosen_gains_and_metrics_follow_trl():
     assert float(m["rewards/accuracies"]) == 2.0 and float(m["rewards/margins"]) > 0
 
 
+def test_nll_term_adds_the_chosen_per_token_nll(monkeypatch):
+    from types import SimpleNamespace
+
+    import llm.stages.dpo as dpo
+
+    stage = dpo.DPOStage.__new__(dpo.DPOStage)
+    stage.s = SimpleNamespace(beta=0.1, loss="sigmoid", label_smoothing=0.0, nll_coef=0.5)
+    # one pair, policy equal to the reference: the DPO part is log 2; the chosen reply has 3 tokens, log-prob -3
+    monkeypatch.setattr(dpo, "reply_logps", lambda model, batch: (torch.tensor([-3.0, -6.0]), torch.tensor([3, 2])))
+    batch = {"ref_logps": torch.tensor([-3.0, -6.0]), "attention_mask": torch.ones(2, 4, dtype=torch.bool)}
+    out = stage.loss(None, batch)
+    torch.testing.assert_close(out.loss, torch.tensor(math.log(2) + 0.5 * 3.0 / 3))
+    torch.testing.assert_close(out.metrics["nll/chosen"], torch.tensor(1.0))
+
+
 def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
     overrides = [
         f"init_from={sft_run}", f"out_dir={tmp_path}", "name=dpo", "data.builtin_train=400", "data.builtin_val=40",

@@ -50,3 +50,12 @@ def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, t
     assert [p.name for p in kept] == ["step_0000004"]
     ckpt.verify(kept[0])
     assert not (cfg.run_dir / "final.json").exists()
+
+
+def test_ptx_loss_is_mixed_in(sft_run, reward_run, tmp_path):
+    cfg = config(sft_run, reward_run, tmp_path, "ptx", "ppo.ptx_coef=0.5", "ppo.ptx_batch=4", "train.max_steps=4", "train.eval_every=0",
+                 "train.eval_at_start=false", "ppo.builtin_prompts=40")
+    run(cfg)
+    lines = read_metrics(cfg.run_dir, "train")
+    assert all(line["loss/ptx"] > 0 for line in lines)
+    assert all(line["loss"] > line["loss/policy"] + 0.1 * line["loss/value"] for line in lines)
