@@ -66,7 +66,7 @@ class OptimConfig:
     beta2: float = 0.95
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
-    fused: str = "auto"  # auto | true | false (auto: fused AdamW where the device supports it)
+    fused: str | bool = "auto"  # auto | true | false (auto: fused AdamW on CUDA and the CPU)
 
 
 @dataclass

@@ -32,6 +32,11 @@ def validate(cfg: ModelConfig) -> None:
         raise ConfigError("rotary positions need an even head size (model.n_embd / model.n_head)")
 
 
+def make_dropout(p: float) -> nn.Module:
+    # at p = 0 a Dropout module still adds an op and an autograd node per call; at tiny shapes that shows
+    return nn.Dropout(p) if p > 0 else nn.Identity()
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(cfg.n_embd, eps=1e-6)
@@ -50,7 +55,7 @@ class MLP(nn.Module):
         hidden = swiglu_hidden(cfg.n_embd) if self.gated else 4 * cfg.n_embd
         self.up = nn.Linear(cfg.n_embd, hidden * (2 if self.gated else 1), bias=cfg.bias)
         self.down = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = make_dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.up(x)
@@ -58,7 +63,7 @@ class MLP(nn.Module):
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value
         else:
-            h = F.gelu(h, approximate="tanh")
+            h = F.gelu(h)
         return self.dropout(self.down(h))
 
 
@@ -104,7 +109,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.resid_dropout = make_dropout(cfg.dropout)
 
     def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
@@ -144,7 +149,7 @@ class GPT(nn.Module):
         self.config = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.position == "learned" else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = make_dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)

@@ -27,10 +27,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def use_fused(cfg: OptimConfig, device: torch.device) -> bool:
-    check_choice("optim.fused", cfg.fused, ("auto", "true", "false"))
-    if cfg.fused == "auto":
-        return device.type == "cuda"
-    return cfg.fused == "true"
+    if isinstance(cfg.fused, bool):
+        return cfg.fused
+    check_choice("optim.fused", cfg.fused, ("auto",))
+    # fused AdamW exists for CUDA and (torch >= 2.4) the CPU; on this project's 2-core CPU it made
+    # nanoGPT's demo shape train 12% faster than foreach (docs/benchmarks.md)
+    return device.type in ("cuda", "cpu")
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:

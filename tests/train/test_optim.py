@@ -33,7 +33,7 @@ def test_warmup_stable_decay():
 
 def test_fused_is_a_choice():
     model = GPT(ModelConfig(vocab_size=50, block_size=8, n_layer=1, n_head=2, n_embd=16))
-    opt = build_optimizer(model, OptimConfig(fused="true"), torch.device("cpu"))
+    opt = build_optimizer(model, OptimConfig(fused=True), torch.device("cpu"))
     assert opt.defaults["fused"] is True
-    opt = build_optimizer(model, OptimConfig(), torch.device("cpu"))
-    assert not opt.defaults["fused"]
+    opt = build_optimizer(model, OptimConfig(fused=False), torch.device("cpu"))
+    assert not opt.defaults["fused"] and opt.defaults["foreach"]
