@@ -32,6 +32,11 @@ NANOGPT_CPU_SHAPE = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_em
                          norm="layernorm", mlp="gelu", position="learned")
 NANOGPT_CPU_TOKENS_PER_S = 16_700  # measured on this 2-core CPU (46 ms per 768-token step)
 TINY_SHAPE = dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=192)
+# GPT-2 small as nanoGPT trains it (config/train_gpt2.py: vocabulary padded to 50304, no bias), and the
+# same size with this project's defaults (rotary positions, RMSNorm, SwiGLU)
+GPT2_SHAPE = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=False,
+                  norm="layernorm", mlp="gelu", position="learned")
+GPT2_OURS_SHAPE = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768)
 
 
 class SyntheticLM(Stage):

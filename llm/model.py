@@ -292,8 +292,8 @@ def model_size(cfg: ModelConfig) -> ModelSize:
     head = 0 if cfg.tie_embeddings else V * C
     params = embeddings + L * per_layer + norm + head
     non_embedding = params - embeddings
-    # 6N for the matmuls of forward+backward (the LM head included), plus attention scores and values
-    # (PaLM appendix B: 6 * L * C * T per token, counting forward+backward)
+    # 6N for the matmuls of forward+backward (the LM head included), plus 12 * L * C * T for attention
+    # scores and values (PaLM appendix B; nanoGPT and nanochat count the same, so MFU compares with theirs)
     matmul_params = L * (attn + mlp) + V * C
-    flops = 6 * matmul_params + 6 * L * C * cfg.block_size
+    flops = 6 * matmul_params + 12 * L * C * cfg.block_size
     return ModelSize(params, non_embedding, float(flops))

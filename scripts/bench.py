@@ -16,7 +16,8 @@ from pathlib import Path
 from llm.cli import main
 
 NANOGPT = "nanogpt_cpu_shape"
-CASES = {
+# name: (kind, shape, batch size | new tokens, steps | kv cache, overrides)
+CPU_CASES = {
     f"train/{NANOGPT}/fp32": ("train", NANOGPT, 12, 300, []),  # the defaults: fp32, fused AdamW
     f"train/{NANOGPT}/fp32_foreach_adamw": ("train", NANOGPT, 12, 300, ["optim.fused=false"]),
     f"train/{NANOGPT}/bf16": ("train", NANOGPT, 12, 300, ["train.dtype=bfloat16"]),
@@ -26,9 +27,31 @@ CASES = {
     "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
     "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
     "data/builtin_corpus": ("data", None, None, None, []),
-    "matmul/fp32": ("matmul", "float32", None, None, []),
-    "matmul/bf16": ("matmul", "bfloat16", None, None, []),
+    "matmul/fp32": ("matmul", "float32", 1024, None, []),
+    "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
 }
+# on CUDA the defaults are bf16 autocast and fused AdamW; 16 x 1024 tokens per step as in nanoGPT
+GPU_CASES = {
+    "train/gpt2_124m/bf16": ("train", "gpt2", 16, 80, []),
+    "train/gpt2_124m/bf16_compile": ("train", "gpt2", 16, 80, ["train.compile=true"]),
+    "train/gpt2_124m/bf16_foreach_adamw": ("train", "gpt2", 16, 80, ["optim.fused=false"]),
+    "train/gpt2_124m/tf32": ("train", "gpt2", 16, 80, ["train.dtype=float32"]),
+    "train/gpt2_124m_ours/bf16": ("train", "gpt2_ours", 16, 80, []),
+    "train/gpt2_124m_ours/bf16_compile": ("train", "gpt2_ours", 16, 80, ["train.compile=true"]),
+    "train/tiny/bf16": ("train", "tiny", 64, 200, []),
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
+    "sample/gpt2_124m_ctx512/kv_cache": ("sample", "gpt2", 500, True, []),
+    "sample/gpt2_124m_ctx512/no_cache": ("sample", "gpt2", 500, False, []),
+    "data/builtin_corpus": ("data", None, None, None, []),
+    "matmul/bf16": ("matmul", "bfloat16", 8192, None, []),
+}
+
+
+def cases() -> dict:
+    import torch
+
+    return GPU_CASES if torch.cuda.is_available() else CPU_CASES
 
 
 def run_case(name: str) -> dict:
@@ -36,8 +59,8 @@ def run_case(name: str) -> dict:
 
     from llm import bench
 
-    kind, shape_name, a, b, overrides = CASES[name]
-    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE}
+    kind, shape_name, a, b, overrides = cases()[name]
+    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE, "gpt2": bench.GPT2_SHAPE, "gpt2_ours": bench.GPT2_OURS_SHAPE}
     if kind == "train":
         result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
     elif kind == "sample":
@@ -45,8 +68,10 @@ def run_case(name: str) -> dict:
     elif kind == "data":
         result = bench.data_throughput()
     else:
-        result = {"gflops": bench.matmul_peak(getattr(torch, shape_name)) / 1e9, "size": 1024}
+        result = {"gflops": bench.matmul_peak(getattr(torch, shape_name), size=a) / 1e9, "size": a}
     result["peak_memory_mb"] = bench.peak_memory_mb()
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
@@ -54,7 +79,7 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
     """Every case once per round, `repeat` rounds: interleaving spreads the host's slow spells over all cases."""
     from llm import bench
 
-    names = [n for n in CASES if not only or any(o in n for o in only)]
+    names = [n for n in cases() if not only or any(o in n for o in only)]
     results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]), "measured": datetime.now().isoformat(timespec="seconds"),
                "machine": bench.machine(), "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "rounds": repeat, "cases": {}}
     rounds: dict[str, list[dict]] = {name: [] for name in names}
@@ -101,6 +126,9 @@ def add_derived(results: dict) -> None:
     cached, plain = cases.get("sample/tiny_ctx512/kv_cache", {}), cases.get("sample/tiny_ctx512/no_cache", {})
     if cached.get("tokens_per_s") and plain.get("tokens_per_s"):
         derived["kv_cache_speedup"] = cached["tokens_per_s"] / plain["tokens_per_s"]
+    compiled, eager = cases.get("train/gpt2_124m/bf16_compile", {}), cases.get("train/gpt2_124m/bf16", {})
+    if compiled.get("tokens_per_s") and eager.get("tokens_per_s"):
+        derived["gpt2_compile_speedup"] = compiled["tokens_per_s"] / eager["tokens_per_s"]
     for dtype in ("fp32", "bf16"):
         peak, tiny = cases.get(f"matmul/{dtype}", {}).get("gflops"), cases.get(f"train/tiny/{dtype}", {})
         if peak and tiny.get("achieved_tflops"):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from llm.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -29,14 +31,22 @@ class DistInfo:
         return self.world_size > 1
 
 
-def init_distributed() -> DistInfo:
+def init_distributed(device_name: str = "auto") -> DistInfo:
+    """Join torchrun's process group: NCCL when the ranks train on CUDA, gloo on the CPU."""
     if "RANK" not in os.environ or int(os.environ.get("WORLD_SIZE", 1)) <= 1:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    on_cuda = device_name.startswith("cuda") or (device_name == "auto" and torch.cuda.is_available())
     if not dist.is_initialized():
-        if torch.cuda.is_available():
+        if on_cuda:
+            gpus = torch.cuda.device_count()
+            if info.local_rank >= gpus:
+                raise ConfigError(
+                    f"torchrun started local rank {info.local_rank} but this machine has {gpus} GPU(s): "
+                    f"use --nproc_per_node={gpus}, or train.device=cpu for CPU processes"
+                )
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        dist.init_process_group(backend="nccl" if on_cuda else "gloo")
     return info
 
 

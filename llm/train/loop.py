@@ -46,8 +46,12 @@ class Runtime:
 
 
 def setup_runtime(cfg: RunConfig) -> Runtime:
-    info = init_distributed()
+    info = init_distributed(cfg.train.device)
     device = pick_device(cfg.train.device)
+    if device.type == "cuda":
+        # float32 matrix products on tensor cores (TF32): several times faster, and the loss curve holds
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
     seed_everything(cfg.train.seed + info.rank)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

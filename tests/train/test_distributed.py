@@ -13,7 +13,7 @@ def test_two_process_training_shares_steps_and_writes_once(pretrain_args, tmp_pa
     args = pretrain_args("train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6", name="ddp")
     torchrun = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
     done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", "scripts/pretrain.py", "--config",
-                           "configs/pretrain/tiny.yaml", *args, "train.dtype=float32"],
+                           "configs/pretrain/tiny.yaml", *args, "train.dtype=float32", "train.device=cpu"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     run_dir = tmp_path / "runs" / "ddp"

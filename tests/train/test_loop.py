@@ -51,7 +51,8 @@ class Regression(Stage):
             value = self.eval_values[min(self.evals, len(self.eval_values) - 1)]
             self.evals += 1
             return {"val_loss": value}
-        b = Batches(64).next_batch()
+        device = next(model.parameters()).device
+        b = {k: v.to(device) for k, v in Batches(64).next_batch().items()}
         return {"val_loss": float(((model(b["x"]) - b["y"]) ** 2).mean())}
 
 
@@ -80,8 +81,10 @@ def test_loss_falls_and_weights_approach_truth(tmp_path):
 
 
 def test_accumulation_equals_one_big_batch(tmp_path):
-    big = config(tmp_path / "a", "train.batch_size=8", "model.block_size=1", "train.max_steps=3")
-    small = config(tmp_path / "b", "train.batch_size=4", "model.block_size=1", "train.tokens_per_step=8", "train.max_steps=3")
+    # the loop's arithmetic, not the device's: pinned to the CPU in fp32 so the two runs agree to rounding
+    big = config(tmp_path / "a", "train.batch_size=8", "model.block_size=1", "train.max_steps=3", "train.device=cpu", "train.dtype=float32")
+    small = config(tmp_path / "b", "train.batch_size=4", "model.block_size=1", "train.tokens_per_step=8", "train.max_steps=3",
+                   "train.device=cpu", "train.dtype=float32")
     stage_big, stage_small = Regression(rows=8), Regression(rows=4)
 
     # two micro-batches of 4 rows hold the same rows as one batch of 8
