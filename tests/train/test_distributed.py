@@ -23,3 +23,20 @@ def test_two_process_training_shares_steps_and_writes_once(pretrain_args, tmp_pa
     evals = read_metrics(run_dir, "eval")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"]
     assert json.loads((run_dir / "final.json").read_text())["step"] == 12
+
+
+def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
+    import torch
+
+    from llm.errors import ConfigError
+    from llm.train.distributed import init_distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match="local rank 1 but this machine has 1 GPU"):
+        init_distributed("auto")
+    with pytest.raises(ConfigError, match="train.device=cpu"):
+        init_distributed("cuda")
