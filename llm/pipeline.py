@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ import torch
 
 from llm.config import STAGE_SCHEMAS, PipelineConfig, dump_yaml, load_config
 from llm.errors import ConfigError
+from llm.run_files import read_json, write_json
 
 ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
 # which keys of a stage's config point at which earlier stage's run folder
@@ -72,7 +72,7 @@ def check_stages(stages: list[str]) -> None:
 
 def stage_state(step: PlannedStage) -> str:
     """done (finished with this fingerprint), partial (started with it), or stale (absent or changed)."""
-    marker = read_json(step.run_dir / "pipeline-stage.json")
+    marker = read_json(step.run_dir / "pipeline-stage.json") or {}
     if marker.get("fingerprint") != step.fingerprint:
         return "stale"
     if (step.run_dir / "final.json").is_file() and marker.get("status") == "done":
@@ -87,7 +87,7 @@ class PipelineRun:
         self.steps = plan(cfg)
         fingerprints = {s.stage: s.fingerprint for s in self.steps}
         # what an earlier run of this pipeline recorded about stages that are still the same
-        self.previous = {e["stage"]: e for e in read_json(self.base / "pipeline.json").get("stages", [])
+        self.previous = {e["stage"]: e for e in (read_json(self.base / "pipeline.json") or {}).get("stages", [])
                          if fingerprints.get(e.get("stage")) == e.get("fingerprint")}
         self.record = {
             "name": cfg.name, "command": command, "config": config_path, "device": device_text(),
@@ -162,17 +162,3 @@ def device_text() -> str:
 
 def now() -> str:
     return datetime.now().isoformat(timespec="seconds")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(path)

@@ -8,7 +8,6 @@ first a list of blocks (heading, text, table, image, code), then rendered twice:
 from __future__ import annotations
 
 import itertools
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 from llm import plots
 from llm.report_render import Code, Heading, Image, Table, Text, to_html, to_markdown
 from llm.errors import DataError, LLMError
+from llm.run_files import read_json, read_jsonl, write_json, write_text
 
 STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
 # what each stage is judged by: the first of these metrics its evaluations carry
@@ -65,26 +65,6 @@ class Stage:
         if self.final is not None:
             return f"done ({self.final.get('reason', '?')})"
         return f"not finished ({self.entry.get('status', 'no final.json')})"
-
-
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a JSONL file; a line that does not parse (a run still writing it) is skipped."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return [r for r in records if isinstance(r, dict)]
 
 
 def newest_meta(folder: Path) -> dict | None:
@@ -380,12 +360,6 @@ def samples_section(stages: dict[str, Stage]) -> list:
     return blocks if len(blocks) > 1 else blocks + [Text("No samples.jsonl in any stage.")]
 
 
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-
-
 # ---------------------------------------------------------------- answers and the whole report
 
 def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]) -> dict:
@@ -408,7 +382,7 @@ def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]
         models[label] = {"stage": name, "checkpoint": loaded.folder.name,
                          "replies": [{"text": r.text, "finished": r.finished} for r in replies]}
     record = {"prompts": prompts, "max_new_tokens": MAX_NEW_TOKENS, "models": models}
-    write_text(run_dir / "answers.json", json.dumps(record, indent=2))
+    write_json(run_dir / "answers.json", record)
     return record
 
 

@@ -27,6 +27,7 @@ from llm.data.pairs import PairExample, collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model
 from llm.model import model_size
 from llm.policy_eval import PolicyEvaluator
+from llm.run_files import write_json
 from llm.data.sampled_pairs import checker_ranked_sampler
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
@@ -189,7 +190,7 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     tok = policy.tokenizer
     data = load_pair_data(cfg.data, tok, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
     if runtime.dist.is_main:
-        (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+        write_json(cfg.run_dir / "data.json", data.log)
     ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)
     evaluator = None
     if cfg.eval.n_prompts:

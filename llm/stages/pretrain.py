@@ -16,6 +16,7 @@ from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, model_size
+from llm.run_files import write_json
 from llm.tokenizer import Tokenizer
 from llm.train.distributed import main_process_first
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train, to_device
@@ -121,7 +122,7 @@ def report_corpus(cfg: PretrainConfig, corpus: PreparedCorpus) -> None:
         "prepare_s": corpus.prepare_s,
     }
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    (cfg.run_dir / "corpus.json").write_text(json.dumps(info, indent=2))
+    write_json(cfg.run_dir / "corpus.json", info)
     print(
         f"[pretrain] corpus: {info['tokens']['train']:,} train / {info['tokens']['val']:,} val tokens, "
         f"vocab {info['vocab_size']}, {info['val_bytes_per_token']:.2f} bytes/token on validation ({corpus.prepare_s:.1f}s)",

@@ -8,7 +8,6 @@ spread of rewards; built-in pairs also report accuracy by the kind of wrong repl
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 
 import torch
@@ -20,6 +19,7 @@ from llm.data.pairs import PairData, collate_pairs, load_pair_data
 from llm.data.sampled_pairs import checker_ranked_sampler
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
+from llm.run_files import write_json
 from llm.load import load_for_finetuning
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
 
@@ -94,7 +94,7 @@ def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainRe
     model = RewardModel(base.model)
     data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device))
     if runtime.dist.is_main:
-        (cfg.run_dir / "data.json").write_text(json.dumps(data.log, indent=2))
+        write_json(cfg.run_dir / "data.json", data.log)
     runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")
     stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)

@@ -24,6 +24,7 @@ from llm.data.tasks import Task
 from llm.errors import ConfigError
 from llm.load import LoadedModel, load_for_finetuning
 from llm.model import model_size
+from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
 from llm.task_eval import evaluate_tasks, generate_replies
 from llm.tokenizer import Tokenizer
@@ -132,8 +133,3 @@ def run(cfg: SFTConfig, resume: bool = False, fresh: bool = False) -> TrainResul
           f"padding {data.log['padding_fraction']['bucketed']:.1%} of batch slots with bucketing "
           f"({data.log['padding_fraction']['unbucketed']:.1%} without)")
     return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
-
-
-def write_json(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from llm.run_files import read_jsonl
+
 
 class MetricsLog:
     """Appends JSON lines; on resume, first drops the lines logged after the checkpoint's step."""
@@ -19,7 +21,7 @@ class MetricsLog:
         if resume_step is None:
             path.write_text("")
         elif path.exists():
-            kept = [line for line in read_lines(path) if line.get("step", 0) <= resume_step]
+            kept = [line for line in read_jsonl(path) if line.get("step", 0) <= resume_step]
             path.write_text("".join(json.dumps(line) + "\n" for line in kept))
 
     def write(self, record: dict) -> None:
@@ -32,16 +34,6 @@ def finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
-
-
-def read_lines(path: Path) -> list[dict]:
-    lines = []
-    for text in Path(path).read_text().splitlines():
-        try:
-            lines.append(json.loads(text))
-        except json.JSONDecodeError:
-            continue  # a line cut short by a kill is not worth failing over
-    return lines
 
 
 class Progress:

@@ -12,7 +12,6 @@ whatever the micro-batches held.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import shutil
 import signal
@@ -27,6 +26,7 @@ import torch.nn as nn
 from llm.config import RunConfig, check_choice, dump_yaml, save_config
 from llm.device import Precision, peak_flops, pick_device, pick_precision, seed_everything, synchronize
 from llm.errors import LLMError, TrainingError
+from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
 from llm.train.distributed import DistInfo, any_across, init_distributed, sum_across
 from llm.train.log import MetricsLog, Progress
@@ -534,12 +534,6 @@ def to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, list):
         return [to_device(v, device) for v in batch]
     return batch
-
-
-def write_json(path: Path, record: dict) -> None:
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    tmp.replace(path)
 
 
 def format_metric(value: Any) -> str:
