@@ -12,7 +12,6 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from llm.config import DataConfig, TokenizerConfig
+from llm.data.records import split_train_val
 from llm.errors import DataError
 from llm.tokenizer import Tokenizer, train
 
@@ -153,13 +153,7 @@ def split_documents(documents: list[str], val_fraction: float) -> tuple[list[str
         raise DataError(f"key 'data.val_fraction' must be between 0 and 1, got {val_fraction}")
     if len(documents) < 2:
         raise DataError("the corpus has fewer than 2 documents: nothing to hold out for validation")
-    order = list(range(len(documents)))
-    random.Random(SPLIT_SEED).shuffle(order)
-    n_val = max(1, round(len(documents) * val_fraction))
-    val_ids = set(order[:n_val])
-    train_docs = [d for i, d in enumerate(documents) if i not in val_ids]
-    val_docs = [d for i, d in enumerate(documents) if i in val_ids]
-    return train_docs, val_docs
+    return split_train_val(documents, val_fraction, SPLIT_SEED)
 
 
 # --- tokenizer and token files -------------------------------------------------------------------

@@ -8,7 +8,6 @@ that do not fit the context even after dropping the oldest prompt turns are coun
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from llm.config import PreferenceDataConfig, check_choice
 from llm.data.batching import pad_right
 from llm.data.preferences import PreferencePair, load_preferences
+from llm.data.records import split_train_val
 from llm.data.builtin_tasks import builtin_pairs, builtin_tasks
 from llm.data.tasks import Task
 from llm.errors import ConfigError
@@ -109,12 +109,7 @@ def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sam
             pairs, stats = load_preferences(source.path, source.format, data.on_error, source.split)
             if source.max_records:
                 pairs = pairs[: source.max_records]
-            order = list(range(len(pairs)))
-            random.Random(data.seed).shuffle(order)
-            n_val = max(1, round(len(pairs) * data.val_fraction))
-            val_ids = set(order[:n_val])
-            train_part = [p for i, p in enumerate(pairs) if i not in val_ids]
-            val_part = [p for i, p in enumerate(pairs) if i in val_ids]
+            train_part, val_part = split_train_val(pairs, data.val_fraction, data.seed)
             log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
         train_pairs += train_part
         val_pairs += val_part

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import random
 from typing import Any, Callable, Iterator
 
 from llm.errors import DataError
@@ -19,6 +20,15 @@ ROLES = ("system", "user", "assistant")
 ON_ERROR_CHOICES = ("skip", "raise")
 MAX_LOGGED_ERRORS = 10
 FILE_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+
+
+def split_train_val(items: list, val_fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded shuffle holds out `val_fraction` of the items (at least one, when there are two or more)."""
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, round(len(items) * val_fraction)) if len(items) > 1 else 0
+    val_ids = set(order[:n_val])
+    return [x for i, x in enumerate(items) if i not in val_ids], [x for i, x in enumerate(items) if i in val_ids]
 
 
 class MalformedRecord(ValueError):

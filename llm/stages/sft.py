@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from llm.config import ChatDataConfig, SFTConfig, check_choice
 from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
 from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversations
 from llm.data.conversations import load_conversations
+from llm.data.records import split_train_val
 from llm.data.tasks import Task
 from llm.errors import ConfigError
 from llm.load import LoadedModel, load_for_finetuning
@@ -52,7 +52,7 @@ def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_ta
             convs, stats = load_conversations(source.path, source.format, data.on_error, source.split)
             if source.max_records:
                 convs = convs[: source.max_records]
-            train_part, val_part = split_conversations(convs, data.val_fraction, data.seed)
+            train_part, val_part = split_train_val(convs, data.val_fraction, data.seed)
             log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
         train_convs += train_part
         val_convs += val_part
@@ -63,14 +63,6 @@ def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_ta
         raise ConfigError(f"SFT data: {len(train)} training and {len(val)} validation conversations fit the context; need both")
     eval_tasks = builtin_tasks("val", n_eval_tasks, 0, data.builtin_kinds) if n_eval_tasks else []
     return ChatData(train, val, eval_tasks, log)
-
-
-def split_conversations(convs: list, val_fraction: float, seed: int) -> tuple[list, list]:
-    order = list(range(len(convs)))
-    random.Random(seed).shuffle(order)
-    n_val = max(1, round(len(convs) * val_fraction)) if len(convs) > 1 else 0
-    val_ids = set(order[:n_val])
-    return [c for i, c in enumerate(convs) if i not in val_ids], [c for i, c in enumerate(convs) if i in val_ids]
 
 
 class SFTStage(Stage):
