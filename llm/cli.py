@@ -46,6 +46,22 @@ def finish_stage(stage: str, result) -> int:
     return exit_status(result.reason)
 
 
+def run_stage_script(stage: str, description: str) -> None:
+    """A stage's launcher: --config, --resume, --fresh and overrides, then llm.stages.<stage>.run."""
+
+    def entry() -> int:
+        import importlib
+
+        from llm.config import STAGE_SCHEMAS, load_config
+
+        args = stage_parser(description).parse_intermixed_args()
+        cfg = load_config(STAGE_SCHEMAS[stage], args.config, args.overrides)
+        run = importlib.import_module(f"llm.stages.{stage}").run  # after the config, so a bad key fails fast
+        return finish_stage(stage, run(cfg, resume=args.resume, fresh=args.fresh))
+
+    main(entry)
+
+
 def exit_status(reason: str) -> int:
     """130/143 when training stopped on a signal, like a shell reports it; else 0."""
     if reason.startswith("interrupted:"):

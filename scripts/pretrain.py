@@ -1,16 +1,6 @@
 """Pre-train a GPT on a text corpus: python scripts/pretrain.py --config configs/pretrain/tiny.yaml [--resume] [key=value ...]"""
 
-from llm.cli import finish_stage, main, stage_parser
-from llm.config import PretrainConfig, load_config
-
-
-def entry() -> int:
-    args = stage_parser(__doc__).parse_intermixed_args()
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
-    from llm.stages.pretrain import run
-
-    return finish_stage("pretrain", run(cfg, resume=args.resume, fresh=args.fresh))
-
+from llm.cli import run_stage_script
 
 if __name__ == "__main__":
-    main(entry)
+    run_stage_script("pretrain", __doc__)
