@@ -92,17 +92,10 @@ def test_pretraining_on_cuda_lowers_the_loss(tmp_path, corpus_file, extra):
     assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10 - 0.5
 
 
-def test_torchrun_launch_trains_on_cuda(tmp_path, corpus_file):
-    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
-    done = run_pretrain(tmp_path, corpus_file, [], launcher)
-    assert done.returncode == 0, done.stdout + done.stderr
-    losses = [x["loss"] for x in read_metrics(tmp_path / "runs" / "cuda", "train")]
-    assert losses[-1] < losses[0]
-
-
-@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL needs one GPU per rank")
-def test_ddp_over_nccl_trains(tmp_path, corpus_file):
-    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+@pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.skipif(
+    torch.cuda.device_count() < 2, reason="DDP over NCCL needs one GPU per rank"))])
+def test_torchrun_trains_on_cuda(tmp_path, corpus_file, nproc):
+    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     done = run_pretrain(tmp_path, corpus_file, [], launcher)
     assert done.returncode == 0, done.stdout + done.stderr
     losses = [x["loss"] for x in read_metrics(tmp_path / "runs" / "cuda", "train")]
