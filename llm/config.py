@@ -210,6 +210,8 @@ class PPOSettings:
     builtin_prompts: int = 20000
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
     rollout_batch: int = 64  # prompts per PPO iteration
+    samples_per_prompt: int = 1  # replies sampled per prompt; rloo needs 2 or more
+    advantage: str = "gae"  # gae: critic + GAE (PPO); rloo: each reply's return minus the mean of its group's others, no critic
     minibatch: int = 16  # rollouts per optimizer step
     epochs: int = 2  # passes over each rollout batch
     max_new_tokens: int = 32

@@ -104,15 +104,18 @@ def sample_replies(policy: GPT, prompts: Sequence[Sequence[int]], params: Sampli
 
 
 @torch.no_grad()
-def collect(policy: GPT, critic: RewardModel, reference: GPT, reward_model: RewardModel, prompts: Sequence[Sequence[int]],
+def collect(policy: GPT, critic: RewardModel | None, reference: GPT, reward_model: RewardModel, prompts: Sequence[Sequence[int]],
             params: SamplingParams, pad_id: int, generator: torch.Generator, kl_estimator: str, missing_end_penalty: float) -> RolloutBatch:
-    """Sample replies and evaluate them under the policy, the reference, the critic and the reward model."""
+    """Sample replies and evaluate them under the policy, the reference, the critic (values 0 without one) and the reward model."""
     input_ids, attention_mask, reply_mask, offset, finished = sample_replies(policy, prompts, params, pad_id, generator)
     batch = RolloutBatch(input_ids, attention_mask, reply_mask, offset, finished, None, None, None, None, None)
     replies = batch.replies
     batch.logprobs = reply_logprobs(batch.reply_slice(policy(input_ids, attention_mask=attention_mask)), replies, params.temperature)
     batch.ref_logprobs = reply_logprobs(batch.reply_slice(reference(input_ids, attention_mask=attention_mask)), replies, params.temperature)
-    batch.values = batch.reply_slice(critic(input_ids, attention_mask)).float() * reply_mask
+    if critic is None:
+        batch.values = torch.zeros(reply_mask.shape, device=reply_mask.device)
+    else:
+        batch.values = batch.reply_slice(critic(input_ids, attention_mask)).float() * reply_mask
     scores = sequence_rewards(reward_model, input_ids, attention_mask).float()
     batch.scores = scores - missing_end_penalty * (~finished).float()
     batch.kl = kl_per_token(batch.logprobs, batch.ref_logprobs, kl_estimator) * reply_mask
@@ -127,3 +130,16 @@ def assign_advantages(batch: RolloutBatch, kl_coef: float, gamma: float, lam: fl
     advantages, returns = gae(rewards, batch.values, batch.reply_mask, gamma, lam)
     batch.advantages = whiten(advantages, batch.reply_mask) if whiten_advantages else advantages
     batch.returns = returns
+
+
+def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whiten_advantages: bool) -> None:
+    """RLOO (Ahmadian et al. 2024): rows come in groups of `group` replies to one prompt; a reply's
+    return is its score minus kl_coef times its summed KL, and its advantage is that return minus the
+    mean return of the other replies in its group, given to every token of the reply."""
+    if group < 2 or batch.scores.shape[0] % group:
+        raise ValueError(f"RLOO needs groups of 2 or more replies per prompt; got {batch.scores.shape[0]} replies in groups of {group}")
+    returns = (batch.scores - kl_coef * batch.kl.sum(dim=1)).view(-1, group)
+    baseline = (returns.sum(dim=1, keepdim=True) - returns) / (group - 1)
+    advantages = (returns - baseline).reshape(-1, 1) * batch.reply_mask
+    batch.advantages = whiten(advantages, batch.reply_mask) if whiten_advantages else advantages
+    batch.returns = returns.reshape(-1, 1) * batch.reply_mask

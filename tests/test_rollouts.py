@@ -7,7 +7,7 @@ from llm.config import ModelConfig
 from llm.generate import SamplingParams
 from llm.model import GPT
 from llm.reward_model import RewardModel
-from llm.rollouts import assign_advantages, collect, gae, kl_per_token, whiten
+from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, gae, kl_per_token, whiten
 
 
 def test_gae_matches_a_hand_computed_example():
@@ -79,3 +79,28 @@ def test_missing_end_is_penalised():
     penalised = collect(policy, critic, policy, reward, [[1, 4]], params, 0, generator, "k1", 2.5)
     assert not bool(plain.finished[0])
     torch.testing.assert_close(penalised.scores, plain.scores - 2.5)
+
+
+def scored_batch(scores, kl, mask):
+    n, width = mask.shape
+    zeros = torch.zeros(n, width)
+    return RolloutBatch(torch.zeros(n, 1 + width, dtype=torch.long), torch.ones(n, 1 + width, dtype=torch.bool), mask, 1,
+                        torch.ones(n, dtype=torch.bool), torch.tensor(scores), zeros, zeros, zeros, kl * mask)
+
+
+def test_rloo_advantage_is_the_return_minus_the_mean_of_the_other_replies():
+    mask = torch.tensor([[True, True, False]] * 3 + [[True, False, False]] * 3)
+    kl = torch.tensor([[0.5, 0.5, 9.0]] + [[0.0, 0.0, 0.0]] * 5)  # 9.0 sits on padding and must not count
+    batch = scored_batch([1.0, 2.0, 6.0, 4.0, 4.0, 4.0], kl, mask)
+    assign_group_advantages(batch, kl_coef=0.2, group=3, whiten_advantages=False)
+    # group 1 returns: 1 - 0.2 * 1.0 = 0.8, 2, 6; each minus the mean of the other two
+    expected = torch.tensor([0.8 - 4.0, 2.0 - 3.4, 6.0 - 1.4, 0.0, 0.0, 0.0])
+    torch.testing.assert_close(batch.advantages, expected[:, None] * mask)
+    # a group whose replies all score the same teaches nothing
+    assert (batch.advantages[3:] == 0).all()
+
+
+def test_rloo_rejects_replies_that_do_not_form_groups():
+    mask = torch.ones(3, 2, dtype=torch.bool)
+    with pytest.raises(ValueError, match="groups of 2"):
+        assign_group_advantages(scored_batch([1.0, 2.0, 3.0], torch.zeros(3, 2), mask), 0.1, group=2, whiten_advantages=False)

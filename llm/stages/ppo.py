@@ -28,7 +28,7 @@ from llm.load import load_gpt, load_reward_model
 from llm.model import GPT, model_size
 from llm.policy_eval import PolicyEvaluator
 from llm.reward_model import RewardModel
-from llm.rollouts import RolloutBatch, assign_advantages, collect, reply_logprobs
+from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, reply_logprobs
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import IGNORE, collate_chat, task_conversation, tokenize_conversations
 from llm.task_eval import chat_prompt_ids
@@ -39,9 +39,9 @@ MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "valu
 
 
 class ActorCritic(nn.Module):
-    """The trainable pair: the policy (a GPT) and its critic (a GPT trunk with a value head)."""
+    """The trainable pair: the policy (a GPT) and its critic (a GPT trunk with a value head; None for RLOO)."""
 
-    def __init__(self, policy: GPT, critic: RewardModel):
+    def __init__(self, policy: GPT, critic: RewardModel | None):
         super().__init__()
         self.policy, self.critic = policy, critic
         self.config = policy.config
@@ -52,7 +52,7 @@ class ActorCritic(nn.Module):
         One forward call does all of it, as DistributedDataParallel expects one forward per backward.
         """
         logits = self.policy(input_ids, attention_mask=attention_mask)
-        values = self.critic(input_ids, attention_mask)
+        values = self.critic(input_ids, attention_mask) if self.critic is not None else None
         ptx_logits = self.policy(ptx_input_ids) if ptx_input_ids is not None else None
         return logits, values, ptx_logits
 
@@ -84,8 +84,12 @@ class RolloutSource:
         self.stats: dict = {}
 
     @property
+    def rollouts_per_iteration(self) -> int:
+        return min(self.s.rollout_batch, len(self.prompts)) * self.s.samples_per_prompt
+
+    @property
     def steps_per_iteration(self) -> int:
-        return self.s.epochs * math.ceil(self.s.rollout_batch / self.s.minibatch)
+        return self.s.epochs * math.ceil(self.rollouts_per_iteration / self.s.minibatch)
 
     def next_batch(self) -> dict:
         if self.position >= len(self.buffer):
@@ -97,9 +101,13 @@ class RolloutSource:
     def refill(self) -> None:
         rng = np.random.default_rng([self.seed, self.iteration])
         chosen = rng.choice(len(self.prompts), size=min(self.s.rollout_batch, len(self.prompts)), replace=False)
-        rollouts = self.rollout([self.prompts[i] for i in chosen], int(rng.integers(2**62)))
+        group = self.s.samples_per_prompt
+        rollouts = self.rollout([self.prompts[i] for i in chosen for _ in range(group)], int(rng.integers(2**62)))
         self.check_kl(rollouts)
-        assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
+        if self.s.advantage == "rloo":
+            assign_group_advantages(rollouts, self.kl.coef, group, self.s.whiten_advantages)
+        else:
+            assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
         self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
         self.kl.update(self.stats["objective/kl"], len(chosen))
         self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
@@ -187,7 +195,7 @@ class PPOStage(Stage):
         mask = batch["reply_mask"]
         width = mask.shape[1]
         logits, values, ptx_logits = model(batch["input_ids"], batch["attention_mask"], batch.get("ptx_input_ids"))
-        logits, values = logits[:, offset - 1 : offset - 1 + width].float(), values[:, offset - 1 : offset - 1 + width]
+        logits = logits[:, offset - 1 : offset - 1 + width].float()
         replies = batch["input_ids"][:, offset:]
         logprobs = reply_logprobs(logits, replies, s.temperature)
         log_ratio = (logprobs - batch["logprobs"]) * mask
@@ -195,9 +203,10 @@ class PPOStage(Stage):
         self.check_ratio(ratio, mask)
         advantages = batch["advantages"]
         policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - s.clip_ratio, 1 + s.clip_ratio))
-        clipped_values = batch["values"] + (values - batch["values"]).clamp(-s.clip_value, s.clip_value)
-        value_loss = 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped_values - batch["returns"]) ** 2)
-        per_token = (policy_loss + s.vf_coef * value_loss) * mask
+        per_token = policy_loss * mask
+        if values is not None:
+            value_loss = self.value_loss(values[:, offset - 1 : offset - 1 + width], batch)
+            per_token = per_token + s.vf_coef * value_loss * mask
         total = per_token.sum()
         if ptx_logits is not None:
             # the loop divides by the reply tokens, so the ptx mean is weighted by them to come out as ptx_coef * mean
@@ -208,14 +217,19 @@ class PPOStage(Stage):
             entropy = -(dist.exp() * dist).sum(dim=-1)
             metrics = {
                 "loss/policy": (policy_loss * mask).sum(),
-                "loss/value": (value_loss * mask).sum(),
                 "policy/clipfrac": (((ratio - 1).abs() > s.clip_ratio) & mask).float().sum(),
                 "policy/approxkl": (0.5 * log_ratio**2 * mask).sum(),
                 "objective/entropy": (entropy * mask).sum(),
             }
+        if values is not None:
+            metrics["loss/value"] = (value_loss.detach() * mask).sum()
         if ptx_logits is not None:
             metrics["loss/ptx"] = ptx.detach() * mask.sum()
         return LossOutput(total, int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+
+    def value_loss(self, values: torch.Tensor, batch: dict) -> torch.Tensor:
+        clipped = batch["values"] + (values - batch["values"]).clamp(-self.s.clip_value, self.s.clip_value)
+        return 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped - batch["returns"]) ** 2)
 
     def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor) -> None:
         worst = float(ratio.detach()[mask].max()) if bool(mask.any()) else 1.0
@@ -236,7 +250,8 @@ class PPOStage(Stage):
         return dict(self.source.stats)
 
     def flops_per_token(self) -> float:
-        return 2 * model_size(self.model.config).flops_per_token  # policy and critic
+        models = 2 if self.model.critic is not None else 1  # the policy, and the critic when there is one
+        return models * model_size(self.model.config).flops_per_token
 
 
 def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> list[list[int]]:
@@ -270,8 +285,21 @@ def frozen(module: nn.Module, device) -> nn.Module:
     return module.to(device).eval()
 
 
+def make_critic(cfg: PPOConfig) -> RewardModel | None:
+    if cfg.ppo.advantage == "rloo":
+        return None  # the group's other replies are the baseline
+    if cfg.ppo.critic_init == "reward":
+        return load_reward_model(cfg.reward_model, "cpu")[0].train()
+    critic = RewardModel(load_gpt(cfg.policy, "cpu").model)
+    nn.init.zeros_(critic.head.weight)
+    return critic
+
+
 def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
     check_choice("ppo.critic_init", cfg.ppo.critic_init, ("reward", "policy"))
+    check_choice("ppo.advantage", cfg.ppo.advantage, ("gae", "rloo"))
+    if cfg.ppo.advantage == "rloo" and cfg.ppo.samples_per_prompt < 2:
+        raise ConfigError(f"ppo.advantage=rloo compares replies to the same prompt: set ppo.samples_per_prompt to 2 or more (got {cfg.ppo.samples_per_prompt})")
     if not cfg.policy or not cfg.reward_model:
         raise ConfigError("keys 'policy' and 'reward_model' are required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
     device = runtime.device
@@ -280,12 +308,7 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     reward_model, reward_tok, _ = load_reward_model(cfg.reward_model, "cpu")
     if reward_tok.to_json() != policy.tokenizer.to_json():
         raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
-    if cfg.ppo.critic_init == "reward":
-        critic = load_reward_model(cfg.reward_model, "cpu")[0].train()
-    else:
-        critic = RewardModel(load_gpt(cfg.policy, "cpu").model)
-        nn.init.zeros_(critic.head.weight)
-    model = ActorCritic(policy.model.train(), critic).to(device)
+    model = ActorCritic(policy.model.train(), make_critic(cfg)).to(device)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     prompts = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
@@ -303,6 +326,6 @@ def run(cfg: PPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     runtime = setup_runtime(cfg)
     stage, tok, cfg = build(cfg, runtime)
     runtime.say(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
-          f"{cfg.ppo.rollout_batch} rollouts; SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on "
+          f"{stage.source.rollouts_per_iteration} rollouts ({cfg.ppo.advantage}); SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on "
           f"{len(stage.evaluator.tasks)} held-out tasks")
     return train(stage, cfg, runtime, tok.to_json(), resume)

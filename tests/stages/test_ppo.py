@@ -4,7 +4,7 @@ import pytest
 
 from conftest_helpers import metric_losses, ppo_overrides, read_metrics
 from llm.config import PPOConfig, load_config
-from llm.errors import TrainingError
+from llm.errors import ConfigError, TrainingError
 from llm.stages.ppo import run
 from llm.train import checkpoint as ckpt
 
@@ -59,3 +59,23 @@ def test_ptx_loss_is_mixed_in(sft_run, reward_run, tmp_path):
     lines = read_metrics(cfg.run_dir, "train")
     assert all(line["loss/ptx"] > 0 for line in lines)
     assert all(line["loss"] > line["loss/policy"] + 0.1 * line["loss/value"] for line in lines)
+
+
+def test_rloo_trains_without_a_critic(sft_run, reward_run, tmp_path):
+    cfg = config(sft_run, reward_run, tmp_path, "rloo", "ppo.advantage=rloo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2",
+                 "train.max_steps=8")
+    result = run(cfg)
+    assert result.step == 8
+    lines = read_metrics(cfg.run_dir, "train")
+    assert {line["iteration"] for line in lines} == {0, 1}  # 2 prompts x 4 replies = 8 rollouts, 4 steps per iteration
+    assert "loss/value" not in lines[-1] and all(line["loss"] == line["loss/policy"] for line in lines)
+    from llm.load import read
+
+    names = read(cfg.run_dir).weights.keys()
+    assert any(n.startswith("policy.") for n in names) and not any(n.startswith("critic.") for n in names)
+
+
+def test_rloo_needs_groups(sft_run, reward_run, tmp_path):
+    cfg = config(sft_run, reward_run, tmp_path, "rloo1", "ppo.advantage=rloo")
+    with pytest.raises(ConfigError, match="ppo.samples_per_prompt"):
+        run(cfg)
