@@ -31,12 +31,13 @@ def test_ppo_runs_logs_rollout_stats_and_compares_with_sft(sft_run, reward_run, 
     assert load_gpt(cfg.run_dir).checkpoint.meta["kind"] == "actor_critic"
 
 
-def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path):
-    straight = config(sft_run, reward_run, tmp_path, "a")
+@pytest.mark.parametrize("advantage", [[], ["ppo.advantage=rloo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2"]], ids=["gae", "rloo"])
+def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path, advantage):
+    straight = config(sft_run, reward_run, tmp_path, "a", *advantage)
     run(straight)
-    first = config(sft_run, reward_run, tmp_path, "b", "train.max_steps=6")  # stops mid-iteration 1
+    first = config(sft_run, reward_run, tmp_path, "b", "train.max_steps=6", *advantage)  # stops mid-iteration 1
     run(first)
-    second = config(sft_run, reward_run, tmp_path, "b")
+    second = config(sft_run, reward_run, tmp_path, "b", *advantage)
     run(second, resume=True)
     assert metric_losses(second.run_dir) == metric_losses(straight.run_dir)
 
