@@ -84,8 +84,12 @@ class RolloutSource:
         self.stats: dict = {}
 
     @property
+    def prompts_per_iteration(self) -> int:
+        return min(self.s.rollout_batch, len(self.prompts))
+
+    @property
     def rollouts_per_iteration(self) -> int:
-        return min(self.s.rollout_batch, len(self.prompts)) * self.s.samples_per_prompt
+        return self.prompts_per_iteration * self.s.samples_per_prompt
 
     @property
     def steps_per_iteration(self) -> int:
@@ -100,7 +104,7 @@ class RolloutSource:
 
     def refill(self) -> None:
         rng = np.random.default_rng([self.seed, self.iteration])
-        chosen = rng.choice(len(self.prompts), size=min(self.s.rollout_batch, len(self.prompts)), replace=False)
+        chosen = rng.choice(len(self.prompts), size=self.prompts_per_iteration, replace=False)
         group = self.s.samples_per_prompt
         rollouts = self.rollout([self.prompts[i] for i in chosen for _ in range(group)], int(rng.integers(2**62)))
         self.check_kl(rollouts)
