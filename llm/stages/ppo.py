@@ -113,7 +113,7 @@ class RolloutSource:
         else:
             assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
         self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
-        self.kl.update(self.stats["objective/kl"], len(chosen))
+        self.kl.update(self.stats["objective/kl"], self.rollouts_per_iteration)  # per reply, as TRL counts
         self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
         if self.ptx_examples:
             for batch in self.buffer:

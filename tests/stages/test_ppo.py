@@ -64,12 +64,15 @@ def test_ptx_loss_is_mixed_in(sft_run, reward_run, tmp_path):
 
 def test_rloo_trains_without_a_critic(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "rloo", "ppo.advantage=rloo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2",
-                 "train.max_steps=8")
+                 "train.max_steps=8", "ppo.kl_horizon=100")
     result = run(cfg)
     assert result.step == 8
     lines = read_metrics(cfg.run_dir, "train")
     assert {line["iteration"] for line in lines} == {0, 1}  # 2 prompts x 4 replies = 8 rollouts, 4 steps per iteration
     assert "loss/value" not in lines[-1] and all(line["loss"] == line["loss/policy"] for line in lines)
+    first, second = lines[0], lines[-1]  # the adaptive KL coefficient moves by 8 replies' worth, not 2 prompts'
+    error = max(-0.2, min(0.2, first["objective/kl"] / cfg.ppo.target_kl - 1))
+    assert second["kl_coef"] == pytest.approx(first["kl_coef"] * (1 + error * 8 / cfg.ppo.kl_horizon), rel=1e-6)
     from llm.load import read
 
     names = read(cfg.run_dir).weights.keys()
