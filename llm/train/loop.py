@@ -245,7 +245,8 @@ class Trainer:
         self.interval = Interval(self.rt.device, state.tokens_seen)
         if state.step == 0 and state.last_eval_step < 0 and cfg.train.eval_at_start:
             self.evaluate()
-        reason = None
+        # checked before the first step too: resuming a run that already met its limit must not train on
+        reason = self.stop_reason(guard)
         try:
             while reason is None:
                 stats = self.step()

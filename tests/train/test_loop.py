@@ -146,3 +146,13 @@ def test_resume_in_process_continues_identically(tmp_path):
     a = [line["loss"] for line in metric_lines(straight)]
     b = [line["loss"] for line in metric_lines(second)]
     assert a == b
+
+
+def test_resuming_a_finished_run_takes_no_step(tmp_path):
+    cfg = config(tmp_path, "train.max_steps=20")
+    run(Regression(), cfg)
+    before = metric_lines(cfg)
+    result = run(Regression(), cfg, resume=True)
+    assert result.reason == "max_steps" and result.step == 20
+    assert metric_lines(cfg) == before
+    assert [p.name for p in ckpt.step_dirs(cfg.run_dir / "checkpoints")][-1] == "step_0000020"
