@@ -245,10 +245,9 @@ class Trainer:
         self.interval = Interval(self.rt.device, state.tokens_seen)
         if state.step == 0 and state.last_eval_step < 0 and cfg.train.eval_at_start:
             self.evaluate()
-        # checked before the first step too: resuming a run that already met its limit must not train on
-        reason = self.stop_reason(guard)
+        # checked before every step, the first too: resuming a run that already met its limit must not train on
         try:
-            while reason is None:
+            while (reason := self.stop_reason(guard)) is None:
                 stats = self.step()
                 state.step += 1
                 self.record(stats, progress)
@@ -257,7 +256,6 @@ class Trainer:
                     self.evaluate()
                 if cfg.checkpoint.save_every and state.step % cfg.checkpoint.save_every == 0:
                     self.save()
-                reason = self.stop_reason(guard)
         finally:
             progress.close()
             self.progress = None
