@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 
+from llm.config import check_sampling
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
 from llm.tokenizer import Tokenizer, render_prompt
@@ -14,6 +15,7 @@ from llm.tokenizer import Tokenizer, render_prompt
 class ChatSession:
     def __init__(self, model: GPT, tok: Tokenizer, max_new_tokens: int = 200, temperature: float = 0.7,
                  top_k: int = 50, system: str = "", seed: int = 0):
+        check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k)  # now, not at the first reply
         self.model, self.tok = model, tok
         self.max_new_tokens, self.temperature, self.top_k = max_new_tokens, temperature, top_k
         self.system = system

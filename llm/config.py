@@ -2,13 +2,17 @@
 
 A config is a tree of dataclasses. Loading walks the YAML mapping against the tree, so an unknown key,
 a value of the wrong type or a missing file fails at once with one line naming the file and the dotted
-key, with a close match suggested where one exists.
+key, with a close match suggested where one exists. Each dataclass then checks its own values (ranges,
+choices, relations between its fields) as it is built, so a value outside what the code supports fails
+the same way, before any data or model loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -17,11 +21,136 @@ from typing import Any, TypeVar
 
 import yaml
 
+from llm.data.conversations import CONVERSATION_FORMATS
+from llm.data.preferences import PREFERENCE_FORMATS
+from llm.data.tasks import TASK_KINDS
 from llm.errors import ConfigError
+from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
+
+# --- checking values: each settings dataclass checks its own fields when it is built ---------------
+
+
+class BadValue(ConfigError):
+    """A value its key does not allow; `build` re-raises it naming the file and the full dotted key."""
+
+    def __init__(self, key: str, rule: str, value: Any):
+        super().__init__(key, rule, value)
+        self.key, self.rule, self.value = key, rule, value
+        self.section = ""  # the dataclass's own prefix, for a dataclass built outside a config file
+
+    def __str__(self) -> str:
+        return self.at(self.section)
+
+    def at(self, prefix: str) -> str:
+        key = prefix + self.key
+        name = key if key.startswith("-") else f"key '{key}'"  # a script's flag names itself
+        return f"{name} {self.rule}; got {self.value!r}"
+
+
+@dataclass(frozen=True)
+class Range:
+    """Allowed numbers: from low to high, `ends` open "(" or closed "[" as in maths; never NaN or infinite."""
+
+    low: float
+    high: float = math.inf
+    ends: str = "[]"
+
+    def check(self, key: str, value: float) -> None:
+        above = value >= self.low if self.ends[0] == "[" else value > self.low
+        below = value <= self.high if self.ends[1] == "]" else value < self.high
+        if not (above and below and math.isfinite(value)):  # NaN fails every comparison
+            raise BadValue(key, self.describe(), value)
+
+    def describe(self) -> str:
+        if self.high == math.inf:
+            return f"must be {'at least' if self.ends[0] == '[' else 'greater than'} {self.low:g}"
+        return f"must be in {self.ends[0]}{self.low:g}, {self.high:g}{self.ends[1]}"
+
+
+AT_LEAST_1, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, ends="(]")
+FRACTION, BELOW_1 = Range(0, 1), Range(0, 1, "[)")
+# temperature 0 is greedy, top_k 0 and top_p 1 switch those filters off; top_p 0 would keep no token
+SAMPLING_RULES = {"max_new_tokens": AT_LEAST_1, "temperature": NON_NEGATIVE, "top_k": NON_NEGATIVE, "top_p": Range(0, 1, "(]")}
+FLAG_RULES = {**SAMPLING_RULES, "num_samples": AT_LEAST_1}
+DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # llm.device.DTYPES, without importing torch here
+PIPELINE_STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
+ON_ERROR = ("skip", "raise")
+
+
+class Checked:
+    """Mixin of a settings dataclass that checks its fields when built: a typo fails before any model loads."""
+
+    section = ""  # the prefix of its keys in a stage's config, for a dataclass built on its own
+
+    def __post_init__(self) -> None:
+        try:
+            self.check()
+        except BadValue as exc:
+            exc.section = self.section
+            raise
+
+    def check(self) -> None:
+        """Raise BadValue naming the field at fault, relative to this dataclass."""
+
+
+def check_ranges(config: Any, rules: dict[str, Range]) -> None:
+    for name, rule in rules.items():
+        rule.check(name, getattr(config, name))
+
+
+def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise BadValue(key, f"must be one of {', '.join(c or repr(c) for c in choices)}", value)
+
+
+def check_choices(config: Any, choices: dict[str, tuple[str, ...]]) -> None:
+    for name, allowed in choices.items():
+        check_choice(name, getattr(config, name), allowed)
+
+
+def check_filled(config: Any, names: tuple[str, ...]) -> None:
+    for name in names:
+        if not getattr(config, name):
+            raise BadValue(name, "must not be empty", getattr(config, name))
+
+
+def check_kinds(key: str, kinds: list[str]) -> None:
+    for i, kind in enumerate(kinds):
+        check_choice(f"{key}[{i}]", kind, TASK_KINDS)
+
+
+def check_sources(key: str, sources: list, formats: tuple[str, ...]) -> None:
+    """At least one source, and each file or dataset source in a format this stage reads."""
+    if not sources:
+        raise BadValue(key, "must list at least one source (builtin, a file or a dataset)", sources)
+    for i, source in enumerate(sources):
+        if source.path not in ("builtin", "builtin_samples"):  # generated here, they have no format
+            check_choice(f"{key}[{i}].format", source.format, ("auto", *formats))
+
+
+def check_device(key: str, value: str) -> None:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise BadValue(key, "must be auto, cpu, cuda, cuda:N or mps", value)
+
+
+def check_sampling(prefix: str = "", **values: float) -> None:
+    """The one rule book of the sampling knobs: SamplingParams, every config that samples, the scripts' flags."""
+    for name, value in values.items():
+        SAMPLING_RULES[name].check(prefix + name, value)
+
+
+def check_flags(args: Any) -> None:
+    """A script's sampling flags and --device, checked before anything loads; an error names the flag."""
+    for name, rule in FLAG_RULES.items():
+        if getattr(args, name, None) is not None:
+            rule.check("--" + name.replace("_", "-"), getattr(args, name))
+    if getattr(args, "device", None) is not None:
+        check_device("--device", args.device)
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Checked):
     vocab_size: int = 0  # 0: taken from the tokenizer
     block_size: int = 256  # context length in tokens
     n_layer: int = 4
@@ -34,17 +163,33 @@ class ModelConfig:
     position: str = "rope"  # rope | learned
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    section = "model."
+
+    def check(self) -> None:
+        check_ranges(self, {"vocab_size": NON_NEGATIVE, "block_size": AT_LEAST_1, "n_layer": AT_LEAST_1, "n_head": AT_LEAST_1,
+                            "n_embd": AT_LEAST_1, "dropout": BELOW_1, "rope_theta": POSITIVE})
+        check_choices(self, {"norm": ("rmsnorm", "layernorm"), "mlp": ("swiglu", "gelu"), "position": ("rope", "learned")})
+        if self.n_embd % self.n_head:
+            raise BadValue("n_embd", f"must be divisible by model.n_head ({self.n_head})", self.n_embd)
+        if self.position == "rope" and (self.n_embd // self.n_head) % 2:
+            raise BadValue("n_embd", f"must be a multiple of 2 * model.n_head ({2 * self.n_head}): rotary positions need an even head size", self.n_embd)
 
 
 @dataclass
-class TokenizerConfig:
+class TokenizerConfig(Checked):
     vocab_size: int = 4096
     min_frequency: int = 2
     path: str = ""  # an existing tokenizer.json to use instead of training one
+    section = "tokenizer."
+
+    def check(self) -> None:
+        if not self.vocab_size >= MIN_VOCAB_SIZE:
+            raise BadValue("vocab_size", f"must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)", self.vocab_size)
+        check_ranges(self, {"min_frequency": NON_NEGATIVE})
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Checked):
     path: str = "builtin"  # builtin | a text file | a folder of .txt | a .jsonl | a datasets name or folder
     text_field: str = "text"  # field read from JSONL records and datasets
     split: str = "train"  # split read from a datasets name
@@ -52,10 +197,16 @@ class DataConfig:
     chunk_chars: int = 16384  # a single long text is cut into documents of about this size
     cache_dir: str = ".cache/llm"  # tokenizers and token files, keyed by corpus + tokenizer
     num_proc: int = 0  # processes for datasets.map; 0 picks by corpus size
+    section = "data."
+
+    def check(self) -> None:
+        check_filled(self, ("path", "text_field", "split", "cache_dir"))
+        # pre-training needs documents on both sides of the split
+        check_ranges(self, {"val_fraction": Range(0, 1, "()"), "chunk_chars": AT_LEAST_1, "num_proc": NON_NEGATIVE})
 
 
 @dataclass
-class OptimConfig:
+class OptimConfig(Checked):
     lr: float = 1e-3  # peak learning rate
     min_lr_ratio: float = 0.1  # the schedule ends at lr * min_lr_ratio
     schedule: str = "cosine"  # cosine | wsd | constant
@@ -67,10 +218,19 @@ class OptimConfig:
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
     fused: str | bool = "auto"  # auto | true | false (auto: fused AdamW on CUDA and the CPU)
+    section = "optim."
+
+    def check(self) -> None:
+        # torch's AdamW takes betas in [0, 1); a negative grad_clip would silently mean no clipping
+        check_ranges(self, {"lr": POSITIVE, "min_lr_ratio": FRACTION, "warmup_steps": NON_NEGATIVE, "decay_fraction": Range(0, 1, "(]"),
+                            "weight_decay": NON_NEGATIVE, "beta1": BELOW_1, "beta2": BELOW_1, "eps": NON_NEGATIVE, "grad_clip": NON_NEGATIVE})
+        check_choices(self, {"schedule": ("cosine", "wsd", "constant")})
+        if self.fused not in ("auto", True, False):
+            raise BadValue("fused", "must be one of auto, true, false", self.fused)
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Checked):
     batch_size: int = 16  # rows per micro-batch
     tokens_per_step: int = 0  # 0: one micro-batch per step; else accumulate micro-batches up to this
     max_steps: int = 1000
@@ -87,32 +247,51 @@ class TrainConfig:
     eval_at_start: bool = True  # evaluate before the first step: the baseline every later figure is compared with
     max_nonfinite: int = 5  # non-finite losses skipped before the run aborts
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 on CUDA, fp32 on CPU)
+    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 where the GPU or CPU runs it natively, else fp32)
     compile: bool = False
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise resume on GPU
     seed: int = 1337
     progress: bool = True
+    section = "train."
+
+    def check(self) -> None:
+        # seed too: numpy's generators, which draw the batches, refuse a negative one
+        zero_or_more = ("tokens_per_step", "max_steps", "max_tokens", "max_time_s", "epochs", "eval_every", "log_every",
+                        "early_stop_patience", "early_stop_min_delta", "max_nonfinite", "seed")
+        check_ranges(self, {"batch_size": AT_LEAST_1, "eval_batches": AT_LEAST_1, **dict.fromkeys(zero_or_more, NON_NEGATIVE)})
+        check_choices(self, {"early_stop_mode": ("", "min", "max"), "dtype": DTYPE_CHOICES})
+        check_device("device", self.device)
 
 
 @dataclass
-class CheckpointConfig:
+class CheckpointConfig(Checked):
     save_every: int = 500  # steps; 0 saves only at the end and on a signal
     keep_last: int = 2
     keep_best: bool = True
+    section = "checkpoint."
+
+    def check(self) -> None:
+        # keep_last 0 would delete the checkpoint just written, leaving nothing to resume from
+        check_ranges(self, {"save_every": NON_NEGATIVE, "keep_last": AT_LEAST_1})
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Checked):
     prompts: list[str] = field(default_factory=lambda: ["The", "A function"])
     max_new_tokens: int = 64
     temperature: float = 0.8
     top_k: int = 50
     top_p: float = 1.0
     seed: int = 0
+    section = "sampling."
+
+    def check(self) -> None:
+        check_filled(self, ("prompts",))  # the samples written at each evaluation continue these
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclass
-class RunConfig:
+class RunConfig(Checked):
     """Fields shared by every stage's config."""
 
     name: str = "run"
@@ -127,6 +306,9 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
+    def check(self) -> None:
+        check_filled(self, ("name", "out_dir"))  # an empty name would make out_dir itself the run folder
+
 
 @dataclass
 class PretrainConfig(RunConfig):
@@ -134,17 +316,29 @@ class PretrainConfig(RunConfig):
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
 
+    def check(self) -> None:
+        super().check()
+        # any tokenizer has MIN_VOCAB_SIZE ids; not tokenizer.vocab_size, which a small corpus may not reach (the
+        # stage then sets model.vocab_size to the size trained)
+        if 0 < self.model.vocab_size < MIN_VOCAB_SIZE:
+            raise BadValue("model.vocab_size", f"must be 0 (the tokenizer's size) or at least {MIN_VOCAB_SIZE}", self.model.vocab_size)
+
 
 @dataclass
-class SourceConfig:
+class SourceConfig(Checked):
     path: str = "builtin"  # builtin | a .jsonl/.json(.gz) file | a saved dataset folder | a datasets name
     format: str = "auto"
     split: str = "train"  # split of a datasets name or saved DatasetDict
     max_records: int = 0  # 0: all
 
+    def check(self) -> None:
+        check_filled(self, ("path", "split"))
+        check_choices(self, {"format": ("auto", *dict.fromkeys(CONVERSATION_FORMATS + PREFERENCE_FORMATS))})
+        check_ranges(self, {"max_records": NON_NEGATIVE})
+
 
 @dataclass
-class ChatDataConfig:
+class ChatDataConfig(Checked):
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     on_error: str = "skip"  # skip (and count) or raise on a malformed record
     val_fraction: float = 0.05  # held out from file sources; built-in tasks have their own held-out split
@@ -152,13 +346,25 @@ class ChatDataConfig:
     builtin_val: int = 300
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
     seed: int = 0
+    section = "data."
+
+    def check(self) -> None:
+        check_sources("sources", self.sources, CONVERSATION_FORMATS)
+        check_choices(self, {"on_error": ON_ERROR})
+        check_ranges(self, {"val_fraction": BELOW_1, "builtin_train": NON_NEGATIVE, "builtin_val": NON_NEGATIVE})
+        check_kinds("builtin_kinds", self.builtin_kinds)
 
 
 @dataclass
-class TaskEvalConfig:
+class TaskEvalConfig(Checked):
     n_tasks: int = 200  # held-out built-in tasks answered greedily and checked at each evaluation; 0 = off
     max_new_tokens: int = 32
     prompts: list[str] = field(default_factory=lambda: ["Reverse the words: red green blue", "What is 7 + 5?", "What is Python?"])
+    section = "eval."
+
+    def check(self) -> None:
+        check_ranges(self, {"n_tasks": NON_NEGATIVE})
+        check_sampling(max_new_tokens=self.max_new_tokens)
 
 
 @dataclass
@@ -170,7 +376,7 @@ class SFTConfig(RunConfig):
 
 
 @dataclass
-class PreferenceDataConfig:
+class PreferenceDataConfig(Checked):
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     on_error: str = "skip"
     val_fraction: float = 0.1  # held out from file sources; built-in pairs have their own held-out split
@@ -184,6 +390,15 @@ class PreferenceDataConfig:
     sample_temperature: float = 1.0
     sample_max_new_tokens: int = 32
     seed: int = 0
+    section = "data."
+
+    def check(self) -> None:
+        check_sources("sources", self.sources, PREFERENCE_FORMATS)
+        check_choices(self, {"on_error": ON_ERROR})
+        counts = ("builtin_train", "builtin_val", "sampled_train", "sampled_val")
+        check_ranges(self, {"val_fraction": BELOW_1, "samples_per_prompt": AT_LEAST_1, **dict.fromkeys(counts, NON_NEGATIVE)})
+        check_kinds("builtin_kinds", self.builtin_kinds)
+        check_sampling("sample_", temperature=self.sample_temperature, max_new_tokens=self.sample_max_new_tokens)
 
 
 @dataclass
@@ -194,18 +409,29 @@ class RewardConfig(RunConfig):
     margin: float = 0.0  # loss -logsigmoid(r_chosen - r_rejected - margin)
     center_coef: float = 0.01  # penalty on (r_chosen + r_rejected)^2 that keeps rewards centred on zero
 
+    def check(self) -> None:
+        super().check()
+        # a negative margin or coefficient would reward a wrong ranking or rewards growing without bound
+        check_ranges(self, {"margin": NON_NEGATIVE, "center_coef": NON_NEGATIVE})
+
 
 @dataclass
-class PolicyEvalConfig:
+class PolicyEvalConfig(Checked):
     n_prompts: int = 200  # held-out built-in tasks: true exact match, reward score, win rate, KL
     max_new_tokens: int = 32
     kinds: list[str] = field(default_factory=list)  # task kinds to evaluate on ([] = every kind)
     n_samples: int = 8  # prompts whose SFT and policy replies are written side by side to the run folder
     reward_model: str = ""  # a reward run to judge replies by (PPO uses its own reward model when empty)
+    section = "eval."
+
+    def check(self) -> None:
+        check_ranges(self, {"n_prompts": NON_NEGATIVE, "n_samples": NON_NEGATIVE})
+        check_sampling(max_new_tokens=self.max_new_tokens)
+        check_kinds("kinds", self.kinds)
 
 
 @dataclass
-class PPOSettings:
+class PPOSettings(Checked):
     prompts: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])  # prompts to roll out on
     builtin_prompts: int = 20000
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
@@ -234,6 +460,19 @@ class PPOSettings:
     ptx_batch: int = 16  # SFT conversations per minibatch for the ptx loss
     max_kl: float = 20.0  # guardrail: stop when the mean KL per reply passes this
     max_ratio: float = 20.0  # guardrail: stop when a probability ratio passes this
+    section = "ppo."
+
+    def check(self) -> None:
+        check_sources("prompts", self.prompts, PREFERENCE_FORMATS)
+        check_kinds("builtin_kinds", self.builtin_kinds)
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k)
+        check_choices(self, {"advantage": ("gae", "rloo"), "kl_estimator": ("k1", "k3"), "critic_init": ("reward", "policy")})
+        one_or_more = ("rollout_batch", "samples_per_prompt", "minibatch", "epochs", "kl_horizon", "ptx_batch")
+        zero_or_more = ("builtin_prompts", "kl_coef", "vf_coef", "missing_end_penalty", "ptx_coef")
+        # target_kl divides the KL error; a ratio starts at 1, so max_ratio <= 1 would stop the first step
+        check_ranges(self, {**dict.fromkeys(one_or_more, AT_LEAST_1), **dict.fromkeys(zero_or_more, NON_NEGATIVE),
+                            **dict.fromkeys(("target_kl", "clip_ratio", "clip_value", "max_kl"), POSITIVE),
+                            "gamma": FRACTION, "lam": FRACTION, "max_ratio": Range(1, ends="(]")})
 
 
 @dataclass
@@ -246,11 +485,17 @@ class PPOConfig(RunConfig):
 
 
 @dataclass
-class DPOSettings:
+class DPOSettings(Checked):
     beta: float = 0.1
     loss: str = "sigmoid"  # sigmoid (DPO) | ipo | (label-smoothed) conservative via label_smoothing
     label_smoothing: float = 0.0  # > 0: conservative DPO, the labels are flipped with this probability
     nll_coef: float = 0.0  # > 0: add this times the chosen reply's per-token NLL (RPO; TRL's rpo_alpha)
+    section = "dpo."
+
+    def check(self) -> None:
+        # at label_smoothing 0.5 the flipped and true labels cancel and nothing is learned
+        check_ranges(self, {"beta": POSITIVE, "label_smoothing": Range(0, 0.5, "[)"), "nll_coef": NON_NEGATIVE})
+        check_choices(self, {"loss": ("sigmoid", "ipo")})
 
 
 @dataclass
@@ -263,13 +508,22 @@ class DPOConfig(RunConfig):
 
 
 @dataclass
-class StageRef:
+class StageRef(Checked):
     config: str = ""  # the stage's YAML under configs/
     overrides: list[str] = field(default_factory=list)  # key=value applied on top, like on the command line
+    reference_s: float = 0.0  # seconds the stage took on the reference machine (the README's): scales the time estimate
+
+    def check(self) -> None:
+        check_ranges(self, {"reference_s": NON_NEGATIVE})
+        for i, text in enumerate(self.overrides):
+            try:
+                parse_override(text)
+            except ConfigError:
+                raise BadValue(f"overrides[{i}]", "must be key.sub=value", text) from None
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(Checked):
     name: str = "tiny"
     out_dir: str = "runs"  # stages run in <out_dir>/<name>/<stage>
     stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "reward", "ppo", "dpo"])
@@ -286,6 +540,15 @@ class PipelineConfig:
         "How many words are in: path name type data?",
         "What is Python?",
     ])
+
+    def check(self) -> None:
+        check_filled(self, ("name", "out_dir", "stages"))
+        unknown = [s for s in self.stages if s not in PIPELINE_STAGES]
+        if unknown:
+            raise BadValue("stages", f"has an unknown stage {unknown[0]!r} (choose from {', '.join(PIPELINE_STAGES)})", self.stages)
+        for stage in self.stages:
+            if not getattr(self, stage).config:
+                raise BadValue(f"{stage}.config", f"must name the stage's YAML (e.g. configs/{stage}/tiny.yaml) while stages lists {stage}", "")
 
 
 # the schema of each folder under configs/
@@ -358,7 +621,10 @@ def build(schema: type[C], raw: dict[str, Any], source: str, prefix: str = "") -
         if key not in fields:
             raise ConfigError(f"{source}: unknown key '{dotted}'{suggest(dotted, schema, prefix)}")
         kwargs[key] = coerce(hints[key], value, source, dotted)
-    return schema(**kwargs)
+    try:
+        return schema(**kwargs)
+    except BadValue as exc:  # the dataclass names its own field; only here are the file and the full key known
+        raise ConfigError(f"{source}: {exc.at(prefix)}") from None
 
 
 def coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
@@ -455,7 +721,3 @@ def save_config(config: Any, path: Path) -> None:
     tmp.write_text(dump_yaml(config))
     tmp.replace(path)
 
-
-def check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"key '{key}' must be one of {', '.join(choices)}; got {value!r}")

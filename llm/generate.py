@@ -13,16 +13,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from llm.config import Checked, check_sampling
 from llm.model import GPT
 
 
 @dataclass(frozen=True)
-class SamplingParams:
+class SamplingParams(Checked):
     max_new_tokens: int = 64
     temperature: float = 1.0  # 0 = greedy
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1 = off
     stop_ids: tuple[int, ...] = ()
+
+    def check(self) -> None:
+        check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
 
 
 @dataclass

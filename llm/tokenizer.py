@@ -23,6 +23,9 @@ from llm.errors import DataError
 BOS, EOS, PAD, END = "<|bos|>", "<|eos|>", "<|pad|>", "<|end|>"
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
 SPECIAL_TOKENS = (BOS, EOS, PAD, *ROLE_TOKENS.values(), END)
+# every byte and every special token has an id of its own; merges come on top (the trainer silently
+# grows a smaller vocab_size to this)
+MIN_VOCAB_SIZE = 256 + len(SPECIAL_TOKENS)
 
 
 class Tokenizer:
@@ -82,6 +85,8 @@ class Tokenizer:
 
 def train(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE: every byte is in the base alphabet, so no text is ever out of vocabulary."""
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens); got {vocab_size}")
     backend = HFTokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

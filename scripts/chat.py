@@ -30,18 +30,34 @@ def command(session, line: str) -> bool:
         session.reset()
         print("(conversation reset)")
     elif name == "/temperature":
-        try:
-            session.temperature = float(value)
-            print(f"(temperature {session.temperature})")
-        except ValueError:
-            print("(usage: /temperature 0.7)")
+        set_temperature(session, value)
     else:
         print("(commands: /reset, /temperature X, /exit)")
     return True
 
 
+def set_temperature(session, text: str) -> None:
+    """A bad value is said and ignored: the conversation goes on at the old temperature."""
+    from llm.config import check_sampling
+    from llm.errors import ConfigError
+
+    try:
+        temperature = float(text)
+        check_sampling(temperature=temperature)
+    except ValueError:
+        print("(usage: /temperature 0.7)")
+    except ConfigError as exc:
+        print(f"({exc}; temperature stays {session.temperature})")
+    else:
+        session.temperature = temperature
+        print(f"(temperature {session.temperature})")
+
+
 def entry() -> int:
     args = parse_args()
+    from llm.config import check_flags
+
+    check_flags(args)  # before torch and the checkpoint load
     from llm.chat import ChatSession
     from llm.device import pick_device
     from llm.load import load_gpt

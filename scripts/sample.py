@@ -43,6 +43,10 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def entry() -> int:
     args = parse_args()
+    from llm.config import check_flags
+
+    check_flags(args)  # a bad flag or prompt file fails at once, before torch and the checkpoint load
+    texts = read_prompts(args) * args.num_samples
     import torch
 
     from llm.device import pick_device
@@ -55,7 +59,6 @@ def entry() -> int:
     loaded = load_gpt(args.checkpoint, device)
     tok = loaded.tokenizer
     print(f"# {loaded.folder} ({loaded.checkpoint.meta.get('stage', '?')}, step {loaded.checkpoint.meta.get('step', '?')})", file=sys.stderr)
-    texts = read_prompts(args) * args.num_samples
     if args.chat:
         prompts = [render_prompt(tok, [{"role": "user", "content": t}]) for t in texts]
         stops = (tok.end_id, tok.eos_id)

@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from llm.config import ModelConfig
+from llm.errors import ConfigError
 from llm.generate import SamplingParams, filter_logits, generate, sequence_logprobs
 from llm.model import GPT
 
@@ -71,3 +73,25 @@ def test_recorded_logprobs_equal_a_fresh_forward_pass():
         ids = torch.tensor([prompt + tokens])
         fresh = sequence_logprobs(m, ids, torch.ones_like(ids, dtype=torch.bool), temperature=0.7)[0, len(prompt) - 1 :]
         torch.testing.assert_close(fresh, torch.tensor(logprobs), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"top_p": 0.0}, "top_p"), ({"top_p": 1.5}, "top_p"), ({"top_p": float("nan")}, "top_p"),
+    ({"temperature": -1.0}, "temperature"), ({"temperature": float("inf")}, "temperature"),
+    ({"top_k": -1}, "top_k"), ({"max_new_tokens": 0}, "max_new_tokens"),
+], ids=lambda x: str(x))
+def test_bad_sampling_params_are_one_line_config_errors(bad, key):
+    with pytest.raises(ConfigError) as err:
+        SamplingParams(**bad)
+    message = str(err.value)
+    assert message.startswith(f"key '{key}' must be ") and "\n" not in message
+
+
+def test_the_smallest_top_p_keeps_the_top_token():
+    # top_p 0 used to drop every token and crash torch.multinomial; any top_p > 0 keeps at least the first
+    logits = torch.tensor([[4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert torch.isfinite(filter_logits(logits, 0, 1e-6)[0]).tolist() == [True, False, False, False, False]
+    out = generate(model(), PROMPTS, SamplingParams(max_new_tokens=5, temperature=1.0, top_p=1e-6), 0,
+                   generator=torch.Generator().manual_seed(0))
+    greedy = generate(model(), PROMPTS, SamplingParams(max_new_tokens=5, temperature=0.0), 0)
+    assert out.tokens == greedy.tokens

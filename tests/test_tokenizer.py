@@ -1,4 +1,7 @@
-from llm.tokenizer import SPECIAL_TOKENS, Tokenizer, bytes_per_token, render_conversation, render_prompt, render_turns
+import pytest
+
+from llm.tokenizer import (MIN_VOCAB_SIZE, SPECIAL_TOKENS, Tokenizer, bytes_per_token, render_conversation, render_prompt,
+                           render_turns, train)
 
 
 def test_round_trip_and_special_tokens(tokenizer, tmp_path):
@@ -50,3 +53,10 @@ def test_prompt_ends_with_assistant_header(tokenizer):
 def test_open_last_turn_has_no_end(tokenizer):
     turns = render_turns(tokenizer, [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}], last_complete=False)
     assert turns[0][0][-1] == tokenizer.end_id and turns[1][0][-1] != tokenizer.end_id
+
+
+def test_min_vocab_size_is_the_bytes_and_special_tokens():
+    # the trainer grows any smaller request to exactly this size, so asking for less is refused, not rounded up
+    assert train(["a tiny text"], MIN_VOCAB_SIZE).vocab_size == MIN_VOCAB_SIZE == 256 + len(SPECIAL_TOKENS)
+    with pytest.raises(ValueError, match=f"vocab_size must be at least {MIN_VOCAB_SIZE} .*; got 5$"):
+        train(["a tiny text"], 5)
