@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests import conftest_helpers
 
 import pytest
 
-from conftest_helpers import reward_overrides, sft_overrides, tiny_overrides  # noqa: E402
+from conftest_helpers import FLOAT32, reward_overrides, sft_overrides, tiny_overrides  # noqa: E402
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,7 +49,7 @@ def pretrain_args(corpus_file, cache_dir, tmp_path):
     """Command-line overrides of a tiny pre-training run under tmp_path/runs/<name>."""
 
     def make(*extra: str, name: str = "tiny") -> list[str]:
-        return tiny_overrides(corpus_file, cache_dir, tmp_path / "runs", name) + list(extra)
+        return tiny_overrides(corpus_file, cache_dir, tmp_path / "runs", name) + [FLOAT32, *extra]
 
     return make
 
@@ -72,7 +72,7 @@ def pretrained_run(tmp_path_factory, corpus_file, cache_dir) -> Path:
 
     out = tmp_path_factory.mktemp("pretrained")
     overrides = tiny_overrides(corpus_file, cache_dir, out, "base") + [
-        "model.block_size=64", "model.n_embd=64", "train.max_steps=80", "train.eval_every=40", "checkpoint.save_every=40",
+        "model.block_size=64", "model.n_embd=64", "train.max_steps=80", "train.eval_every=40", "checkpoint.save_every=40", FLOAT32,
     ]
     run(load_config(PretrainConfig, None, overrides))
     return out / "base"

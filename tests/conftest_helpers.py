@@ -7,6 +7,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 
+# train.dtype=auto picks bf16 on a CPU with native bf16 and float32 elsewhere: a test that asserts a learned
+# figure pins float32, so the figure does not depend on the CPU. (tiny_overrides stays unpinned: the CUDA
+# tests build on it to run bf16; the fixtures in conftest.py add FLOAT32 to it.)
+FLOAT32 = "train.dtype=float32"
+
+# Four built-in items, all of them in every batch: a stage must fit them exactly, whatever the CPU's rounding.
+FOUR_ITEMS = ["data.builtin_train=4", "data.builtin_val=4", "train.batch_size=4", "train.eval_every=0", "checkpoint.save_every=0",
+              "train.log_every=1"]
+
 
 def metric_losses(run_dir: Path) -> dict[int, float]:
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]

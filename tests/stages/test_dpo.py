@@ -1,8 +1,9 @@
 import math
 
+import pytest
 import torch
 
-from conftest_helpers import read_metrics
+from conftest_helpers import FOUR_ITEMS, read_metrics
 from llm.config import DPOConfig, load_config
 from llm.stages.dpo import dpo_losses, pair_metrics, run
 
@@ -42,20 +43,40 @@ def test_nll_term_adds_the_chosen_per_token_nll(monkeypatch):
     torch.testing.assert_close(out.metrics["nll/chosen"], torch.tensor(1.0))
 
 
-def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
-    overrides = [
-        f"init_from={sft_run}", f"out_dir={tmp_path}", "name=dpo", "data.builtin_train=400", "data.builtin_val=40",
+def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
+    return [
+        f"init_from={sft_run}", f"out_dir={out_dir}", f"name={name}", "data.builtin_train=400", "data.builtin_val=40",
         "data.builtin_kinds=[first_word, last_word]", "optim.lr=1e-3", "optim.warmup_steps=0", "train.batch_size=8",
-        "train.max_steps=30", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=15",
-        "train.log_every=1", "train.progress=false", "checkpoint.save_every=15", "eval.n_prompts=10",
-        "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8", f"eval.reward_model={reward_run}",
+        "train.max_steps=60", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=30",
+        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10",
+        "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
     ]
-    cfg = load_config(DPOConfig, None, overrides)
+
+
+def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
+    cfg = load_config(DPOConfig, None, dpo_overrides(sft_run, tmp_path, "dpo") + [f"eval.reward_model={reward_run}"])
     run(cfg)
     evals = read_metrics(cfg.run_dir, "eval")
     assert abs(evals[0]["val_loss"] - math.log(2)) < 1e-4 and abs(evals[0]["val_rewards/margins"]) < 1e-4
-    assert evals[-1]["val_loss"] < evals[0]["val_loss"] and evals[-1]["val_rewards/accuracies"] > 0.5
+    # Held-out loss after 60 steps: 0.537-0.600 from 22 SFT models (train.seed 0-9 and 1337, each with AVX-512
+    # and with AVX2 kernels), at least 0.09 below log 2. A step that did nothing would leave it at log 2, a
+    # wrongly signed loss would raise it. Held-out accuracy (0.50-0.73 on 40 pairs) is too close to 0.5 to assert.
+    assert evals[-1]["val_loss"] < math.log(2) - 0.03
     assert {"exact_match", "win_rate", "kl", "reward"} <= set(evals[-1])
     assert (cfg.run_dir / "ref_logps.safetensors").is_file()
     train = read_metrics(cfg.run_dir, "train")
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= set(train[-1])
+
+
+def test_dpo_overfits_four_pairs(sft_run, tmp_path):
+    cfg = load_config(DPOConfig, None, dpo_overrides(sft_run, tmp_path, "fit") + FOUR_ITEMS + [
+        "train.max_steps=40", "optim.lr=3e-3", "optim.schedule=constant", "eval.n_prompts=0"])
+    run(cfg)
+    train = read_metrics(cfg.run_dir, "train")
+    # Every batch holds the same four pairs. Over 44 runs (22 SFT models, train.seed 0-9 and 1337, each trained
+    # and fitted with AVX-512 and with AVX2 kernels) the policy ranked all four above the reference from step 10
+    # at the latest and kept the loss below log(2) / 4 from step 17; it ended at 0.03-0.06. A wrongly signed
+    # loss moves every margin the other way; a step that did nothing leaves the loss at log 2.
+    assert train[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert all(line["rewards/accuracies"] == 1.0 for line in train[-10:])
+    assert train[-1]["loss"] < math.log(2) / 4

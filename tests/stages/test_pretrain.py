@@ -1,4 +1,5 @@
 import json
+import math
 import signal
 import subprocess
 
@@ -15,7 +16,11 @@ def test_loss_falls_and_metrics_are_reported(tiny_pretrain_config):
     lines = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [x for x in lines if x["kind"] == "eval"]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 60
-    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.8
+    # A fresh model predicts close to uniform: its loss starts at ln(512) = 6.24 (6.217-6.244 over 11 seeds).
+    # 60 steps took it down by 0.96-1.06 nats over those seeds (the same to 3 decimals with AVX2 kernels);
+    # 0.5 is far below that, and a step that did nothing would leave it where it started.
+    assert abs(evals[0]["val_loss"] - math.log(512)) < 0.1
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
     assert 0 < evals[-1]["val_bpb"] < evals[0]["val_bpb"]
     assert result.metrics["val_ppl"] > 1
     samples = [json.loads(x) for x in (cfg.run_dir / "samples.jsonl").read_text().splitlines()]

@@ -1,17 +1,60 @@
+import math
 import signal
 import subprocess
+from types import SimpleNamespace
 
-from conftest_helpers import PYTHON, REPO, kill_and_resume, metric_losses, read_metrics, reward_overrides
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest_helpers import FOUR_ITEMS, PYTHON, REPO, kill_and_resume, metric_losses, read_metrics, reward_overrides
+from llm.data.tasks import REJECTION_KINDS
+from llm.stages import reward
+from llm.stages.reward import RewardStage, reward_metrics
 
 
-def test_reward_loss_falls_and_accuracy_rises(reward_run):
+def test_bradley_terry_loss_by_hand(monkeypatch):
+    stage = RewardStage.__new__(RewardStage)
+    stage.cfg = SimpleNamespace(margin=0.5, center_coef=0.01)
+    # two pairs: chosen ahead by 1 (r = 2 vs 1), and behind by 0.5 (r = 0 vs 0.5)
+    monkeypatch.setattr(reward, "pair_rewards", lambda model, batch: (torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.5])))
+    out = stage.loss(None, {"attention_mask": torch.ones(4, 3, dtype=torch.bool)})
+    expected = (math.log1p(math.exp(-(1.0 - 0.5))) + 0.01 * 3.0**2) + (math.log1p(math.exp(-(-0.5 - 0.5))) + 0.01 * 0.5**2)
+    assert out.count == 2 and out.loss.item() == pytest.approx(expected, rel=1e-6)
+    assert float(out.metrics["accuracy"]) == 1.0 and float(out.metrics["margin"]) == pytest.approx(0.5)
+
+
+def test_reward_metrics_by_hand():
+    chosen, rejected = torch.tensor([1.0, 0.0, 2.0, 0.5]), torch.tensor([0.0, 0.0, 3.0, -0.5])
+    m = reward_metrics(chosen, rejected, ["truncated", "truncated", "wrong_answer", ""])
+    assert m["val_accuracy"] == 0.5  # a tie is not a win
+    assert m["val_margin"] == pytest.approx(0.25) and m["rewards/chosen"] == pytest.approx(0.875)
+    assert m["val_loss"] == pytest.approx(float(-F.logsigmoid(chosen - rejected).mean()))
+    assert m["val_accuracy_by_kind"] == {"truncated": 0.5, "wrong_answer": 0.0}  # an unnamed kind is left out
+
+
+def test_reward_run_separates_held_out_pairs(reward_run):
     evals = read_metrics(reward_run, "eval")
-    assert evals[0]["step"] == 0 and abs(evals[0]["val_accuracy"] - 0.5) < 0.25
-    assert evals[-1]["val_accuracy"] > evals[0]["val_accuracy"] + 0.1
-    assert evals[-1]["val_loss"] < evals[0]["val_loss"]
-    assert set(evals[-1]["val_accuracy_by_kind"]) <= {"off_by_one", "shuffled", "truncated", "ignores_instruction", "never_stops", "wrong_answer"}
-    losses = list(metric_losses(reward_run).values())
-    assert sum(losses[-10:]) < sum(losses[:10])
+    # The mean held-out margin r_chosen - r_rejected over 80 pairs: a random head starts it within 0.4 of 0, and
+    # 60 steps raised it by 0.33-1.2 over 22 runs of the fixture chain (train.seed 0-9 and 1337, each with
+    # AVX-512 and with AVX2 kernels). Held-out accuracy is not asserted: 0.33-0.65 at the start, 0.60-0.75 after.
+    assert evals[0]["step"] == 0 and evals[-1]["val_margin"] > evals[0]["val_margin"] + 0.15
+    assert set(evals[-1]["val_accuracy_by_kind"]) <= set(REJECTION_KINDS)
+
+
+def test_reward_model_overfits_four_pairs(sft_run, tmp_path):
+    from llm.config import RewardConfig, load_config
+    from llm.stages.reward import run
+
+    cfg = load_config(RewardConfig, None, reward_overrides(sft_run, tmp_path, "fit") + FOUR_ITEMS + ["train.max_steps=60", "optim.lr=3e-3"])
+    run(cfg)
+    train = read_metrics(cfg.run_dir, "train")
+    # Every batch holds the same four pairs. Over 44 runs (22 SFT models, train.seed 0-9 and 1337, each trained
+    # and fitted with AVX-512 and with AVX2 kernels) all four were ranked right from step 23 at the latest, the
+    # loss stayed below 0.1 from step 40 at the latest and ended at 0.0008 or less. A wrongly signed loss ranks
+    # them backwards; a step that did nothing leaves a random head, right on about half of them.
+    assert all(line["accuracy"] == 1.0 for line in train[-10:])
+    assert train[-1]["loss"] < 0.1 < train[0]["loss"]
 
 
 def test_score_script_prints_scores_best_first(reward_run):
