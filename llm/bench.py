@@ -21,7 +21,7 @@ import torch
 
 from llm.config import ModelConfig, RunConfig, load_config
 from llm.data.windows import RandomWindows
-from llm.device import describe, peak_flops, pick_device, synchronize
+from llm.device import describe, machine_line, peak_flops, pick_device, synchronize
 from llm.model import GPT, model_size
 from llm.stages.pretrain import lm_loss
 from llm.train.loop import Stage, setup_runtime, train
@@ -149,6 +149,6 @@ def peak_memory_mb() -> float:
 
 
 def machine() -> dict:
-    return {"python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
+    return {"line": machine_line(), "python": sys.version.split()[0], "torch": torch.__version__, "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
             "device": describe(pick_device("auto"))}

@@ -42,7 +42,7 @@ def main(entry: Callable[[], int | None]) -> None:
 def finish_stage(stage: str, result) -> int:
     """Say how a stage ended (once per job under torchrun) and return the exit status."""
     if os.environ.get("RANK", "0") == "0":
-        print(f"[{stage}] done: {result.reason} at step {result.step}; run folder {result.run_dir}")
+        print(f"[{stage}] {result.ending}; run folder {result.run_dir}")
     return exit_status(result.reason)
 
 

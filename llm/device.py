@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import platform
 import random
+import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,6 +37,14 @@ CUDA_PEAK_BF16_FLOPS = (
 class Precision:
     device: torch.device
     dtype: torch.dtype  # the autocast dtype; float32 means no autocast
+    reason: str = ""  # why this dtype: recorded in meta.json and the report
+
+    @property
+    def name(self) -> str:
+        return str(self.dtype).replace("torch.", "")
+
+    def describe(self) -> dict:
+        return {"dtype": self.name, "reason": self.reason}
 
     @property
     def autocast_enabled(self) -> bool:
@@ -63,11 +75,67 @@ def pick_device(name: str = "auto") -> torch.device:
 
 def pick_precision(device: torch.device, dtype_name: str = "auto") -> Precision:
     if dtype_name == "auto":
-        bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
-        return Precision(device, torch.bfloat16 if bf16_ok else torch.float32)
+        return auto_precision(device)
     if dtype_name not in DTYPES:
         raise ConfigError(f"key 'train.dtype' must be auto, {', '.join(DTYPES)}; got {dtype_name!r}")
-    return Precision(device, DTYPES[dtype_name])
+    dtype = DTYPES[dtype_name]
+    if device.type == "cpu" and dtype != torch.float32 and not cpu_has_native_bf16():
+        warn_slow_cpu_half(dtype)
+    return Precision(device, dtype, f"train.dtype={dtype_name}")
+
+
+def auto_precision(device: torch.device) -> Precision:
+    """bf16 autocast only where the hardware runs it fast; float32 everywhere else."""
+    if device.type == "cuda":
+        if torch.cuda.is_bf16_supported():
+            return Precision(device, torch.bfloat16, "auto: this GPU supports bf16")
+        return Precision(device, torch.float32, "auto: this GPU has no bf16")
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            return Precision(device, torch.bfloat16, "auto: this CPU has native bf16 (AVX512-BF16 or AMX)")
+        return Precision(device, torch.float32, "auto: this CPU has no native bf16, where bf16 matrix products are emulated and slow")
+    return Precision(device, torch.float32, f"auto: float32 on {device.type}")
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """The CPU has bf16 matrix instructions (AVX512-BF16 or AMX) and oneDNN is allowed to use them.
+
+    Both are needed: the first is what the silicon has, the second respects ONEDNN_MAX_CPU_ISA, which
+    can cap oneDNN below what the silicon has. Without both, oneDNN emulates bf16 products, which ran
+    35x slower than fp32 on an AVX2-only EPYC (docs/design.md).
+    """
+    try:
+        silicon = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+        onednn = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    except (AttributeError, RuntimeError):  # another torch build or platform: assume emulation
+        return False
+    return bool(silicon and onednn)
+
+
+@functools.cache
+def warn_slow_cpu_half(dtype: torch.dtype) -> None:
+    """Once per process: the measured cost of an explicit half-precision dtype on this CPU."""
+    slowdown = half_matmul_slowdown(dtype)
+    name = str(dtype).replace("torch.", "")
+    warnings.warn(f"train.dtype={name} on a CPU without native {name}: its matrix products ran {slowdown:.1f}x slower than "
+                  f"float32 here; train.dtype=auto or float32 is faster", stacklevel=3)
+
+
+def half_matmul_slowdown(dtype: torch.dtype, size: int = 256, repeats: int = 3) -> float:
+    """Time of a size^3 matrix product in `dtype` over its time in float32 (best of `repeats`)."""
+
+    def best_time(dt: torch.dtype) -> float:
+        a = torch.ones(size, size, dtype=dt)
+        a @ a
+        times = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            a @ a
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    return best_time(dtype) / max(best_time(torch.float32), 1e-9)
 
 
 def seed_everything(seed: int) -> None:
@@ -100,3 +168,28 @@ def describe(device: torch.device) -> str:
     if device.type == "cpu":
         return f"cpu ({torch.get_num_threads()} threads)"
     return device.type
+
+
+def cpu_model() -> str:
+    """The processor's marketing name (Linux's /proc/cpuinfo), else what platform reports."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line(device: torch.device | None = None) -> str:
+    """One line naming the hardware a figure came from; the report, the pipeline and `make bench` write it."""
+    device = device or pick_device("auto")
+    torch_text = f"torch {torch.__version__}"
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} ({torch.cuda.device_count()} visible), {torch_text}"
+    cpu = f"{cpu_model()}, {os.cpu_count()} cores, CPU capability {torch.backends.cpu.get_cpu_capability()}, " \
+          f"native bf16 {'yes' if cpu_has_native_bf16() else 'no'}"
+    if device.type == "cpu":
+        return f"{cpu}, {torch_text}"
+    return f"{device.type} on {cpu}, {torch_text}"

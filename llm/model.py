@@ -172,9 +172,12 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def forward(self, idx, attention_mask=None, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for token ids `idx` (B, T)."""
-        return self.lm_head(self.hidden_states(idx, attention_mask, cache))
+    def forward(self, idx, attention_mask=None, cache: KVCache | None = None, logits_at: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids `idx` (B, T); with a (B, T) boolean `logits_at`, only the
+        (N, vocab) logits of the positions it marks: the head over a 4,096-token vocabulary is a third
+        of the tiny model's forward pass, and SFT needs it only at the reply's few tokens."""
+        hidden = self.hidden_states(idx, attention_mask, cache)
+        return self.lm_head(hidden if logits_at is None else hidden[logits_at])
 
     def hidden_states(self, idx, attention_mask=None, cache: KVCache | None = None) -> torch.Tensor:
         """The final normed hidden states (B, T, n_embd): what the LM, reward and value heads read."""

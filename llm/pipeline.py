@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from llm.config import STAGE_SCHEMAS, PipelineConfig, dump_yaml, load_config
-from llm.errors import ConfigError
+from llm.errors import ConfigError, LLMError
 from llm.run_files import read_json, write_json
 
 ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
@@ -39,6 +39,11 @@ class PlannedStage:
     run_dir: Path
     fingerprint: str
     upstream: list[str]
+    reference_s: float = 0.0  # the stage's time on the reference machine
+
+
+class StageFailed(LLMError):
+    """A stage ended on an error; the pipeline has written what it could (pipeline.json, the report)."""
 
 
 def plan(cfg: PipelineConfig) -> list[PlannedStage]:
@@ -58,7 +63,7 @@ def plan(cfg: PipelineConfig) -> list[PlannedStage]:
                 upstream.append(planned[source].fingerprint)
         config = load_config(STAGE_SCHEMAS[stage], ref.config, [*ref.overrides, *wiring])
         digest = hashlib.sha256("\n".join([stage, dump_yaml(config), *upstream]).encode()).hexdigest()[:16]
-        planned[stage] = PlannedStage(stage, config, base / stage, digest, upstream)
+        planned[stage] = PlannedStage(stage, config, base / stage, digest, upstream, ref.reference_s)
     return list(planned.values())
 
 
@@ -126,10 +131,21 @@ class PipelineRun:
         spent_before = float(self.previous.get(step.stage, {}).get("elapsed_s") or 0.0) if resume else 0.0
         self.update(index, status="running", started=now(), elapsed_s=spent_before)
         started = time.perf_counter()
-        result = module.run(step.config, resume=resume, fresh=False)
+        from llm.train.loop import observe_progress
+
+        try:
+            with observe_progress(TimeEstimate(self.steps[index:])):
+                result = module.run(step.config, resume=resume, fresh=False)
+        except LLMError as exc:
+            write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": "failed"})
+            self.update(index, status="failed", error=str(exc), elapsed_s=spent_before + time.perf_counter() - started, finished=now())
+            raise StageFailed(f"{step.stage}: {exc}") from None
         status = "interrupted" if result.interrupted else "done"
         write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": status})
-        self.update(index, status=status, elapsed_s=spent_before + time.perf_counter() - started, finished=now())
+        self.update(index, status=status, ending=result.ending, cut_short=result.cut_short,
+                    elapsed_s=spent_before + time.perf_counter() - started, finished=now())
+        if result.cut_short and not result.interrupted:
+            print(f"[pipeline] warning: {step.stage} {result.ending}; the stages after it start from that model", flush=True)
         return result.reason
 
     def update(self, index: int, **fields) -> None:
@@ -145,19 +161,63 @@ class PipelineRun:
 def run_pipeline(config_path: str, overrides: list[str], start_from: str | None, command: str) -> str:
     cfg = load_config(PipelineConfig, config_path, overrides)
     pipeline = PipelineRun(cfg, config_path, command)
-    reason = pipeline.run(start_from)
+    try:
+        reason = pipeline.run(start_from)
+    except StageFailed:
+        if cfg.report:  # the stages that finished still get their report, with the error in its headline
+            write_report(pipeline.base)
+        raise
     if reason == "done" and cfg.report:
-        from llm.report import build_report
-
-        report = build_report(pipeline.base)
-        print(f"[pipeline] report: {report} and {report.with_suffix('.html')}", flush=True)
+        write_report(pipeline.base)
     return reason
 
 
-def device_text() -> str:
-    from llm.device import describe, pick_device
+def write_report(base: Path) -> None:
+    from llm.report import build_report
 
-    return describe(pick_device("auto"))
+    report = build_report(base)
+    print(f"[pipeline] report: {report} and {report.with_suffix('.html')}", flush=True)
+
+
+class TimeEstimate:
+    """Once a stage has run a few steps: its time left, and the pipeline's, on this machine.
+
+    The stage's own steps give its speed here; the later stages are scaled from their time on the
+    reference machine (`reference_s` in the pipeline config) by how much slower or faster this stage
+    runs than it did there. Evaluations are not modelled, so it is an estimate, printed once a stage.
+    """
+
+    def __init__(self, steps: list[PlannedStage]):
+        self.current, self.later = steps[0], steps[1:]
+        self.started = time.perf_counter()
+        self.said = False
+
+    def __call__(self, stage: str, step: int, total_steps: int, train_s: float) -> None:
+        if self.said or step < max(10, total_steps // 50) or stage != self.current.stage:
+            return
+        self.said = True
+        wall_s = time.perf_counter() - self.started
+        stage_left = (total_steps - step) * train_s / step
+        text = f"[pipeline] estimate on this machine: {stage} about {duration_text(stage_left)} more"
+        reference = self.current.reference_s
+        if reference > 0 and all(s.reference_s > 0 for s in self.later):
+            speed = (wall_s + stage_left) / reference
+            rest = stage_left + speed * sum(s.reference_s for s in self.later)
+            text += f"; the whole pipeline about {duration_text(rest)} more ({speed:.1f}x the reference machine's time)"
+        from tqdm import tqdm
+
+        tqdm.write(text)
+
+
+def duration_text(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def device_text() -> str:
+    from llm.device import machine_line
+
+    return machine_line()
 
 
 def now() -> str:

@@ -47,13 +47,15 @@ class PolicyEvaluator:
 
     @torch.no_grad()
     def evaluate(self, policy: GPT) -> tuple[dict, list[Reply]]:
-        replies = self.replies(policy)
+        # the step-0 policy is the reference itself: its replies, scores and KL (0) are known already
+        same = same_weights(policy, self.reference)
+        replies = self.sft_replies if same else self.replies(policy)
         metrics = {**self.task_metrics(replies), "sft_exact_match": self.sft_metrics["exact_match"]}
-        scores = self.scores(replies)
+        scores = self.sft_scores if same else self.scores(replies)
         if scores is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, self.sft_scores)]
             metrics.update(reward=mean(scores), sft_reward=mean(self.sft_scores), win_rate=mean(wins))
-        metrics["kl"] = self.sampled_kl(policy)
+        metrics["kl"] = 0.0 if same else self.sampled_kl(policy)
         return metrics, replies
 
     def sampled_kl(self, policy: GPT) -> float:
@@ -79,6 +81,12 @@ class PolicyEvaluator:
             row = {"prompt": self.tasks[i].prompt, "answer": self.tasks[i].answer, "sft": self.sft_replies[i].text, "policy": replies[i].text}
             out.append(row)
         return out
+
+
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    """Bit for bit the same parameters (a policy that has not taken a step yet)."""
+    pa, pb = list(a.parameters()), list(b.parameters())
+    return len(pa) == len(pb) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(pa, pb))
 
 
 def mean(values: Sequence[float]) -> float:

@@ -62,9 +62,16 @@ class Stage:
     def status(self) -> str:
         if not self.ran:
             return f"not run ({self.entry['status']})" if self.entry.get("status") in ("pending", "skipped") else "not run"
+        if self.entry.get("status") == "failed":
+            return "failed"
         if self.final is not None:
-            return f"done ({self.final.get('reason', '?')})"
+            return self.final.get("ending") or f"done ({self.final.get('reason', '?')})"
         return f"not finished ({self.entry.get('status', 'no final.json')})"
+
+    @property
+    def precision(self) -> dict:
+        """The dtype the stage actually trained in, and why (final.json, else the newest checkpoint)."""
+        return (self.final or {}).get("precision") or (self.meta or {}).get("precision") or {}
 
 
 def newest_meta(folder: Path) -> dict | None:
@@ -205,9 +212,11 @@ def config_line(stage: Stage) -> str | None:
     model, train, optim = model_config(stage), stage.config.get("train") or {}, stage.config.get("optim") or {}
     if not model:
         return None
+    precision = stage.precision
+    dtype = f"{precision['dtype']} ({precision.get('reason', '')})" if precision.get("dtype") else train.get("dtype", "?")
     return (f"model: {model.get('n_layer')} layers × {model.get('n_embd')} wide, {model.get('n_head')} heads, "
             f"context {model.get('block_size')}, vocab {model.get('vocab_size')}; train: batch {train.get('batch_size', '?')}, "
-            f"dtype {train.get('dtype', '?')}, lr {optim.get('lr', '?')}")
+            f"lr {optim.get('lr', '?')}, precision {dtype}")
 
 
 # ---------------------------------------------------------------- the document
@@ -218,7 +227,9 @@ def header(run_dir: Path, pipeline: dict) -> list:
     if pipeline.get("command"):
         blocks += [Text("Reproduce with:"), Code(pipeline["command"])]
     total = total_seconds(pipeline)
-    blocks.append(Text(f"**Device:** {pipeline.get('device', '?')} · **torch:** {pipeline.get('torch', '?')} · "
+    machine = pipeline.get("device", "?")
+    torch_text = "" if "torch" in machine else f"**torch:** {pipeline.get('torch', '?')} · "  # older runs named only the device
+    blocks.append(Text(f"**Machine:** {machine} · {torch_text}"
                        f"**started:** {started or '?'} · **finished:** {finished or 'not finished'} · "
                        f"**total time:** {duration(total)}"))
     return blocks
@@ -262,9 +273,23 @@ def compare(a: tuple[str, float], b: tuple[str, float]) -> tuple[str, str]:
     return ">", f"**{b[0]} is NOT better than {a[0]}** ({delta:.1f} points)."
 
 
-def headline(run_dir: Path, stages: dict[str, Stage]) -> list:
+def problems(pipeline: dict, stages: dict[str, Stage]) -> list:
+    """What a reader must see before any figure: a stage that failed or was cut short."""
+    lines = []
+    for stage in stages.values():
+        error = stage.entry.get("error")
+        if stage.entry.get("status") == "failed" and error:
+            command = pipeline.get("command") or "the same pipeline command"
+            lines.append(Text(f"**The pipeline stopped: {stage.name} failed:** {error}. The stages before it are kept; "
+                              f"after fixing the cause, continue with `{command}` (finished stages are skipped)."))
+        elif stage.final and stage.final.get("cut_short"):
+            lines.append(Text(f"**{stage.name} {stage.final.get('ending')}**; the stages after it started from that model."))
+    return lines
+
+
+def headline(run_dir: Path, stages: dict[str, Stage], pipeline: dict | None = None) -> list:
     points = headline_points(stages)
-    blocks = [Heading(2, "Headline: true accuracy on held-out built-in tasks")]
+    blocks = [Heading(2, "Headline: true accuracy on held-out built-in tasks"), *problems(pipeline or {}, stages)]
     if len(points) < 2:
         return blocks + [Text("Not enough stages ran to compare: needs at least two of base (SFT's step 0), SFT, PPO, DPO.")]
     named = dict(points)
@@ -309,7 +334,8 @@ def stage_section(run_dir: Path, stage: Stage) -> list:
     facts = f"**{stage.status()}**"
     if final:
         best = final.get("best_checkpoint")
-        facts += f" at step {final.get('step')}; last checkpoint `{final.get('checkpoint')}`, " + (f"best `{best}`" if best else "no best kept")
+        facts += "" if final.get("ending") else f" at step {final.get('step')}"  # the ending names its step
+        facts += f"; last checkpoint `{final.get('checkpoint')}`, " + (f"best `{best}`" if best else "no best kept")
     blocks.append(Text(facts + "."))
     blocks += [Text(line) for line in (data_line(stage), config_line(stage)) if line]
     if plots.stage_figure(stage.name, stage.train, stage.evals, run_dir / "plots" / f"{stage.name}.png"):
@@ -398,7 +424,7 @@ def build_report(run_dir: Path, answers: bool = True) -> Path:
         replies = generate_answers(run_dir, stages, list(pipeline.get("report_prompts") or []))
     else:
         replies = read_json(run_dir / "answers.json")
-    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages)]
+    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages, pipeline)]
     for stage in stages.values():
         blocks += stage_section(run_dir, stage)
     blocks += [*answers_section(replies), *samples_section(stages)]

@@ -82,6 +82,7 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
     names = [n for n in cases() if not only or any(o in n for o in only)]
     results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]), "measured": datetime.now().isoformat(timespec="seconds"),
                "machine": bench.machine(), "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "rounds": repeat, "cases": {}}
+    print(f"machine: {results['machine']['line']}", flush=True)
     rounds: dict[str, list[dict]] = {name: [] for name in names}
     for round_index in range(repeat):
         for name in names:

@@ -2,6 +2,7 @@ import json
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -9,7 +10,7 @@ import yaml
 from conftest_helpers import PYTHON, REPO
 from llm.config import PipelineConfig, load_config
 from llm.errors import ConfigError
-from llm.pipeline import plan
+from llm.pipeline import PlannedStage, TimeEstimate, plan
 
 
 def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides) -> str:
@@ -100,3 +101,41 @@ def test_killed_pipeline_resumes_to_the_same_final_metrics(tmp_path, corpus_file
     assert "sft: up to date" in redo and "reward: starting" in redo and "ppo: starting" in redo
     record = json.loads((tmp_path / "runs/killed/pipeline.json").read_text())
     assert [s["status"] for s in record["stages"]] == ["done"] * 4 and record["finished"]
+
+
+def test_a_failing_stage_still_gets_a_report_with_the_error_and_the_command(tmp_path, corpus_file, cache_dir):
+    config = pipeline_yaml(tmp_path, corpus_file, cache_dir, name="broken", sft=["data.sources=[{path: missing.jsonl}]"])
+    spec = yaml.safe_load(open(config))
+    spec.update(stages=["pretrain", "sft"], report=True)
+    del spec["reward"], spec["ppo"]
+    open(config, "w").write(yaml.safe_dump(spec))
+    proc = launch(config)
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith("error: sft: missing.jsonl")
+    record = json.loads((tmp_path / "runs/broken/pipeline.json").read_text())
+    assert [s["status"] for s in record["stages"]] == ["done", "failed"] and "missing.jsonl" in record["stages"][1]["error"]
+    report = (tmp_path / "runs/broken/report.md").read_text()
+    assert "The pipeline stopped: sft failed:" in report and f"scripts/pipeline.py --config {config}" in report
+
+
+def test_a_stage_cut_short_by_its_clock_is_said_by_the_pipeline_and_the_report(tmp_path, corpus_file, cache_dir):
+    config = pipeline_yaml(tmp_path, corpus_file, cache_dir, name="clock", pretrain=["train.max_time_s=1e-9"])
+    spec = yaml.safe_load(open(config))
+    spec.update(stages=["pretrain"], report=True)
+    open(config, "w").write(yaml.safe_dump(spec))
+    out = finish(config)
+    assert "[pipeline] warning: pretrain stopped by train.max_time_s at step 1 of 30" in out
+    report = (tmp_path / "runs/clock/report.md").read_text()
+    assert "**pretrain stopped by train.max_time_s at step 1 of 30: cut short" in report
+
+
+def test_time_estimate_scales_later_stages_by_this_machines_speed(capsys):
+    steps = [PlannedStage(name, None, Path(name), "f", [], seconds) for name, seconds in (("sft", 100.0), ("reward", 300.0))]
+    estimate = TimeEstimate(steps)
+    estimate.started -= 20.0  # the stage has run 20 s of wall time
+    estimate("sft", 5, 100, 10.0)  # too early to say
+    estimate("sft", 10, 100, 10.0)  # 1 s a step: 90 s left, 110 s for the stage = 1.1x its reference
+    estimate("sft", 20, 100, 20.0)  # said once a stage
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == ["[pipeline] estimate on this machine: sft about 1m30s more; the whole pipeline about 7m00s more (1.1x the reference machine's time)"]

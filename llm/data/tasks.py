@@ -77,7 +77,7 @@ TASK_KINDS: tuple[str, ...] = (
     "first_word", "last_word", "uppercase", "repeat", "copy",
 )
 REJECTION_KINDS: tuple[str, ...] = (
-    "off_by_one", "shuffled", "truncated", "ignores_instruction", "never_stops", "wrong_answer",
+    "off_by_one", "shuffled", "truncated", "ignores_instruction", "never_stops", "wrong_answer", "misspelled",
 )
 _NUMERIC_KINDS = frozenset({"add", "subtract", "count_words"})
 
@@ -417,6 +417,37 @@ def _wrong_answer(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str
     return _replace_one_word(answer, rng, vocab)  # reverse_words, sort_words, copy
 
 
+def _misspell(word: str, rng: random.Random, vocab: Vocabulary, avoid: tuple[str, ...]) -> str | None:
+    """The word with its ending swapped for the tail of another word ("doesn" -> "doises").
+
+    This is the slip a policy sampling subword tokens makes, and a reward model that never saw one
+    scored it above the right answer: PPO then learned to misspell (docs/design.md).
+    """
+    if len(word) < 3:
+        return None
+    donors = [w for w in vocab.filler if len(w) >= 3]
+    for _ in range(8):
+        donor = rng.choice(donors)
+        spelled = word[: rng.randint(1, len(word) - 2)] + donor[rng.randint(1, len(donor) - 2):]
+        spelled = spelled.upper() if word.isupper() else spelled
+        if spelled != word and spelled.lower() not in vocab.filler and spelled not in avoid:
+            return spelled
+    return None
+
+
+def _misspelled(inst: _Instance, rng: random.Random, vocab: Vocabulary) -> str | None:
+    if inst.task.kind in _NUMERIC_KINDS:
+        return None
+    parts = inst.task.answer.split()
+    i = rng.randrange(len(parts))
+    core = parts[i].rstrip(".,!?;:")
+    spelled = _misspell(core, rng, vocab, inst.words)
+    if spelled is None:
+        return None
+    parts[i] = spelled + parts[i][len(core):]  # keeps punctuation
+    return " ".join(parts)
+
+
 _REJECTORS: dict[str, Callable[[_Instance, random.Random, Vocabulary], str | None]] = {
     "off_by_one": _off_by_one,
     "shuffled": _shuffled,
@@ -424,6 +455,7 @@ _REJECTORS: dict[str, Callable[[_Instance, random.Random, Vocabulary], str | Non
     "ignores_instruction": _ignores_instruction,
     "never_stops": _never_stops,
     "wrong_answer": _wrong_answer,
+    "misspelled": _misspelled,
 }
 
 

@@ -204,7 +204,7 @@ class PPOStage(Stage):
         logprobs = reply_logprobs(logits, replies, s.temperature)
         log_ratio = (logprobs - batch["logprobs"]) * mask
         ratio = torch.exp(log_ratio)
-        self.check_ratio(ratio, mask)
+        self.check_ratio(ratio, mask, batch)
         advantages = batch["advantages"]
         policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - s.clip_ratio, 1 + s.clip_ratio))
         per_token = policy_loss * mask
@@ -235,11 +235,20 @@ class PPOStage(Stage):
         clipped = batch["values"] + (values - batch["values"]).clamp(-self.s.clip_value, self.s.clip_value)
         return 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped - batch["returns"]) ** 2)
 
-    def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor) -> None:
-        worst = float(ratio.detach()[mask].max()) if bool(mask.any()) else 1.0
-        if not math.isfinite(worst) or worst > self.s.max_ratio:
-            raise TrainingError(f"PPO guardrail: probability ratio {worst:.3g} past ppo.max_ratio={self.s.max_ratio} "
-                                f"at iteration {self.source.iteration}; stopping, the last checkpoint is intact (lower optim.lr)")
+    def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor, batch: dict) -> None:
+        ratio = ratio.detach()
+        worst = float(ratio[mask].max()) if bool(mask.any()) else 1.0
+        if math.isfinite(worst) and worst <= self.s.max_ratio:
+            return
+        row, col = divmod(int((ratio * mask).flatten().argmax()), ratio.shape[1])
+        token = self.source.tok.decode([int(batch["input_ids"][row, batch["offset"] + col])])
+        old_p = float(batch["logprobs"][row, col].exp())
+        # a single token this far from where the rollout left it is most often a reply the reward model
+        # overrates, which PPO is learning to produce: a reward-hacking alarm, not a numerical one
+        raise TrainingError(f"PPO guardrail: probability ratio {worst:.3g} past ppo.max_ratio={self.s.max_ratio} at iteration "
+                            f"{self.source.iteration}, minibatch {self.source.position} of {len(self.source.buffer)}: token {token!r} "
+                            f"went from probability {old_p:.3g} to {old_p * worst:.3g} (advantage {float(batch['advantages'][row, col]):.2f}); "
+                            f"stopping, the last checkpoint is intact (check what the reward model scores highly, or lower optim.lr)")
 
     def evaluate(self, model) -> dict:
         metrics, self.last_replies = self.evaluator.evaluate(model.policy)

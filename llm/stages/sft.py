@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
 
 from llm.config import ChatDataConfig, SFTConfig, check_choice
@@ -65,6 +66,14 @@ def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_ta
     return ChatData(train, val, eval_tasks, log)
 
 
+def reply_nll(model, batch: dict) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy of the tokens SFT learns (the replies and their end-of-turn), and their count."""
+    targets = batch["targets"]
+    learned = targets != IGNORE
+    logits = model(batch["input_ids"], logits_at=learned)
+    return F.cross_entropy(logits.float(), targets[learned], reduction="sum"), int(learned.sum())
+
+
 class SFTStage(Stage):
     name = "sft"
 
@@ -84,18 +93,14 @@ class SFTStage(Stage):
         return collate_chat(examples, self.tok.pad_id)
 
     def loss(self, model, batch) -> LossOutput:
-        logits = model(batch["input_ids"])
-        targets = batch["targets"]
-        loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
-        return LossOutput(loss, int((targets != IGNORE).sum()), tokens=int((batch["input_ids"] != self.tok.pad_id).sum()))
+        loss, count = reply_nll(model, batch)
+        return LossOutput(loss, count, tokens=int((batch["input_ids"] != self.tok.pad_id).sum()))
 
     def evaluate(self, model) -> dict:
         nats, count = 0.0, 0
         for batch in self.val_batches:
-            batch = to_device(batch, self.device)
-            logits = model(batch["input_ids"])
-            nats += F.cross_entropy(logits.float().flatten(0, 1), batch["targets"].flatten(), ignore_index=IGNORE, reduction="sum").item()
-            count += int((batch["targets"] != IGNORE).sum())
+            batch_nats, batch_count = reply_nll(model, to_device(batch, self.device))
+            nats, count = nats + batch_nats.item(), count + batch_count
         metrics = {"val_loss": nats / count}
         if self.data.eval_tasks:
             task_metrics, _ = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens)

@@ -11,12 +11,14 @@ whatever the micro-batches held.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
 import signal
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +57,23 @@ def setup_runtime(cfg: RunConfig) -> Runtime:
     seed_everything(cfg.train.seed + info.rank)
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    return Runtime(device, pick_precision(device, cfg.train.dtype), info)
+    runtime = Runtime(device, pick_precision(device, cfg.train.dtype), info)
+    runtime.say(f"precision: {runtime.precision.name} ({runtime.precision.reason})")
+    return runtime
+
+
+# callables (stage name, step, total steps, training seconds so far) told of every logged step; the
+# pipeline uses this to estimate the time left without the loop knowing about pipelines
+_progress_observers: list[Callable[[str, int, int, float], None]] = []
+
+
+@contextlib.contextmanager
+def observe_progress(observer: Callable[[str, int, int, float], None]):
+    _progress_observers.append(observer)
+    try:
+        yield
+    finally:
+        _progress_observers.remove(observer)
 
 
 @dataclass
@@ -125,6 +143,10 @@ class LoopState:
     last_metrics: dict = field(default_factory=dict)
 
 
+# the reasons that mean the stage did the work its config asked for
+WORK_DONE = ("max_steps", "max_tokens", "epochs")
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -133,10 +155,34 @@ class TrainResult:
     best_checkpoint: str | None
     metrics: dict
     elapsed_s: float
+    total_steps: int = 0
 
     @property
     def interrupted(self) -> bool:
         return self.reason.startswith("interrupted")
+
+    @property
+    def cut_short(self) -> bool:
+        """Something other than the configured work or early stopping ended the stage (a clock, a signal)."""
+        return self.reason not in (*WORK_DONE, "early_stop")
+
+    @property
+    def ending(self) -> str:
+        return describe_stop(self.reason, self.step, self.total_steps)
+
+
+def describe_stop(reason: str, step: int, total_steps: int) -> str:
+    """How a stage ended, in the words its last line, the pipeline and the report use."""
+    of_total = f"at step {step:,} of {total_steps:,}"
+    if reason in WORK_DONE:
+        return f"done: {reason} at step {step:,}" + ("" if step == total_steps else f" of {total_steps:,}")
+    if reason == "early_stop":
+        return f"stopped early (train.early_stop_patience: no better evaluation) {of_total}"
+    if reason == "max_time":
+        return f"stopped by train.max_time_s {of_total}: cut short, not the configured work"
+    if reason.startswith("interrupted:"):
+        return f"stopped by {reason.split(':', 1)[1]} {of_total}"
+    return f"stopped ({reason}) {of_total}"
 
 
 class SignalGuard:
@@ -329,6 +375,9 @@ class Trainer:
         progress.update(1, stats["loss"], stats["lr"], self.interval.rate())
         if not (cfg.train.log_every and state.step % cfg.train.log_every == 0):
             return
+        if self.is_main:
+            for observer in _progress_observers:
+                observer(self.stage.name, state.step, self.total_steps, state.elapsed_s)
         tokens_per_s = self.interval.measure()
         line = {"kind": "train", "step": state.step, **{k: v for k, v in stats.items() if k != "step_s"}}
         line.update(tokens_seen=state.tokens_seen, tokens_per_s=tokens_per_s, elapsed_s=state.elapsed_s)
@@ -401,7 +450,8 @@ class Trainer:
             contents = ckpt.CheckpointContents(
                 model=self.model,
                 trainer_state=self.trainer_state(),
-                meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen, "metrics": state.last_metrics},
+                meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen,
+                      "precision": self.rt.precision.describe(), "metrics": state.last_metrics},
                 config_yaml=dump_yaml(self.cfg),
                 tokenizer_json=self.tokenizer_json,
             )
@@ -460,12 +510,16 @@ class Trainer:
         if not reason.startswith("interrupted") and state.last_eval_step != state.step:
             self.evaluate()
         self.save()
-        if self.is_main and not reason.startswith("interrupted"):
-            final = {"checkpoint": ckpt.step_dir_name(state.step), "step": state.step, "reason": reason, "best_checkpoint": state.best_checkpoint, "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s, "metrics": state.last_metrics}
+        result = TrainResult(self.run_dir, state.step, reason, state.best_checkpoint, state.last_metrics, state.elapsed_s, self.total_steps)
+        if self.is_main and not result.interrupted:
+            final = {"checkpoint": ckpt.step_dir_name(state.step), "step": state.step, "total_steps": self.total_steps, "reason": reason,
+                     "ending": result.ending, "cut_short": result.cut_short, "best_checkpoint": state.best_checkpoint,
+                     "tokens_seen": state.tokens_seen, "elapsed_s": state.elapsed_s, "precision": self.rt.precision.describe(),
+                     "metrics": state.last_metrics}
             write_json(self.run_dir / "final.json", final)
-        if reason.startswith("interrupted"):
-            self.say(f"stopped by {reason.split(':')[1]} at step {state.step}; saved {self.checkpoints / ckpt.step_dir_name(state.step)}; continue with --resume")
-        return TrainResult(self.run_dir, state.step, reason, state.best_checkpoint, state.last_metrics, state.elapsed_s)
+        if result.interrupted:
+            self.say(f"{result.ending}; saved {self.checkpoints / ckpt.step_dir_name(state.step)}; continue with --resume")
+        return result
 
     def say(self, text: str) -> None:
         if not self.is_main:
@@ -518,8 +572,6 @@ def accumulation_steps(cfg: RunConfig) -> int:
 
 
 def maybe_no_sync(model: nn.Module, sync: bool):
-    import contextlib
-
     if sync or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()
     return model.no_sync()

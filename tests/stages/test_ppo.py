@@ -43,8 +43,12 @@ def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path
 
 
 def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, tmp_path):
-    # a ceiling below what one update reaches: the guardrail fires at the second rollout
-    cfg = config(sft_run, reward_run, tmp_path, "guard", "ppo.max_kl=1e-9", "optim.lr=3e-3", "checkpoint.save_every=4")
+    # a ceiling below what one update reaches: the guardrail fires at the second rollout. The k3 estimate is
+    # never negative (0.55-0.79 per reply there, over 6 SFT models and both kernels); the default k1 can
+    # average below zero over 8 replies, and did with one SFT model (train.seed=1, AVX2 kernels), letting the
+    # run go on until the ratio guardrail stopped it. max_ratio is raised so that only the KL one can fire.
+    cfg = config(sft_run, reward_run, tmp_path, "guard", "ppo.max_kl=1e-9", "ppo.kl_estimator=k3", "ppo.max_ratio=1e9", "optim.lr=3e-3",
+                 "checkpoint.save_every=4")
     with pytest.raises(TrainingError, match=r"PPO guardrail: KL to the reference .* past ppo.max_kl=1e-09"):
         run(cfg)
     kept = ckpt.step_dirs(cfg.run_dir / "checkpoints")
@@ -82,4 +86,12 @@ def test_rloo_trains_without_a_critic(sft_run, reward_run, tmp_path):
 def test_rloo_needs_groups(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "rloo1", "ppo.advantage=rloo")
     with pytest.raises(ConfigError, match="ppo.samples_per_prompt"):
+        run(cfg)
+
+
+def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_path):
+    # a bound just above 1: after one optimizer step some token of the next minibatch has moved past it
+    cfg = config(sft_run, reward_run, tmp_path, "ratio", "ppo.max_ratio=1.000001", "optim.lr=3e-3", "checkpoint.save_every=0")
+    with pytest.raises(TrainingError, match=r"probability ratio .* past ppo.max_ratio=1.000001 at iteration 1, minibatch 2 of \d+: "
+                                            r"token '.*' went from probability .* to .* \(advantage -?\d"):
         run(cfg)
