@@ -239,3 +239,10 @@ def test_choices_spelled_out_in_config_match_their_modules():
     from llm.pipeline import ORDER
 
     assert DTYPE_CHOICES == ("auto", *DTYPES) and PIPELINE_STAGES == ORDER
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED_CONFIGS if p.parent.name != "pipeline"], ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_shipped_configs_stop_by_work_and_choose_precision_by_hardware(path):
+    """Every machine does the same work in the precision it runs well: no clock, no forced dtype."""
+    cfg = load_config(STAGE_SCHEMAS[path.parent.name], path)
+    assert cfg.train.dtype == "auto" and cfg.train.max_time_s == 0
