@@ -48,13 +48,10 @@ class StageFailed(LLMError):
 
 def plan(cfg: PipelineConfig) -> list[PlannedStage]:
     """Every stage's resolved config and fingerprint, in run order."""
-    check_stages(cfg.stages)
     base = Path(cfg.out_dir) / cfg.name
     planned: dict[str, PlannedStage] = {}
     for stage in [s for s in ORDER if s in cfg.stages]:
         ref = getattr(cfg, stage)
-        if not ref.config:
-            raise ConfigError(f"key '{stage}.config' is empty: name the stage's YAML (e.g. configs/{stage}/tiny.yaml)")
         wiring = [f"name={stage}", f"out_dir={base}"]
         upstream = []
         for key, source in INPUTS.get(stage, {}).items():
@@ -65,14 +62,6 @@ def plan(cfg: PipelineConfig) -> list[PlannedStage]:
         digest = hashlib.sha256("\n".join([stage, dump_yaml(config), *upstream]).encode()).hexdigest()[:16]
         planned[stage] = PlannedStage(stage, config, base / stage, digest, upstream, ref.reference_s)
     return list(planned.values())
-
-
-def check_stages(stages: list[str]) -> None:
-    unknown = [s for s in stages if s not in ORDER]
-    if unknown:
-        raise ConfigError(f"key 'stages': unknown stage {unknown[0]!r} (choose from {', '.join(ORDER)})")
-    if not stages:
-        raise ConfigError("key 'stages' is empty")
 
 
 def stage_state(step: PlannedStage) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from llm.config import PreferenceDataConfig, check_choice
+from llm.config import PreferenceDataConfig
 from llm.data.batching import pad_right
 from llm.data.preferences import PreferencePair, load_preferences
 from llm.data.records import split_train_val
@@ -92,7 +92,6 @@ def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sam
 
     `sampler(split, tasks)` ranks the starting model's own replies to `tasks` (source builtin_samples).
     """
-    check_choice("data.on_error", data.on_error, ("skip", "raise"))
     train_pairs, val_pairs, log = [], [], {"sources": []}
     for source in data.sources:
         if source.path == "builtin_samples":

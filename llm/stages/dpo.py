@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from llm.config import DPOConfig, check_choice
+from llm.config import DPOConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairExample, collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model
@@ -84,7 +84,6 @@ class DPOStage(Stage):
 
     def __init__(self, cfg: DPOConfig, policy, reference_logps: dict[str, torch.Tensor], train_pairs, val_pairs, pad_id: int,
                  evaluator: PolicyEvaluator | None, runtime: Runtime):
-        check_choice("dpo.loss", cfg.dpo.loss, ("sigmoid", "ipo"))
         self.cfg, self.s, self.model, self.pad_id, self.evaluator = cfg, cfg.dpo, policy, pad_id, evaluator
         self.device, self.reference_logps = runtime.device, reference_logps
         train_items = [IndexedPair(i, p) for i, p in enumerate(train_pairs)]

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from llm.config import PPOConfig, PPOSettings, check_choice
+from llm.config import PPOConfig, PPOSettings
 from llm.data.preferences import load_preferences
 from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
@@ -309,8 +309,6 @@ def make_critic(cfg: PPOConfig) -> RewardModel | None:
 
 
 def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
-    check_choice("ppo.critic_init", cfg.ppo.critic_init, ("reward", "policy"))
-    check_choice("ppo.advantage", cfg.ppo.advantage, ("gae", "rloo"))
     if cfg.ppo.advantage == "rloo" and cfg.ppo.samples_per_prompt < 2:
         raise ConfigError(f"ppo.advantage=rloo compares replies to the same prompt: set ppo.samples_per_prompt to 2 or more (got {cfg.ppo.samples_per_prompt})")
     if not cfg.policy or not cfg.reward_model:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from llm.config import ChatDataConfig, SFTConfig, check_choice
+from llm.config import ChatDataConfig, SFTConfig
 from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
 from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversations
 from llm.data.conversations import load_conversations
@@ -42,7 +42,6 @@ class ChatData:
 
 def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_tasks: int) -> ChatData:
     """Training and validation conversations from every source, tokenized and cut to the context."""
-    check_choice("data.on_error", data.on_error, ("skip", "raise"))
     train_convs, val_convs, log = [], [], {"sources": []}
     for source in data.sources:
         if source.path == "builtin":

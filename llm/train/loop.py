@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from llm.config import RunConfig, check_choice, dump_yaml, save_config
+from llm.config import RunConfig, dump_yaml, save_config
 from llm.device import Precision, peak_flops, pick_device, pick_precision, seed_everything, synchronize
 from llm.errors import LLMError, TrainingError
 from llm.run_files import write_json
@@ -238,7 +238,6 @@ class Trainer:
         self.is_main = runtime.dist.is_main
         self.watch_metric = cfg.train.early_stop_metric or stage.early_stop_metric
         self.watch_mode = cfg.train.early_stop_mode or stage.early_stop_mode
-        check_choice("train.early_stop_mode", self.watch_mode, ("min", "max"))
 
     # --- setup -------------------------------------------------------------------------------------
 
