@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import torch
 
-from llm.config import check_sampling
+from llm.settings_checks import check_sampling
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
 from llm.tokenizer import Tokenizer, render_prompt

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from llm.config import Checked, check_sampling
+from llm.settings_checks import Checked, check_sampling
 from llm.model import GPT
 
 

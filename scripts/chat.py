@@ -38,7 +38,7 @@ def command(session, line: str) -> bool:
 
 def set_temperature(session, text: str) -> None:
     """A bad value is said and ignored: the conversation goes on at the old temperature."""
-    from llm.config import check_sampling
+    from llm.settings_checks import check_sampling
     from llm.errors import ConfigError
 
     try:
@@ -55,7 +55,7 @@ def set_temperature(session, text: str) -> None:
 
 def entry() -> int:
     args = parse_args()
-    from llm.config import check_flags
+    from llm.settings_checks import check_flags
 
     check_flags(args)  # before torch and the checkpoint load
     from llm.chat import ChatSession

@@ -43,7 +43,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 def entry() -> int:
     args = parse_args()
-    from llm.config import check_flags
+    from llm.settings_checks import check_flags
 
     check_flags(args)  # a bad flag or prompt file fails at once, before torch and the checkpoint load
     texts = read_prompts(args) * args.num_samples

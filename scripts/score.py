@@ -16,7 +16,7 @@ def entry() -> int:
     parser.add_argument("--unfinished", action="store_true", help="score the replies as cut off (no end-of-turn token)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
-    from llm.config import check_flags
+    from llm.settings_checks import check_flags
 
     check_flags(args)  # --device, before torch and the checkpoint load
     from llm.data.pairs import reply_ids

@@ -233,8 +233,8 @@ def test_edge_values_the_code_supports_still_load(schema, overrides):
 
 
 def test_choices_spelled_out_in_config_match_their_modules():
-    # config.py spells them out so that loading a config needs no torch
-    from llm.config import DTYPE_CHOICES, PIPELINE_STAGES
+    # settings_checks.py spells them out so that loading a config needs no torch
+    from llm.settings_checks import DTYPE_CHOICES, PIPELINE_STAGES
     from llm.device import DTYPES
     from llm.pipeline import ORDER
 
