@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
-from llm.settings_checks import Checked, check_sampling
+from llm.losses import token_logprobs
 from llm.model import GPT
+from llm.settings_checks import Checked, check_sampling
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,22 @@ class FullStepper:
 
 def sequence_logprobs(model: GPT, ids: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """log p(ids[:, t] | ids[:, :t]) for t >= 1, shape (B, T-1): a fresh forward pass over whole sequences."""
-    logits = model(ids, attention_mask=mask)[:, :-1].float()
-    if temperature > 0:
-        logits = logits / temperature
-    return F.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return token_logprobs(model(ids, attention_mask=mask)[:, :-1], ids[:, 1:], temperature)
+
+
+def sample_replies(policy: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+    """(input_ids, attention_mask, reply_mask, offset, finished) for a batch of sampled replies."""
+    device = next(policy.parameters()).device
+    out = generate(policy, prompts, params, pad_id, generator=generator)
+    prompt_ids, prompt_mask = left_pad(prompts, pad_id, device)
+    width = max(1, max(len(t) for t in out.tokens))
+    replies = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
+    reply_mask = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
+    for row, tokens in enumerate(out.tokens):
+        replies[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long, device=device)
+        reply_mask[row, : len(tokens)] = True
+    input_ids = torch.cat([prompt_ids, replies], dim=1)
+    attention_mask = torch.cat([prompt_mask, reply_mask], dim=1)
+    finished = torch.tensor(out.finished, device=device)
+    return input_ids, attention_mask, reply_mask, prompt_ids.shape[1], finished

@@ -1,4 +1,9 @@
-"""Rebuild trained models from a run folder or a checkpoint folder, for sampling and for the next stage."""
+"""Rebuild trained models from a run folder or a checkpoint folder, for sampling and for the next stage.
+
+`read` loads a checkpoint (verifying each file once); `gpt_from` and `reward_model_from` build a model from
+what it read, so a stage that needs several models from one checkpoint (PPO's policy, reference and critic)
+reads and checksums it once. Each call builds an independent copy: its own parameters, loaded from the weights.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ class LoadedModel:
 
 
 def read(path: str | Path, prefer: str = "best") -> ckpt.LoadedCheckpoint:
-    return ckpt.load_checkpoint(ckpt.resolve(path, prefer))
+    return ckpt.load(path, prefer)
 
 
 def tokenizer_of(loaded: ckpt.LoadedCheckpoint) -> Tokenizer:
@@ -56,30 +61,45 @@ def gpt_weights(loaded: ckpt.LoadedCheckpoint) -> dict[str, torch.Tensor]:
     return {name[len(prefix) :]: t for name, t in loaded.weights.items() if name.startswith(prefix)}
 
 
-def load_gpt(path: str | Path, device: torch.device | str = "cpu", prefer: str = "best", dropout: float | None = None) -> LoadedModel:
-    """The language model of any checkpoint: a pre-trained or SFT GPT, a PPO policy, a reward model's trunk.
+def gpt_from(loaded: ckpt.LoadedCheckpoint, dropout: float | None = None) -> GPT:
+    """A new GPT (on the CPU, in train mode) with the language model weights of a read checkpoint.
 
     `dropout` replaces the checkpoint's dropout rate, for a stage that fine-tunes with its own.
     """
-    loaded = read(path, prefer)
     config = model_config_of(loaded)
     if dropout is not None:
         config = dataclasses.replace(config, dropout=dropout)
     model = GPT(config)
-    model.load_state_dict(gpt_weights(loaded))
-    return LoadedModel(model.to(device).eval(), tokenizer_of(loaded), loaded)
+    model.load_state_dict(gpt_weights(loaded))  # copies: models built from one checkpoint share no tensors
+    return model
 
 
-def load_reward_model(path: str | Path, device: torch.device | str = "cpu", prefer: str = "best"):
-    """A trained reward model and its tokenizer, for scoring or as a frozen judge."""
+def reward_model_from(loaded: ckpt.LoadedCheckpoint):
+    """A new RewardModel (on the CPU, in train mode) from a read reward checkpoint."""
     from llm.reward_model import RewardModel
 
-    loaded = read(path, prefer)
     if loaded.meta.get("kind") != "reward":
         raise CheckpointError(f"{loaded.folder}: a {loaded.meta.get('kind', '?')} checkpoint, not a reward model (train one with scripts/reward.py)")
     model = RewardModel(GPT(model_config_of(loaded)))
     model.load_state_dict(loaded.weights)
-    return model.to(device).eval(), tokenizer_of(loaded), loaded
+    return model
+
+
+def load_gpt(path: str | Path | ckpt.LoadedCheckpoint, device: torch.device | str = "cpu", prefer: str = "best",
+             dropout: float | None = None) -> LoadedModel:
+    """The language model of any checkpoint: a pre-trained or SFT GPT, a PPO policy, a reward model's trunk.
+
+    `path` may be a checkpoint `read` already returned, to build a second copy without reading it again.
+    `dropout` replaces the checkpoint's dropout rate, for a stage that fine-tunes with its own.
+    """
+    loaded = path if isinstance(path, ckpt.LoadedCheckpoint) else read(path, prefer)
+    return LoadedModel(gpt_from(loaded, dropout).to(device).eval(), tokenizer_of(loaded), loaded)
+
+
+def load_reward_model(path: str | Path, device: torch.device | str = "cpu", prefer: str = "best"):
+    """A trained reward model and its tokenizer, for scoring or as a frozen judge."""
+    loaded = read(path, prefer)
+    return reward_model_from(loaded).to(device).eval(), tokenizer_of(loaded), loaded
 
 
 def load_for_finetuning(cfg, device) -> tuple[LoadedModel, object]:

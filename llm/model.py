@@ -8,6 +8,7 @@ pick the flash kernel.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 
@@ -285,3 +286,12 @@ def model_size(cfg: ModelConfig) -> ModelSize:
     matmul_params = L * (attn + mlp) + V * C
     flops = 6 * matmul_params + 12 * L * C * cfg.block_size
     return ModelSize(params, non_embedding, float(flops))
+
+
+def weights_digest(module: nn.Module) -> str:
+    """A fingerprint of a model's weights (the first 4 KiB of each tensor), to key files derived from them."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
+    return digest.hexdigest()

@@ -13,10 +13,10 @@ import torch
 
 from llm.config import PolicyEvalConfig
 from llm.data.tasks import Task, exact_match
-from llm.generate import SamplingParams
+from llm.generate import SamplingParams, sample_replies
+from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.rollouts import reply_logprobs, sample_replies
 from llm.task_eval import Reply, chat_prompt_ids, generate_replies
 from llm.tokenizer import Tokenizer
 
@@ -69,8 +69,8 @@ class PolicyEvaluator:
             replies = ids[:, offset:]
             width = reply_mask.shape[1]
             cut = slice(offset - 1, offset - 1 + width)
-            logp = reply_logprobs(policy(ids, attention_mask=mask)[:, cut], replies, 1.0)
-            ref = reply_logprobs(self.reference(ids, attention_mask=mask)[:, cut], replies, 1.0)
+            logp = token_logprobs(policy(ids, attention_mask=mask)[:, cut], replies, 1.0)
+            ref = token_logprobs(self.reference(ids, attention_mask=mask)[:, cut], replies, 1.0)
             total += float(((logp - ref) * reply_mask).sum())
             count += len(prompts)
         return total / max(count, 1)

@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from llm.generate import SamplingParams, generate, left_pad
+from llm.generate import SamplingParams, sample_replies
+from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, sequence_rewards
 
@@ -54,13 +54,6 @@ def whiten(values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch
     return ((values - selected.mean()) / (selected.std() + eps)) * mask
 
 
-def reply_logprobs(logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-    logits = logits.float()
-    if temperature > 0:
-        logits = logits / temperature
-    return F.log_softmax(logits, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
-
-
 @dataclass
 class RolloutBatch:
     input_ids: torch.Tensor  # (B, offset + R)
@@ -85,24 +78,6 @@ class RolloutBatch:
         return self.input_ids[:, self.offset :]
 
 
-def sample_replies(policy: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
-    """(input_ids, attention_mask, reply_mask, offset, finished) for a batch of sampled replies."""
-    device = next(policy.parameters()).device
-    out = generate(policy, prompts, params, pad_id, generator=generator)
-    prompt_ids, prompt_mask = left_pad(prompts, pad_id, device)
-    width = max(1, max(len(t) for t in out.tokens))
-    replies = torch.full((len(prompts), width), pad_id, dtype=torch.long, device=device)
-    reply_mask = torch.zeros((len(prompts), width), dtype=torch.bool, device=device)
-    for row, tokens in enumerate(out.tokens):
-        replies[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long, device=device)
-        reply_mask[row, : len(tokens)] = True
-    input_ids = torch.cat([prompt_ids, replies], dim=1)
-    attention_mask = torch.cat([prompt_mask, reply_mask], dim=1)
-    finished = torch.tensor(out.finished, device=device)
-    return input_ids, attention_mask, reply_mask, prompt_ids.shape[1], finished
-
-
 @torch.no_grad()
 def collect(policy: GPT, critic: RewardModel | None, reference: GPT, reward_model: RewardModel, prompts: Sequence[Sequence[int]],
             params: SamplingParams, pad_id: int, generator: torch.Generator, kl_estimator: str, missing_end_penalty: float) -> RolloutBatch:
@@ -110,8 +85,8 @@ def collect(policy: GPT, critic: RewardModel | None, reference: GPT, reward_mode
     input_ids, attention_mask, reply_mask, offset, finished = sample_replies(policy, prompts, params, pad_id, generator)
     batch = RolloutBatch(input_ids, attention_mask, reply_mask, offset, finished, None, None, None, None, None)
     replies = batch.replies
-    batch.logprobs = reply_logprobs(batch.reply_slice(policy(input_ids, attention_mask=attention_mask)), replies, params.temperature)
-    batch.ref_logprobs = reply_logprobs(batch.reply_slice(reference(input_ids, attention_mask=attention_mask)), replies, params.temperature)
+    batch.logprobs = token_logprobs(batch.reply_slice(policy(input_ids, attention_mask=attention_mask)), replies, params.temperature)
+    batch.ref_logprobs = token_logprobs(batch.reply_slice(reference(input_ids, attention_mask=attention_mask)), replies, params.temperature)
     if critic is None:
         batch.values = torch.zeros(reply_mask.shape, device=reply_mask.device)
     else:

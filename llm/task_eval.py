@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
+from llm.config import PreferenceDataConfig
+from llm.data import sampled_pairs
+from llm.data.sources import Sampler
 from llm.data.tasks import Task, exact_match
 from llm.generate import SamplingParams, generate
-from llm.model import GPT
+from llm.model import GPT, weights_digest
 from llm.tokenizer import Tokenizer, render_prompt
 
 
@@ -50,3 +55,15 @@ def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_to
         "exact_match_by_kind": scores["by_kind"],
     }
     return metrics, replies
+
+
+def checker_ranked_sampler(run_dir: Path, data: PreferenceDataConfig, model: GPT, tok: Tokenizer, precision, device) -> Sampler:
+    """Source builtin_samples' sampler for `model`: its replies to built-in tasks, ranked by the task checker."""
+
+    def generate(prompts: list[str], seed: int) -> list[Reply]:
+        with precision.autocast():
+            return generate_replies(model.to(device).eval(), tok, prompts, data.sample_max_new_tokens, temperature=data.sample_temperature,
+                                    batch_size=128, seed=seed)
+
+    model_key = json.dumps([weights_digest(model), data.sample_temperature, data.sample_max_new_tokens])
+    return sampled_pairs.checker_ranked_sampler(run_dir, data, model_key, generate)

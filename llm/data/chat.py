@@ -9,9 +9,8 @@ import torch
 
 from llm.data.batching import pad_right
 from llm.data.tasks import Task
+from llm.losses import IGNORE  # targets that carry no loss: prompts, role headers, padding
 from llm.tokenizer import Tokenizer, render_turns
-
-IGNORE = -100  # targets that carry no loss: prompts, role headers, padding
 
 
 @dataclass(frozen=True)

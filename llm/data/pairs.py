@@ -8,22 +8,18 @@ that do not fit the context even after dropping the oldest prompt turns are coun
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from llm.config import PreferenceDataConfig
 from llm.data.batching import pad_right
-from llm.data.preferences import PreferencePair, load_preferences
-from llm.data.records import split_train_val
-from llm.data.builtin_tasks import builtin_pairs, builtin_tasks
-from llm.data.tasks import Task
-from llm.errors import ConfigError
+from llm.data import sources
+from llm.data.preferences import PreferencePair
+from llm.data.sources import Sampler
+from llm.errors import DataError
 from llm.tokenizer import Tokenizer, render_prompt
-
-
-Sampler = Callable[[str, Sequence[Task]], list[PreferencePair]]
 
 
 @dataclass(frozen=True)
@@ -88,36 +84,12 @@ class PairData:
 
 
 def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sampler: Sampler | None = None) -> PairData:
-    """Training and validation pairs from every configured source.
-
-    `sampler(split, tasks)` ranks the starting model's own replies to `tasks` (source builtin_samples).
-    """
-    train_pairs, val_pairs, log = [], [], {"sources": []}
-    for source in data.sources:
-        if source.path == "builtin_samples":
-            if sampler is None:
-                raise ConfigError("data source builtin_samples needs a model to sample from (init_from)")
-            kinds = data.builtin_kinds or None
-            train_part = sampler("train", builtin_tasks("train", data.sampled_train, data.seed + 1, kinds))
-            val_part = sampler("val", builtin_tasks("val", data.sampled_val, data.seed, kinds))
-            log["sources"].append({"path": "builtin_samples", "train": len(train_part), "val": len(val_part)})
-        elif source.path == "builtin":
-            train_part, val_part = builtin_pairs("train", data.builtin_train, data.seed, data.builtin_kinds), builtin_pairs("val", data.builtin_val, data.seed, data.builtin_kinds)
-            log["sources"].append({"path": "builtin", "train": len(train_part), "val": len(val_part)})
-        else:
-            pairs, stats = load_preferences(source.path, source.format, data.on_error, source.split)
-            if source.max_records:
-                pairs = pairs[: source.max_records]
-            train_part, val_part = split_train_val(pairs, data.val_fraction, data.seed)
-            log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
-        train_pairs += train_part
-        val_pairs += val_part
-    train, train_stats = tokenize_pairs(tok, train_pairs, max_len)
-    val, val_stats = tokenize_pairs(tok, val_pairs, max_len)
-    log["train"], log["val"] = dataclasses.asdict(train_stats), dataclasses.asdict(val_stats)
+    """Training and validation pairs from every configured source, tokenized; `sampler` as in sources.preference_pairs."""
+    loaded = sources.preference_pairs(data, sampler)
+    train, train_stats = tokenize_pairs(tok, loaded.train, max_len)
+    val, val_stats = tokenize_pairs(tok, loaded.val, max_len)
+    log = {"sources": loaded.log, "train": dataclasses.asdict(train_stats), "val": dataclasses.asdict(val_stats)}
     if not train or not val:
-        from llm.errors import DataError
-
         raise DataError(f"preference data: {len(train)} training and {len(val)} validation pairs left after filtering; need both")
     return PairData(train, val, log)
 

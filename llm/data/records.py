@@ -14,7 +14,7 @@ import os
 import random
 from typing import Any, Callable, Iterator
 
-from llm.errors import DataError
+from llm.errors import ConfigError, DataError
 
 ROLES = ("system", "user", "assistant")
 ON_ERROR_CHOICES = ("skip", "raise")
@@ -145,9 +145,9 @@ def _first_line(err: Exception) -> str:
 
 
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    """Raise ValueError naming a bad `format` / `on_error` value and the valid ones."""
+    """A bad `format` / `on_error` given to a loader directly (configs are checked when they load)."""
     if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(choices)}")
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
 
 
 def parse_records(source: str, split: str | None, on_error: str, stats,

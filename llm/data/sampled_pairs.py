@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import torch
-
 from llm.data.preferences import PreferencePair
+from llm.data.sources import Sampler
 from llm.data.tasks import Task, is_correct
-from llm.model import GPT
-from llm.task_eval import generate_replies
-from llm.tokenizer import Tokenizer
 
 KIND = "model_sample"
+# (prompts, seed) -> one reply per prompt, each with .text and .finished (whether it ended by itself)
+Generate = Callable[[list[str], int], list]
 
 
 def pairs_from_samples(task: Task, replies: Sequence) -> list[PreferencePair]:
@@ -39,29 +37,23 @@ def pairs_from_samples(task: Task, replies: Sequence) -> list[PreferencePair]:
     return pairs
 
 
-@torch.no_grad()
-def sample_pairs(model: GPT, tok: Tokenizer, tasks: Sequence[Task], samples_per_task: int, temperature: float,
-                 max_new_tokens: int, seed: int) -> list[PreferencePair]:
-    prompts = [t.prompt for t in tasks for _ in range(samples_per_task)]
-    replies = generate_replies(model, tok, prompts, max_new_tokens, temperature=temperature, batch_size=128, seed=seed)
+def sample_pairs(generate: Generate, tasks: Sequence[Task], samples_per_task: int, seed: int) -> list[PreferencePair]:
+    replies = generate([t.prompt for t in tasks for _ in range(samples_per_task)], seed)
     pairs = []
     for i, task in enumerate(tasks):
         pairs += pairs_from_samples(task, replies[i * samples_per_task : (i + 1) * samples_per_task])
     return pairs
 
 
-def cached_sample_pairs(cache: Path, model: GPT, tok: Tokenizer, tasks: Sequence[Task], samples_per_task: int,
-                        temperature: float, max_new_tokens: int, seed: int) -> list[PreferencePair]:
-    """sample_pairs, stored in `cache` (keyed by the model and the settings) so a resumed run reuses them."""
-    digest = hashlib.sha256(json.dumps([[t.prompt for t in tasks], samples_per_task, temperature, max_new_tokens, seed]).encode())
-    for tensor in model.state_dict().values():
-        digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
-    key = digest.hexdigest()
+def cached_sample_pairs(cache: Path, model_key: str, generate: Generate, tasks: Sequence[Task], samples_per_task: int,
+                        seed: int) -> list[PreferencePair]:
+    """sample_pairs, stored in `cache` so a resumed run reuses them; `model_key` names the model and how it samples."""
+    key = hashlib.sha256(json.dumps([[t.prompt for t in tasks], samples_per_task, seed, model_key]).encode()).hexdigest()
     if cache.is_file():
         stored = json.loads(cache.read_text())
         if stored.get("key") == key:
             return [PreferencePair(**p) for p in stored["pairs"]]
-    pairs = sample_pairs(model, tok, tasks, samples_per_task, temperature, max_new_tokens, seed)
+    pairs = sample_pairs(generate, tasks, samples_per_task, seed)
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_name(f".{cache.name}.tmp")
     tmp.write_text(json.dumps({"key": key, "pairs": [vars(p) for p in pairs]}))
@@ -69,12 +61,10 @@ def cached_sample_pairs(cache: Path, model: GPT, tok: Tokenizer, tasks: Sequence
     return pairs
 
 
-def checker_ranked_sampler(run_dir: Path, data, model: GPT, tok: Tokenizer, precision, device):
-    """The `sampler(split, tasks)` that load_pair_data calls for source builtin_samples, cached in `run_dir`."""
+def checker_ranked_sampler(run_dir: Path, data, model_key: str, generate: Generate) -> Sampler:
+    """The `sampler(split, tasks)` that sources.preference_pairs calls for source builtin_samples, cached in `run_dir`."""
 
     def sampler(split: str, tasks: Sequence[Task]) -> list[PreferencePair]:
-        with precision.autocast():
-            return cached_sample_pairs(run_dir / f"sampled_pairs_{split}.json", model.to(device).eval(), tok, tasks,
-                                       data.samples_per_prompt, data.sample_temperature, data.sample_max_new_tokens, data.seed)
+        return cached_sample_pairs(run_dir / f"sampled_pairs_{split}.json", model_key, generate, tasks, data.samples_per_prompt, data.seed)
 
     return sampler

@@ -18,17 +18,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
 from llm.config import DPOConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairExample, collate_pairs, load_pair_data
-from llm.load import load_gpt, load_reward_model
-from llm.model import model_size
+from llm.load import load_gpt, load_reward_model, read
+from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
+from llm.model import model_size, weights_digest
 from llm.policy_eval import PolicyEvaluator
+from llm.task_eval import checker_ranked_sampler
 from llm.run_files import write_json
-from llm.data.sampled_pairs import checker_ranked_sampler
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
 
@@ -45,37 +45,9 @@ class IndexedPair:
 def reply_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probability of each row's reply tokens, and the number of reply tokens."""
     ids = batch["input_ids"]
-    logits = model(ids)[:, :-1].float()
-    logps = F.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    logps = token_logprobs(model(ids)[:, :-1], ids[:, 1:])
     mask = batch["reply_mask"]
     return (logps * mask).sum(dim=1), mask.sum(dim=1)
-
-
-def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str, smoothing: float) -> torch.Tensor:
-    """Per-pair losses; the tensors hold chosen rows then rejected rows."""
-    half = policy.shape[0] // 2
-    if loss == "ipo":
-        ratio = (policy - reference) / lengths.clamp(min=1)
-        h = ratio[:half] - ratio[half:]
-        return (h - 1.0 / (2 * beta)) ** 2
-    ratio = policy - reference
-    h = beta * (ratio[:half] - ratio[half:])
-    return -(1 - smoothing) * F.logsigmoid(h) - smoothing * F.logsigmoid(-h)
-
-
-def pair_metrics(policy: torch.Tensor, reference: torch.Tensor, beta: float) -> dict[str, torch.Tensor]:
-    """TRL's DPO metrics, as sums over pairs (the loop averages them)."""
-    half = policy.shape[0] // 2
-    rewards = beta * (policy - reference).detach()
-    chosen, rejected = rewards[:half], rewards[half:]
-    return {
-        "rewards/chosen": chosen.sum(),
-        "rewards/rejected": rejected.sum(),
-        "rewards/margins": (chosen - rejected).sum(),
-        "rewards/accuracies": (chosen > rejected).float().sum(),
-        "logps/chosen": policy[:half].detach().sum(),
-        "logps/rejected": policy[half:].detach().sum(),
-    }
 
 
 class DPOStage(Stage):
@@ -107,7 +79,7 @@ class DPOStage(Stage):
     def loss(self, model, batch) -> LossOutput:
         logps, lengths = reply_logps(model, batch)
         losses = dpo_losses(logps, batch["ref_logps"], lengths, self.s.beta, self.s.loss, self.s.label_smoothing)
-        metrics = pair_metrics(logps, batch["ref_logps"], self.s.beta)
+        metrics = dpo_pair_stats(logps, batch["ref_logps"], self.s.beta)
         if self.s.nll_coef:
             # keeps the chosen reply likely: without it DPO can lower both sides, and a rejected reply
             # that is a prefix of the chosen one drags the chosen one down with it
@@ -156,10 +128,8 @@ def reference_logps(reference, pairs: list[PairExample], pad_id: int, batch_size
 
 def cached_reference_logps(run_dir: Path, reference, data, pad_id: int, batch_size: int, precision) -> dict[str, torch.Tensor]:
     """Reference log-probs of every pair, from `ref_logps.safetensors` when it matches this data and reference."""
-    digest = hashlib.sha256(repr([(p.prompt, p.chosen, p.rejected) for p in data.train + data.val]).encode())
-    for tensor in reference.state_dict().values():
-        digest.update(tensor.float().cpu().numpy().tobytes()[:4096])
-    key = digest.hexdigest()
+    pairs = repr([(p.prompt, p.chosen, p.rejected) for p in data.train + data.val])
+    key = hashlib.sha256((pairs + weights_digest(reference)).encode()).hexdigest()
     path = run_dir / "ref_logps.safetensors"
     if path.is_file():
         from safetensors import safe_open
@@ -183,8 +153,9 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
         raise ConfigError("key 'init_from' is required: the SFT run to optimise (e.g. init_from=runs/sft-tiny)")
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
-    policy = load_gpt(cfg.init_from, "cpu", dropout=cfg.model.dropout)
-    reference = load_gpt(cfg.init_from, runtime.device).model.requires_grad_(False)
+    init = read(cfg.init_from)  # read and checksummed once: the policy and the reference are two copies of it
+    policy = load_gpt(init, "cpu", dropout=cfg.model.dropout)
+    reference = load_gpt(init, runtime.device).model.requires_grad_(False)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     data = load_pair_data(cfg.data, tok, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))

@@ -17,22 +17,22 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from llm.config import PPOConfig, PPOSettings
-from llm.data.preferences import load_preferences
+from llm.data import sources
 from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
 from llm.generate import SamplingParams
-from llm.load import load_gpt, load_reward_model
+from llm.load import gpt_from, read, reward_model_from, tokenizer_of
+from llm.losses import entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.policy_eval import PolicyEvaluator
 from llm.reward_model import RewardModel
-from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, reply_logprobs
+from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect
 from llm.data.builtin_tasks import builtin_tasks
-from llm.data.chat import IGNORE, collate_chat, task_conversation, tokenize_conversations
-from llm.task_eval import chat_prompt_ids
+from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
 from llm.tokenizer import Tokenizer, render_prompt
+from llm.train.checkpoint import LoadedCheckpoint
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train
 
 MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "values", "advantages", "returns")
@@ -195,45 +195,26 @@ class PPOStage(Stage):
         self.model, self.source, self.evaluator = model, source, evaluator
 
     def loss(self, model, batch) -> LossOutput:
-        s, offset = self.s, batch["offset"]
-        mask = batch["reply_mask"]
+        s, offset, mask = self.s, batch["offset"], batch["reply_mask"]
         width = mask.shape[1]
         logits, values, ptx_logits = model(batch["input_ids"], batch["attention_mask"], batch.get("ptx_input_ids"))
-        logits = logits[:, offset - 1 : offset - 1 + width].float()
-        replies = batch["input_ids"][:, offset:]
-        logprobs = reply_logprobs(logits, replies, s.temperature)
-        log_ratio = (logprobs - batch["logprobs"]) * mask
-        ratio = torch.exp(log_ratio)
-        self.check_ratio(ratio, mask, batch)
-        advantages = batch["advantages"]
-        policy_loss = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - s.clip_ratio, 1 + s.clip_ratio))
-        per_token = policy_loss * mask
+        logits = logits[:, offset - 1 : offset - 1 + width]
+        logprobs = token_logprobs(logits, batch["input_ids"][:, offset:], s.temperature)
+        policy = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, s.clip_ratio)
+        self.check_ratio(policy.ratio, mask, batch)
+        total, metrics = policy.per_token.sum(), policy.stats
+        metrics["objective/entropy"] = (entropy(logits.detach(), s.temperature) * mask).sum()
         if values is not None:
-            value_loss = self.value_loss(values[:, offset - 1 : offset - 1 + width], batch)
-            per_token = per_token + s.vf_coef * value_loss * mask
-        total = per_token.sum()
+            value = ppo_value_loss(values[:, offset - 1 : offset - 1 + width], batch["values"], batch["returns"], s.clip_value) * mask
+            total = total + s.vf_coef * value.sum()
+            metrics["loss/value"] = value.detach().sum()
         if ptx_logits is not None:
+            nll, count = token_nll(ptx_logits, batch["ptx_targets"])
             # the loop divides by the reply tokens, so the ptx mean is weighted by them to come out as ptx_coef * mean
-            ptx = F.cross_entropy(ptx_logits.float().flatten(0, 1), batch["ptx_targets"].flatten(), ignore_index=IGNORE)
-            total = total + s.ptx_coef * ptx * mask.sum()
-        with torch.no_grad():
-            dist = F.log_softmax(logits / (s.temperature if s.temperature > 0 else 1.0), dim=-1)
-            entropy = -(dist.exp() * dist).sum(dim=-1)
-            metrics = {
-                "loss/policy": (policy_loss * mask).sum(),
-                "policy/clipfrac": (((ratio - 1).abs() > s.clip_ratio) & mask).float().sum(),
-                "policy/approxkl": (0.5 * log_ratio**2 * mask).sum(),
-                "objective/entropy": (entropy * mask).sum(),
-            }
-        if values is not None:
-            metrics["loss/value"] = (value_loss.detach() * mask).sum()
-        if ptx_logits is not None:
-            metrics["loss/ptx"] = ptx.detach() * mask.sum()
+            ptx = nll / max(count, 1) * mask.sum()
+            total = total + s.ptx_coef * ptx
+            metrics["loss/ptx"] = ptx.detach()
         return LossOutput(total, int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
-
-    def value_loss(self, values: torch.Tensor, batch: dict) -> torch.Tensor:
-        clipped = batch["values"] + (values - batch["values"]).clamp(-self.s.clip_value, self.s.clip_value)
-        return 0.5 * torch.max((values - batch["returns"]) ** 2, (clipped - batch["returns"]) ** 2)
 
     def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor, batch: dict) -> None:
         ratio = ratio.detach()
@@ -268,17 +249,7 @@ class PPOStage(Stage):
 
 
 def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> list[list[int]]:
-    prompts = []
-    for source in settings.prompts:
-        if source.path == "builtin":
-            tasks = builtin_tasks("train", settings.builtin_prompts, 1, settings.builtin_kinds)
-            prompts += [chat_prompt_ids(tok, t.prompt) for t in tasks]
-        else:
-            pairs, _ = load_preferences(source.path, source.format, "skip", source.split)
-            if source.max_records:
-                pairs = pairs[: source.max_records]
-            prompts += [render_prompt(tok, p.prompt) for p in pairs]
-    prompts = [p for p in prompts if len(p) <= max_prompt]
+    prompts = [p for p in (render_prompt(tok, m) for m in sources.prompts(settings).train) if len(p) <= max_prompt]
     if not prompts:
         raise ConfigError(f"no PPO prompt fits in {max_prompt} tokens (model.block_size minus ppo.max_new_tokens)")
     return prompts
@@ -298,14 +269,20 @@ def frozen(module: nn.Module, device) -> nn.Module:
     return module.to(device).eval()
 
 
-def make_critic(cfg: PPOConfig) -> RewardModel | None:
+def make_critic(cfg: PPOConfig, policy_ckpt: LoadedCheckpoint, reward_ckpt: LoadedCheckpoint) -> RewardModel | None:
+    """The value model, built from the checkpoints build() has read: a trainable copy, sharing no parameters."""
     if cfg.ppo.advantage == "rloo":
         return None  # the group's other replies are the baseline
     if cfg.ppo.critic_init == "reward":
-        return load_reward_model(cfg.reward_model, "cpu")[0].train()
-    critic = RewardModel(load_gpt(cfg.policy, "cpu").model)
+        return reward_model_from(reward_ckpt).train()
+    critic = RewardModel(gpt_from(policy_ckpt))
     nn.init.zeros_(critic.head.weight)
     return critic
+
+
+def same_checkpoint(path: str, other: str, loaded: LoadedCheckpoint) -> bool:
+    """Whether `path` names the run or checkpoint folder `other` named, read as `loaded`."""
+    return Path(path).resolve() in (Path(other).resolve(), loaded.folder.resolve())
 
 
 def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
@@ -314,18 +291,22 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     if not cfg.policy or not cfg.reward_model:
         raise ConfigError("keys 'policy' and 'reward_model' are required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
     device = runtime.device
-    policy = load_gpt(cfg.policy, "cpu", dropout=cfg.model.dropout)
-    reference = frozen(load_gpt(cfg.policy, "cpu").model, device)
-    reward_model, reward_tok, _ = load_reward_model(cfg.reward_model, "cpu")
-    if reward_tok.to_json() != policy.tokenizer.to_json():
+    # each checkpoint is read and checksummed once; every model below is its own copy of the weights
+    policy_ckpt, reward_ckpt = read(cfg.policy), read(cfg.reward_model)
+    policy = gpt_from(policy_ckpt, dropout=cfg.model.dropout)
+    reference = frozen(gpt_from(policy_ckpt), device)
+    reward_model = reward_model_from(reward_ckpt)
+    tok = tokenizer_of(policy_ckpt)
+    if tokenizer_of(reward_ckpt).to_json() != tok.to_json():
         raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
-    model = ActorCritic(policy.model.train(), make_critic(cfg)).to(device)
-    cfg = dataclasses.replace(cfg, model=policy.model.config)
-    tok = policy.tokenizer
+    model = ActorCritic(policy.train(), make_critic(cfg, policy_ckpt, reward_ckpt)).to(device)
+    cfg = dataclasses.replace(cfg, model=policy.config)
     prompts = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
     source = RolloutSource(model, reference, frozen(reward_model, device), prompts, tok, cfg.ppo, runtime.precision, cfg.train.seed,
                            ptx_data(cfg.ppo, tok, cfg.model.block_size))
-    judge = frozen(load_reward_model(cfg.eval.reward_model, "cpu")[0], device) if cfg.eval.reward_model else source.reward_model
+    judge = source.reward_model  # frozen, so the judge can be the same module when it is the same checkpoint
+    if cfg.eval.reward_model and not same_checkpoint(cfg.eval.reward_model, cfg.reward_model, reward_ckpt):
+        judge = frozen(reward_model_from(read(cfg.eval.reward_model)), device)
     tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
     with runtime.precision.autocast():
         evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval)

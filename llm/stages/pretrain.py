@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from llm.config import PretrainConfig
 from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
 from llm.generate import SamplingParams, generate
+from llm.losses import token_nll
 from llm.model import GPT, model_size
 from llm.run_files import write_json
 from llm.tokenizer import Tokenizer
@@ -55,10 +55,9 @@ class PretrainStage(Stage):
         nats, tokens, n_bytes = 0.0, 0, 0.0
         for batch in batches:
             batch = to_device(batch, self.device)
-            logits = model(batch["input_ids"])
             targets = batch["targets"]
-            nats += F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum").item()
-            tokens += targets.numel()
+            batch_nats, count = token_nll(model(batch["input_ids"]), targets)
+            nats, tokens = nats + batch_nats.item(), tokens + count
             n_bytes += float(self.token_bytes[targets.flatten().cpu()].sum())
         return nats, tokens, n_bytes
 
@@ -72,11 +71,9 @@ class PretrainStage(Stage):
 
 
 def lm_loss(model, batch) -> LossOutput:
-    """Next-token cross-entropy summed over every target token (fp32 logits: bf16 would round the softmax)."""
-    logits = model(batch["input_ids"])
-    targets = batch["targets"]
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), reduction="sum")
-    return LossOutput(loss=loss, count=targets.numel(), tokens=targets.numel())
+    """Next-token cross-entropy summed over every target token."""
+    loss, count = token_nll(model(batch["input_ids"]), batch["targets"])
+    return LossOutput(loss=loss, count=count, tokens=count)
 
 
 def fixed_train_windows(tokens: np.ndarray, batch_size: int, block_size: int, max_batches: int) -> list[dict]:

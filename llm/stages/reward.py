@@ -11,16 +11,16 @@ from __future__ import annotations
 from collections import defaultdict
 
 import torch
-import torch.nn.functional as F
 
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairData, collate_pairs, load_pair_data
-from llm.data.sampled_pairs import checker_ranked_sampler
+from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
 from llm.run_files import write_json
 from llm.load import load_for_finetuning
+from llm.task_eval import checker_ranked_sampler
 from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
 
 
@@ -48,9 +48,7 @@ class RewardStage(Stage):
 
     def loss(self, model, batch) -> LossOutput:
         chosen, rejected = pair_rewards(model, batch)
-        margin = chosen - rejected
-        losses = -F.logsigmoid(margin - self.cfg.margin) + self.cfg.center_coef * (chosen + rejected) ** 2
-        metrics = {"accuracy": (margin > 0).float().sum(), "margin": margin.detach().sum()}
+        losses, metrics = reward_model_losses(chosen, rejected, self.cfg.margin, self.cfg.center_coef)
         return LossOutput(losses.sum(), len(chosen), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def evaluate(self, model) -> dict:
@@ -70,7 +68,7 @@ def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str
     diff = chosen - rejected
     both = torch.cat([chosen, rejected])
     metrics = {
-        "val_loss": float((-F.logsigmoid(diff - margin)).mean()),
+        "val_loss": float(bradley_terry(chosen, rejected, margin).mean()),
         "val_accuracy": float((diff > 0).float().mean()),
         "val_margin": float(diff.mean()),
         "rewards/chosen": float(chosen.mean()),

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from llm.config import ChatDataConfig, SFTConfig
 from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
-from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversations
-from llm.data.conversations import load_conversations
-from llm.data.records import split_train_val
+from llm.data import sources
+from llm.data.chat import ChatExample, collate_chat, tokenize_conversations
 from llm.data.tasks import Task
 from llm.errors import ConfigError
 from llm.load import LoadedModel, load_for_finetuning
+from llm.losses import IGNORE, token_nll
 from llm.model import model_size
 from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
@@ -42,23 +41,10 @@ class ChatData:
 
 def load_chat_data(data: ChatDataConfig, tok: Tokenizer, max_len: int, n_eval_tasks: int) -> ChatData:
     """Training and validation conversations from every source, tokenized and cut to the context."""
-    train_convs, val_convs, log = [], [], {"sources": []}
-    for source in data.sources:
-        if source.path == "builtin":
-            train_part = [task_conversation(t) for t in builtin_tasks("train", data.builtin_train, data.seed, data.builtin_kinds)]
-            val_part = [task_conversation(t) for t in builtin_tasks("val", data.builtin_val, data.seed, data.builtin_kinds)]
-            log["sources"].append({"path": "builtin", "train": len(train_part), "val": len(val_part)})
-        else:
-            convs, stats = load_conversations(source.path, source.format, data.on_error, source.split)
-            if source.max_records:
-                convs = convs[: source.max_records]
-            train_part, val_part = split_train_val(convs, data.val_fraction, data.seed)
-            log["sources"].append({"path": source.path, **dataclasses.asdict(stats), "train": len(train_part), "val": len(val_part)})
-        train_convs += train_part
-        val_convs += val_part
-    train, train_stats = tokenize_conversations(tok, train_convs, max_len)
-    val, val_stats = tokenize_conversations(tok, val_convs, max_len)
-    log["train"], log["val"] = dataclasses.asdict(train_stats), dataclasses.asdict(val_stats)
+    loaded = sources.conversations(data)
+    train, train_stats = tokenize_conversations(tok, loaded.train, max_len)
+    val, val_stats = tokenize_conversations(tok, loaded.val, max_len)
+    log = {"sources": loaded.log, "train": dataclasses.asdict(train_stats), "val": dataclasses.asdict(val_stats)}
     if not train or not val:
         raise ConfigError(f"SFT data: {len(train)} training and {len(val)} validation conversations fit the context; need both")
     eval_tasks = builtin_tasks("val", n_eval_tasks, 0, data.builtin_kinds) if n_eval_tasks else []
@@ -69,8 +55,7 @@ def reply_nll(model, batch: dict) -> tuple[torch.Tensor, int]:
     """Summed cross-entropy of the tokens SFT learns (the replies and their end-of-turn), and their count."""
     targets = batch["targets"]
     learned = targets != IGNORE
-    logits = model(batch["input_ids"], logits_at=learned)
-    return F.cross_entropy(logits.float(), targets[learned], reduction="sum"), int(learned.sum())
+    return token_nll(model(batch["input_ids"], logits_at=learned), targets[learned])
 
 
 class SFTStage(Stage):

@@ -8,10 +8,15 @@ A checkpoint is a folder `<run>/checkpoints/step_NNNNNNN/`:
     meta.json              what the weights are (model kind, model config, stage, metrics)
     config.yaml            the run's resolved config
     tokenizer.json         the tokenizer, so the folder is self-contained
-    manifest.json          size and sha256 of each file above, written last
+    manifest.json          the format version, and size and sha256 of each file above, written last
 
 It is written into a hidden temporary folder and renamed into place, so a crash or a full disk never
 leaves a half-written checkpoint under a real name, and the previous ones stay intact.
+
+The manifest's "format" (FORMAT_VERSION) says how the folder is laid out. Loading refuses a format this
+code does not read (READS_FORMATS) rather than guessing; a manifest without the field is read as format 1,
+the only layout written before the field was checked (every checkpoint written so far records it anyway).
+A checkpoint's files are hashed once per load: `load` verifies the folder it picks and then reads it.
 """
 
 from __future__ import annotations
@@ -36,8 +41,14 @@ from safetensors.torch import load_file, save_file
 
 from llm.errors import CheckpointError, TrainingError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # written to manifest.json as "format"
+READS_FORMATS = (1,)  # the formats this code can load
+FORMAT_WHEN_ABSENT = 1  # a manifest without "format" is read as this one
 STEP_PREFIX = "step_"
+
+
+class UnreadableFormat(CheckpointError):
+    """A checkpoint in a format this code does not read: refused, never skipped like a corrupt one."""
 
 
 # --- state trees: nested dicts/lists with tensors -> JSON + a flat tensor dict ---------------------
@@ -246,10 +257,19 @@ def verify(folder: Path) -> dict:
         raise CheckpointError(f"{folder}: incomplete checkpoint (no manifest.json)")
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        version = manifest.get("format", FORMAT_WHEN_ABSENT)
+    except (json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
-    for name, record in files.items():
+    if version not in READS_FORMATS or isinstance(version, bool):
+        reads = ", ".join(str(v) for v in READS_FORMATS)
+        raise UnreadableFormat(f"{manifest_path}: checkpoint format {version!r}, but this code reads format {reads} "
+                               f"(written by another version of this code?)")
+    try:
+        files = manifest["files"]
+        items = list(files.items())
+    except (KeyError, TypeError, AttributeError):
+        raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
+    for name, record in items:
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"{path}: missing file listed in the manifest")
@@ -261,11 +281,17 @@ def verify(folder: Path) -> dict:
 
 
 def newest_valid(checkpoints_dir: Path) -> Path | None:
-    """The newest checkpoint that passes verification, warning about each corrupt one passed over."""
+    """The newest checkpoint that passes verification, warning about each corrupt one passed over.
+
+    One in a format this code does not read stops the search (UnreadableFormat): falling back to an older
+    checkpoint would resume or fine-tune from the wrong one.
+    """
     for folder in reversed(step_dirs(checkpoints_dir)):
         try:
             verify(folder)
             return folder
+        except UnreadableFormat:
+            raise
         except CheckpointError as exc:
             warnings.warn(f"skipping checkpoint: {exc}", stacklevel=2)
     return None
@@ -285,7 +311,13 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(folder: Path) -> LoadedCheckpoint:
+    """Verify a checkpoint folder against its manifest, then read it."""
     verify(folder)
+    return read_verified(folder)
+
+
+def read_verified(folder: Path) -> LoadedCheckpoint:
+    """Read a checkpoint folder that verify() has just passed, without hashing its files again."""
     tokenizer_path = folder / "tokenizer.json"
     return LoadedCheckpoint(
         folder=folder,
@@ -296,13 +328,30 @@ def load_checkpoint(folder: Path) -> LoadedCheckpoint:
     )
 
 
+def load_newest(checkpoints_dir: Path) -> LoadedCheckpoint | None:
+    """The newest valid checkpoint under `checkpoints_dir`, each of its files hashed once; None if there is none."""
+    folder = newest_valid(checkpoints_dir)
+    return None if folder is None else read_verified(folder)
+
+
+def load(path: str | Path, prefer: str = "best") -> LoadedCheckpoint:
+    """The checkpoint resolve() picks, read with each of its files hashed once."""
+    folder, verified = locate(path, prefer)
+    return read_verified(folder) if verified else load_checkpoint(folder)
+
+
 def resolve(path: str | Path, prefer: str = "best") -> Path:
     """A checkpoint folder from a checkpoint folder or a run folder (its best, else its newest valid)."""
+    return locate(path, prefer)[0]
+
+
+def locate(path: str | Path, prefer: str = "best") -> tuple[Path, bool]:
+    """resolve()'s folder, and whether it was verified on the way (a run folder's are; a named checkpoint folder is not)."""
     path = Path(path)
     if (path / "manifest.json").is_file() or path.name.startswith(STEP_PREFIX):
         if not path.is_dir():
             raise CheckpointError(f"{path}: checkpoint folder not found")
-        return path
+        return path, False
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run or checkpoint folder")
     checkpoints = path / "checkpoints"
@@ -310,13 +359,15 @@ def resolve(path: str | Path, prefer: str = "best") -> Path:
         best = checkpoints / json.loads((path / "best.json").read_text())["checkpoint"]
         try:
             verify(best)
-            return best
+            return best, True
+        except UnreadableFormat:
+            raise
         except CheckpointError as exc:
             warnings.warn(f"best checkpoint unusable ({exc}); using the newest valid one", stacklevel=2)
     found = newest_valid(checkpoints)
     if found is None:
         raise CheckpointError(f"{path}: no valid checkpoint in {checkpoints}")
-    return found
+    return found, True
 
 
 def prune(checkpoints_dir: Path, keep_last: int, protect: set[str]) -> None:

@@ -256,11 +256,10 @@ class Trainer:
         return self.finish(reason)
 
     def restore(self) -> Path | None:
-        found = ckpt.newest_valid(self.checkpoints)
-        if found is None:
+        loaded = ckpt.load_newest(self.checkpoints)
+        if loaded is None:
             self.say(f"no checkpoint to resume in {self.checkpoints}; starting from scratch")
             return None
-        loaded = ckpt.load_checkpoint(found)
         self.model.load_state_dict(loaded.weights)
         trainer = loaded.trainer_state()
         self.optimizer.load_state_dict(trainer["optimizer"])
@@ -268,7 +267,7 @@ class Trainer:
         self.stage.source.load_state_dict(trainer["source"])
         self.stage.load_state_dict(trainer["stage"])
         ckpt.set_rng_state(trainer["rng"])
-        return found
+        return loaded.folder
 
     def wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model

@@ -7,7 +7,7 @@ import pytest
 
 from llm.data.conversations import detect_format, load_conversations, parse_hh_transcript
 from llm.data.records import iter_records
-from llm.errors import DataError
+from llm.errors import ConfigError, DataError
 
 
 def write_lines(path, items):
@@ -176,11 +176,11 @@ def test_missing_file_names_the_path(tmp_path):
         load_conversations(path)
 
 
-def test_bad_options_raise_value_error(tmp_path):
+def test_bad_options_raise_config_error(tmp_path):
     path = write_lines(tmp_path / "a.jsonl", [{"instruction": "q", "output": "a"}])
-    with pytest.raises(ValueError, match="format='csv' is not one of auto, messages"):
+    with pytest.raises(ConfigError, match="format='csv' is not one of auto, messages"):
         load_conversations(path, format="csv")
-    with pytest.raises(ValueError, match="on_error='ignore' is not one of skip, raise"):
+    with pytest.raises(ConfigError, match="on_error='ignore' is not one of skip, raise"):
         load_conversations(path, on_error="ignore")
 
 

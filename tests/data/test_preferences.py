@@ -6,7 +6,7 @@ import json
 import pytest
 
 from llm.data.preferences import PreferencePair, load_preferences, split_shared_prompt
-from llm.errors import DataError
+from llm.errors import ConfigError, DataError
 
 
 def write_lines(path, items):
@@ -152,7 +152,7 @@ def test_missing_file_and_bad_options(tmp_path):
     path = str(tmp_path / "missing.jsonl.gz")
     with pytest.raises(DataError, match=f"{path}: no such file"):
         load_preferences(path)
-    with pytest.raises(ValueError, match="format='dpo' is not one of auto, pairs, hh"):
+    with pytest.raises(ConfigError, match="format='dpo' is not one of auto, pairs, hh"):
         load_preferences(path, format="dpo")
 
 

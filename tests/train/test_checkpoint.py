@@ -116,3 +116,104 @@ def test_checkpoint_files_load_without_pickle(tmp_path):
         "config.yaml", "manifest.json", "meta.json", "model.safetensors", "tokenizer.json", "trainer.json", "trainer.safetensors",
     ]
     json.loads((folder / "trainer.json").read_text())
+
+
+def counting_sha256(monkeypatch) -> dict:
+    """Replace ckpt.sha256_file by a wrapper counting the hashes of each file."""
+    counts: dict = {}
+    real = ckpt.sha256_file
+
+    def count(path):
+        counts[path] = counts.get(path, 0) + 1
+        return real(path)
+
+    monkeypatch.setattr(ckpt, "sha256_file", count)
+    return counts
+
+
+@pytest.mark.parametrize("best", [True, False], ids=["best", "newest"])
+def test_a_run_folder_load_hashes_each_file_once(tmp_path, monkeypatch, best):
+    from llm.load import read
+
+    run = tmp_path / "run"
+    for step in (1, 2):
+        ckpt.save_checkpoint(run / "checkpoints", step, contents(tiny_model()))
+    if best:
+        (run / "best.json").write_text(json.dumps({"checkpoint": "step_0000001"}))
+    counts = counting_sha256(monkeypatch)
+    loaded = read(run)
+    assert loaded.folder.name == ("step_0000001" if best else "step_0000002")
+    listed = json.loads((loaded.folder / "manifest.json").read_text())["files"]
+    assert counts == {loaded.folder / name: 1 for name in listed}
+
+
+def test_a_corrupt_newest_is_hashed_once_and_skipped(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    older = ckpt.save_checkpoint(run / "checkpoints", 1, contents(tiny_model()))
+    newest = ckpt.save_checkpoint(run / "checkpoints", 2, contents(tiny_model()))
+    data = bytearray((newest / "trainer.safetensors").read_bytes())
+    data[-3] ^= 0xFF
+    (newest / "trainer.safetensors").write_bytes(bytes(data))
+    counts = counting_sha256(monkeypatch)
+    with pytest.warns(UserWarning, match=r"step_0000002/trainer.safetensors: checksum differs"):
+        loaded = ckpt.load(run)
+    assert loaded.folder == older
+    assert all(n == 1 for n in counts.values()) and newest / "trainer.safetensors" in counts
+    assert {p for p in counts if p.parent == older} == {older / name for name in json.loads((older / "manifest.json").read_text())["files"]}
+    counts.clear()
+    with pytest.warns(UserWarning, match="step_0000002"):
+        assert ckpt.load_newest(run / "checkpoints").folder == older
+    assert all(n == 1 for p, n in counts.items() if p.parent == older)
+
+
+def set_format(folder, version):
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if version is None:
+        del manifest["format"]
+    else:
+        manifest["format"] = version
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_checkpoints_record_their_format(tmp_path):
+    folder = ckpt.save_checkpoint(tmp_path, 1, contents(tiny_model()))
+    assert json.loads((folder / "manifest.json").read_text())["format"] == ckpt.FORMAT_VERSION
+    assert ckpt.FORMAT_VERSION in ckpt.READS_FORMATS
+
+
+@pytest.mark.parametrize("version", [99, "1", True])
+def test_an_unknown_format_is_refused_naming_the_file_and_versions(tmp_path, version):
+    folder = ckpt.save_checkpoint(tmp_path, 1, contents(tiny_model()))
+    set_format(folder, version)
+    with pytest.raises(CheckpointError) as caught:
+        ckpt.load_checkpoint(folder)
+    message = str(caught.value)
+    assert message == f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads format 1 (written by another version of this code?)"
+    assert "\n" not in message
+
+
+def test_an_unknown_format_in_a_run_is_refused_not_skipped(tmp_path):
+    from llm.load import read
+
+    run = tmp_path / "run"
+    ckpt.save_checkpoint(run / "checkpoints", 1, contents(tiny_model()))
+    newest = ckpt.save_checkpoint(run / "checkpoints", 2, contents(tiny_model()))
+    set_format(newest, 99)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not passed over with a warning: resuming from an older one would be wrong
+        with pytest.raises(CheckpointError, match=r"step_0000002/manifest.json: checkpoint format 99, but this code reads format 1"):
+            read(run)
+        with pytest.raises(CheckpointError, match="checkpoint format 99"):
+            ckpt.newest_valid(run / "checkpoints")
+        (run / "best.json").write_text(json.dumps({"checkpoint": "step_0000002"}))
+        with pytest.raises(CheckpointError, match="checkpoint format 99"):
+            ckpt.resolve(run)
+
+
+def test_a_checkpoint_without_a_format_field_loads_as_format_1(tmp_path):
+    model = tiny_model()
+    folder = ckpt.save_checkpoint(tmp_path / "run" / "checkpoints", 1, contents(model))
+    set_format(folder, None)  # as a manifest written without the field would be
+    loaded = ckpt.load_checkpoint(folder)
+    assert all(torch.equal(loaded.weights[name], t) for name, t in model.state_dict().items())
+    assert ckpt.load(tmp_path / "run").folder == folder
