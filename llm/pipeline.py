@@ -113,7 +113,7 @@ class PipelineRun:
         print(f"[pipeline] {step.stage}: {'resuming' if resume else 'starting'} in {step.run_dir}", flush=True)
         module = importlib.import_module(f"llm.stages.{step.stage}")
         if not resume:
-            from llm.train.loop import prepare_run_dir
+            from llm.train.runtime import prepare_run_dir
 
             prepare_run_dir(step.run_dir, resume=False, fresh=True)
         write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": "running"})
@@ -162,7 +162,7 @@ def run_pipeline(config_path: str, overrides: list[str], start_from: str | None,
 
 
 def write_report(base: Path) -> None:
-    from llm.report import build_report
+    from llm.report.build import build_report
 
     report = build_report(base)
     print(f"[pipeline] report: {report} and {report.with_suffix('.html')}", flush=True)

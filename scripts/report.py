@@ -20,7 +20,7 @@ def parse_args() -> argparse.Namespace:
 
 def entry() -> int:
     args = parse_args()
-    from llm.report import build_report
+    from llm.report.build import build_report
 
     report = build_report(Path(args.run_dir), answers=not args.no_answers)
     print(f"{report}\n{report.with_suffix('.html')}")

@@ -1,19 +1,11 @@
 """Benchmark plumbing on micro shapes: figures are measured through the real loop and land in JSON."""
 
-import importlib.util
 import json
 
-from conftest_helpers import REPO
-from llm import bench
+from llm.bench import measure as bench
+from llm.bench import suite
 
 MICRO = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
-
-
-def bench_script():
-    spec = importlib.util.spec_from_file_location("bench_script", REPO / "scripts" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_throughput_measures_after_warm_up():
@@ -31,18 +23,17 @@ def test_cached_and_uncached_sampling_produce_every_token():
 
 
 def test_median_round_and_derived_ratios():
-    script = bench_script()
     runs = [{"tokens_per_s": 30.0}, {"tokens_per_s": 10.0}, {"tokens_per_s": 20.0}]
-    chosen = script.median_run(runs)
+    chosen = suite.median_run(runs)
     assert chosen["tokens_per_s"] == 20.0 and chosen["tokens_per_s_rounds"] == [30.0, 10.0, 20.0]
-    assert script.median_run([{"error": "boom"}, {"tokens_per_s": 5.0}])["tokens_per_s"] == 5.0
+    assert suite.median_run([{"error": "boom"}, {"tokens_per_s": 5.0}])["tokens_per_s"] == 5.0
     results = {"nanogpt_cpu_reference_tokens_per_s": 100.0, "cases": {
         "train/nanogpt_cpu_shape/fp32": {"tokens_per_s": 110.0},
         "train/nanogpt_cpu_shape/compile": {"tokens_per_s": 130.0},
         "sample/tiny_ctx512/kv_cache": {"tokens_per_s": 50.0},
         "sample/tiny_ctx512/no_cache": {"tokens_per_s": 10.0},
     }}
-    script.add_derived(results)
+    suite.add_derived(results)
     derived = results["derived"]
     assert derived["nanogpt_shape_speedup_default"] == 1.1 and derived["nanogpt_shape_speedup_best"] == 1.3
     assert derived["kv_cache_speedup"] == 5.0

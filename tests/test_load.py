@@ -37,7 +37,7 @@ def shared_tensors(a: torch.nn.Module, b: torch.nn.Module) -> set[str]:
                          ids=["critic-from-reward", "critic-from-policy-and-judge", "rloo"])
 def test_ppo_build_reads_each_checkpoint_once(sft_run, reward_run, tmp_path, monkeypatch, extra):
     from llm.stages.ppo import build
-    from llm.train.loop import setup_runtime
+    from llm.train.runtime import setup_runtime
 
     cfg = load_config(PPOConfig, None, ppo_overrides(sft_run, reward_run, tmp_path, "ppo") + [e.format(reward=reward_run) for e in extra])
     reads, hashes = count_reads(monkeypatch)

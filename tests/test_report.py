@@ -11,7 +11,8 @@ import pytest
 
 from conftest_helpers import PYTHON, REPO
 from llm.errors import DataError
-from llm.report import Stage, Table, build_report, headline, to_markdown
+from llm.report.build import Stage, build_report, headline
+from llm.report.render import Table, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL_CONFIG = {"vocab_size": 512, "block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 64}

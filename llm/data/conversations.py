@@ -9,16 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from llm.data.records import (
-    ON_ERROR_CHOICES,
-    MalformedRecord,
-    auto_parser,
-    check_choice,
-    check_messages,
-    list_field,
-    parse_records,
-    text_field,
-)
+from llm.data.records import MalformedRecord, check_messages, list_field, read_records, text_field
 from llm.errors import DataError
 
 CONVERSATION_FORMATS = ("messages", "alpaca", "sharegpt", "hh", "alpaca_seed")
@@ -158,12 +149,9 @@ def load_conversations(source: str, format: str = "auto", on_error: str = "skip"
     Malformed records are counted and logged in the stats (`on_error="skip"`) or raise DataError
     naming `file:line` (`"raise"`); conversations with no non-empty assistant reply are skipped.
     """
-    check_choice("format", format, ("auto",) + CONVERSATION_FORMATS)
-    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     stats = LoadStats()
     conversations = []
-    parse = auto_parser(format, detect_format, CONVERSATION_PARSERS)
-    for _, parsed in parse_records(source, split, on_error, stats, parse):
+    for _, parsed in read_records(source, split, format, on_error, stats, detect_format, CONVERSATION_PARSERS):
         for conversation in parsed:
             trimmed = trim_to_last_reply(conversation)
             if trimmed:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from llm.data.conversations import parse_hh_transcript
-from llm.data.records import (ON_ERROR_CHOICES, MalformedRecord, auto_parser, check_choice, check_messages,
-                              parse_records, text_field)
+from llm.data.records import MalformedRecord, check_messages, read_records, text_field
 from llm.errors import DataError
 
 PREFERENCE_FORMATS = ("pairs", "hh")
@@ -146,12 +145,9 @@ def load_preferences(source: str, format: str = "auto", on_error: str = "skip",
     Malformed records are counted (`on_error="skip"`) or raise DataError naming `file:line`; pairs
     with an empty reply, or the same reply on both sides, teach nothing and are dropped and counted.
     """
-    check_choice("format", format, ("auto",) + PREFERENCE_FORMATS)
-    check_choice("on_error", on_error, ON_ERROR_CHOICES)
     stats = PreferenceStats()
     pairs = []
-    parse = auto_parser(format, detect_preference_format, PREFERENCE_PARSERS)
-    for _, pair in parse_records(source, split, on_error, stats, parse):
+    for _, pair in read_records(source, split, format, on_error, stats, detect_preference_format, PREFERENCE_PARSERS):
         if not pair.chosen or not pair.rejected:
             stats.dropped_empty += 1
         elif pair.chosen == pair.rejected:

@@ -177,6 +177,14 @@ def parse_records(source: str, split: str | None, on_error: str, stats,
         yield where, parsed
 
 
+def read_records(source: str, split: str | None, format: str, on_error: str, stats, detect: Callable[[dict], str],
+                 parsers: dict[str, Callable[[dict], Any]]) -> Iterator[tuple[str, Any]]:
+    """parse_records with the parser `format` names ("auto": detected from the first record)."""
+    check_choice("format", format, ("auto", *parsers))
+    check_choice("on_error", on_error, ON_ERROR_CHOICES)
+    return parse_records(source, split, on_error, stats, auto_parser(format, detect, parsers))
+
+
 def auto_parser(format: str, detect: Callable[[dict], str],
                 parsers: dict[str, Callable[[dict], Any]]) -> Callable[[dict], Any]:
     """A parser for `format`; "auto" fixes the format from the first well-formed JSON object."""

@@ -26,11 +26,12 @@ from llm.data.pairs import PairExample, collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model, read
 from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
 from llm.model import model_size, weights_digest
-from llm.policy_eval import PolicyEvaluator
-from llm.task_eval import checker_ranked_sampler
+from llm.eval.policy import PolicyEvaluator
+from llm.eval.tasks import checker_ranked_sampler
 from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
-from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
+from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
 
 @dataclass(frozen=True)

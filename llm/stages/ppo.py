@@ -26,14 +26,15 @@ from llm.generate import SamplingParams
 from llm.load import gpt_from, read, reward_model_from, tokenizer_of
 from llm.losses import entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
-from llm.policy_eval import PolicyEvaluator
+from llm.eval.policy import PolicyEvaluator
 from llm.reward_model import RewardModel
 from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train
+from llm.train.loop import LossOutput, Stage, TrainResult, train
+from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
 MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "values", "advantages", "returns")
 

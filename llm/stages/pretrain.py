@@ -19,7 +19,8 @@ from llm.model import GPT, model_size
 from llm.run_files import write_json
 from llm.tokenizer import Tokenizer
 from llm.train.distributed import main_process_first
-from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, train, to_device
+from llm.train.loop import LossOutput, Stage, TrainResult, train, to_device
+from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
 
 class PretrainStage(Stage):

@@ -20,8 +20,9 @@ from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
 from llm.run_files import write_json
 from llm.load import load_for_finetuning
-from llm.task_eval import checker_ranked_sampler
-from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+from llm.eval.tasks import checker_ranked_sampler
+from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
+from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:

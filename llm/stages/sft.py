@@ -26,9 +26,10 @@ from llm.losses import IGNORE, token_nll
 from llm.model import model_size
 from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
-from llm.task_eval import evaluate_tasks, generate_replies
+from llm.eval.tasks import evaluate_tasks, generate_replies
 from llm.tokenizer import Tokenizer
-from llm.train.loop import LossOutput, Runtime, Stage, TrainResult, prepare_run_dir, setup_runtime, to_device, train
+from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
+from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
 
 @dataclass

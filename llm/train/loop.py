@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from collections.abc import Callable
@@ -26,40 +24,15 @@ import torch
 import torch.nn as nn
 
 from llm.config import RunConfig, dump_yaml, save_config
-from llm.device import Precision, peak_flops, pick_device, pick_precision, seed_everything, synchronize
-from llm.errors import LLMError, TrainingError
+from llm.device import peak_flops
+from llm.errors import TrainingError
 from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
-from llm.train.distributed import DistInfo, any_across, init_distributed, sum_across
+from llm.train.distributed import any_across, sum_across
 from llm.train.log import MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
-
-
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    precision: Precision
-    dist: DistInfo
-
-    def say(self, text: str) -> None:
-        """Print once per job, from the main process."""
-        if self.dist.is_main:
-            print(text, flush=True)
-
-
-def setup_runtime(cfg: RunConfig) -> Runtime:
-    info = init_distributed(cfg.train.device)
-    device = pick_device(cfg.train.device)
-    if device.type == "cuda":
-        # float32 matrix products on tensor cores (TF32): several times faster, and the loss curve holds
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    seed_everything(cfg.train.seed + info.rank)
-    if cfg.train.deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    runtime = Runtime(device, pick_precision(device, cfg.train.dtype), info)
-    runtime.say(f"precision: {runtime.precision.name} ({runtime.precision.reason})")
-    return runtime
+from llm.train.runtime import Runtime, SignalGuard
+from llm.train.throughput import Interval
 
 
 # callables (stage name, step, total steps, training seconds so far) told of every logged step; the
@@ -183,40 +156,6 @@ def describe_stop(reason: str, step: int, total_steps: int) -> str:
     if reason.startswith("interrupted:"):
         return f"stopped by {reason.split(':', 1)[1]} {of_total}"
     return f"stopped ({reason}) {of_total}"
-
-
-class SignalGuard:
-    """The first SIGINT/SIGTERM asks the loop to save and stop after this step; a second SIGINT aborts."""
-
-    def __init__(self):
-        self.received: str | None = None
-        self.previous = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.previous[sig] = signal.signal(sig, self.handle)
-            except ValueError:  # not the main thread: leave signals alone
-                pass
-        return self
-
-    def handle(self, signum, frame):
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-def prepare_run_dir(run_dir: Path, resume: bool, fresh: bool) -> None:
-    has_checkpoints = bool(ckpt.step_dirs(run_dir / "checkpoints"))
-    if has_checkpoints and not resume and not fresh:
-        raise LLMError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or --fresh to start it over")
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
 
 def train(stage: Stage, cfg: RunConfig, runtime: Runtime, tokenizer_json: str | None = None, resume: bool = False) -> TrainResult:
@@ -527,39 +466,6 @@ class Trainer:
             self.progress.write(line)  # above the bar, not through it
         else:
             print(line, flush=True)
-
-
-class Interval:
-    """Tokens per second over the steps since the last log, not counting evaluation and saving time."""
-
-    def __init__(self, device: torch.device, tokens: int):
-        self.device = device
-        self.tokens = 0
-        self.started = time.perf_counter()
-        self.paused_at: float | None = None
-        self.excluded = 0.0
-
-    def add(self, tokens: int) -> None:
-        self.tokens += tokens
-
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.started - self.excluded
-        return self.tokens / elapsed if elapsed > 0 else 0.0
-
-    def measure(self) -> float:
-        synchronize(self.device)
-        rate = self.rate()
-        self.tokens, self.excluded, self.started = 0, 0.0, time.perf_counter()
-        return rate
-
-    def pause(self) -> None:
-        synchronize(self.device)
-        self.paused_at = time.perf_counter()
-
-    def resume(self) -> None:
-        if self.paused_at is not None:
-            self.excluded += time.perf_counter() - self.paused_at
-            self.paused_at = None
 
 
 def accumulation_steps(cfg: RunConfig) -> int:

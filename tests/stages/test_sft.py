@@ -9,7 +9,7 @@ from llm.chat import ChatSession
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversation
 from llm.load import load_gpt
-from llm.task_eval import evaluate_tasks
+from llm.eval.tasks import evaluate_tasks
 
 CONVERSATION = [
     {"role": "user", "content": "one two three four five six seven"},

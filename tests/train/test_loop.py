@@ -9,7 +9,8 @@ import torch.nn as nn
 from llm.config import RunConfig, load_config
 from llm.errors import LLMError, TrainingError
 from llm.train import checkpoint as ckpt
-from llm.train.loop import LossOutput, Stage, describe_stop, observe_progress, prepare_run_dir, setup_runtime, train
+from llm.train.loop import LossOutput, Stage, describe_stop, observe_progress, train
+from llm.train.runtime import prepare_run_dir, setup_runtime
 
 TRUE_W = torch.tensor([[2.0, -1.0, 0.5]])
 

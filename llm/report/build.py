@@ -12,8 +12,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llm import plots
-from llm.report_render import Code, Heading, Image, Table, Text, to_html, to_markdown
+from llm.report import plots
+from llm.report.render import Code, Heading, Image, Table, Text, to_html, to_markdown
 from llm.errors import DataError, LLMError
 from llm.run_files import read_json, read_jsonl, write_json, write_text
 
@@ -392,7 +392,7 @@ def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]
     """Greedy replies of each stage's best checkpoint to `prompts`, saved in answers.json for later rebuilds."""
     from llm.device import pick_device
     from llm.load import load_gpt
-    from llm.task_eval import generate_replies
+    from llm.eval.tasks import generate_replies
 
     device, models = pick_device("auto"), {}
     for label, name in ANSWER_MODELS:

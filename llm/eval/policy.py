@@ -17,7 +17,7 @@ from llm.generate import SamplingParams, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.task_eval import Reply, chat_prompt_ids, generate_replies
+from llm.eval.tasks import Reply, chat_prompt_ids, generate_replies
 from llm.tokenizer import Tokenizer
 
 

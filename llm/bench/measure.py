@@ -24,7 +24,8 @@ from llm.data.windows import RandomWindows
 from llm.device import describe, machine_line, peak_flops, pick_device, synchronize
 from llm.model import GPT, model_size
 from llm.stages.pretrain import lm_loss
-from llm.train.loop import Stage, setup_runtime, train
+from llm.train.loop import Stage, train
+from llm.train.runtime import setup_runtime
 
 # nanoGPT's CPU demo: config/train_shakespeare_char.py with --device=cpu --compile=False --block_size=64
 # --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0 (LayerNorm, GELU, learned positions)

@@ -1,0 +1,142 @@
+"""The benchmark suite behind scripts/bench.py: which cases run where, each in a process of its own,
+repeated in rounds, the median round kept with every round's figure, and the ratios a reader wants.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import torch
+
+from llm.bench import measure as bench
+
+NANOGPT = "nanogpt_cpu_shape"
+# name: (kind, shape, batch size | new tokens, steps | kv cache, overrides)
+CPU_CASES = {
+    f"train/{NANOGPT}/fp32": ("train", NANOGPT, 12, 300, []),  # the defaults: fp32, fused AdamW
+    f"train/{NANOGPT}/fp32_foreach_adamw": ("train", NANOGPT, 12, 300, ["optim.fused=false"]),
+    f"train/{NANOGPT}/bf16": ("train", NANOGPT, 12, 300, ["train.dtype=bfloat16"]),
+    f"train/{NANOGPT}/compile": ("train", NANOGPT, 12, 300, ["train.compile=true"]),
+    "train/tiny/fp32": ("train", "tiny", 16, 60, ["train.dtype=float32"]),
+    "train/tiny/bf16": ("train", "tiny", 16, 60, ["train.dtype=bfloat16"]),
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
+    "data/builtin_corpus": ("data", None, None, None, []),
+    "matmul/fp32": ("matmul", "float32", 1024, None, []),
+    "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
+}
+# on CUDA the defaults are bf16 autocast and fused AdamW; 16 x 1024 tokens per step as in nanoGPT
+GPU_CASES = {
+    "train/gpt2_124m/bf16": ("train", "gpt2", 16, 80, []),
+    "train/gpt2_124m/bf16_compile": ("train", "gpt2", 16, 80, ["train.compile=true"]),
+    "train/gpt2_124m/bf16_foreach_adamw": ("train", "gpt2", 16, 80, ["optim.fused=false"]),
+    "train/gpt2_124m/tf32": ("train", "gpt2", 16, 80, ["train.dtype=float32"]),
+    "train/gpt2_124m_ours/bf16": ("train", "gpt2_ours", 16, 80, []),
+    "train/gpt2_124m_ours/bf16_compile": ("train", "gpt2_ours", 16, 80, ["train.compile=true"]),
+    "train/tiny/bf16": ("train", "tiny", 64, 200, []),
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
+    "sample/gpt2_124m_ctx512/kv_cache": ("sample", "gpt2", 500, True, []),
+    "sample/gpt2_124m_ctx512/no_cache": ("sample", "gpt2", 500, False, []),
+    "data/builtin_corpus": ("data", None, None, None, []),
+    "matmul/bf16": ("matmul", "bfloat16", 8192, None, []),
+}
+
+
+def cases() -> dict:
+    return GPU_CASES if torch.cuda.is_available() else CPU_CASES
+
+
+def run_case(name: str) -> dict:
+    kind, shape_name, a, b, overrides = cases()[name]
+    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE, "gpt2": bench.GPT2_SHAPE, "gpt2_ours": bench.GPT2_OURS_SHAPE}
+    if kind == "train":
+        result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
+    elif kind == "sample":
+        result = bench.sampling_throughput({**shapes[shape_name], "block_size": 512}, new_tokens=a, use_cache=b)
+    elif kind == "data":
+        result = bench.data_throughput()
+    else:
+        result = {"gflops": bench.matmul_peak(getattr(torch, shape_name), size=a) / 1e9, "size": a}
+    result["peak_memory_mb"] = bench.peak_memory_mb()
+    if torch.cuda.is_available():
+        result["peak_gpu_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return result
+
+
+def run_all(out: Path, only: list[str], repeat: int) -> dict:
+    """Every case once per round, `repeat` rounds: interleaving spreads the host's slow spells over all cases."""
+    names = [n for n in cases() if not only or any(o in n for o in only)]
+    results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]), "measured": datetime.now().isoformat(timespec="seconds"),
+               "machine": bench.machine(), "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "rounds": repeat, "cases": {}}
+    print(f"machine: {results['machine']['line']}", flush=True)
+    rounds: dict[str, list[dict]] = {name: [] for name in names}
+    for round_index in range(repeat):
+        for name in names:
+            started = time.perf_counter()
+            rounds[name].append(run_subprocess(name))
+            print(f"[round {round_index + 1}/{repeat}] {name}: {summary(rounds[name][-1])} ({time.perf_counter() - started:.0f}s)", flush=True)
+    for name, runs in rounds.items():
+        results["cases"][name] = median_run(runs)
+    add_derived(results)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    return results
+
+
+def run_subprocess(name: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "llm.bench.suite", name], capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median headline figure, plus every round's figure to show the spread."""
+    good = [r for r in runs if "error" not in r]
+    if not good:
+        return runs[-1]
+    key = next(k for k in ("tokens_per_s", "gflops", "tokenize_mb_per_s") if k in good[0])
+    ordered = sorted(good, key=lambda r: r[key])
+    chosen = dict(ordered[len(ordered) // 2])
+    chosen[f"{key}_rounds"] = [round(r[key], 1) for r in good]
+    return chosen
+
+
+def add_derived(results: dict) -> None:
+    """Ratios a reader wants: against nanoGPT's CPU demo, cached vs uncached sampling, CPU MFU."""
+    cases, derived = results["cases"], {}
+    ours = cases.get(f"train/{NANOGPT}/fp32", {}).get("tokens_per_s")
+    best = max((c.get("tokens_per_s", 0) for n, c in cases.items() if n.startswith(f"train/{NANOGPT}")), default=0)
+    if ours:
+        derived["nanogpt_shape_speedup_default"] = ours / results["nanogpt_cpu_reference_tokens_per_s"]
+        derived["nanogpt_shape_speedup_best"] = best / results["nanogpt_cpu_reference_tokens_per_s"]
+    cached, plain = cases.get("sample/tiny_ctx512/kv_cache", {}), cases.get("sample/tiny_ctx512/no_cache", {})
+    if cached.get("tokens_per_s") and plain.get("tokens_per_s"):
+        derived["kv_cache_speedup"] = cached["tokens_per_s"] / plain["tokens_per_s"]
+    compiled, eager = cases.get("train/gpt2_124m/bf16_compile", {}), cases.get("train/gpt2_124m/bf16", {})
+    if compiled.get("tokens_per_s") and eager.get("tokens_per_s"):
+        derived["gpt2_compile_speedup"] = compiled["tokens_per_s"] / eager["tokens_per_s"]
+    for dtype in ("fp32", "bf16"):
+        peak, tiny = cases.get(f"matmul/{dtype}", {}).get("gflops"), cases.get(f"train/tiny/{dtype}", {})
+        if peak and tiny.get("achieved_tflops"):
+            derived[f"tiny_{dtype}_mfu_vs_measured_matmul_peak"] = tiny["achieved_tflops"] * 1e3 / peak
+    results["derived"] = derived
+
+
+def summary(case: dict) -> str:
+    if "error" in case:
+        return "error: " + case["error"]
+    for key, unit in (("tokens_per_s", "tokens/s"), ("gflops", "GFLOP/s"), ("tokenize_mb_per_s", "MB/s tokenized")):
+        if key in case:
+            return f"{case[key]:,.1f} {unit}, peak {case['peak_memory_mb']:.0f} MB"
+    return json.dumps(case)
+
+
+if __name__ == "__main__":  # one case, for run_subprocess: its peak memory is its own
+    print(json.dumps(run_case(sys.argv[1])))
