@@ -42,12 +42,43 @@ def test_stop_token_ends_a_sequence():
     assert out.tokens[0] == first[: first.index(stop) + 1] and out.finished == [True]
 
 
-def test_sampling_is_seeded_and_respects_top_k():
+def test_sampling_is_seeded():
     m = model()
-    params = SamplingParams(max_new_tokens=15, temperature=1.0, top_k=3)
+    params = SamplingParams(max_new_tokens=15, temperature=1.0)
     a = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(1))
     b = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(1))
-    assert a.tokens == b.tokens
+    c = generate(m, PROMPTS, params, 0, generator=torch.Generator().manual_seed(2))
+    assert a.tokens == b.tokens and a.logprobs == b.logprobs
+    assert a.tokens != c.tokens  # the generator drives the draws: another seed, other tokens
+
+
+def ranks_of_sampled_tokens(m, prompts, tokens) -> list[int]:
+    """For every sampled token, how many tokens had a higher logit at its step, from a fresh full forward pass
+    over the unpadded prefix (no cache, no batch): 0 is the top token, top-k keeps ranks below k."""
+    ranks = []
+    with torch.no_grad():
+        for prompt, new in zip(prompts, tokens):
+            for i, token in enumerate(new):
+                logits = m(torch.tensor([prompt + new[:i]]))[0, -1]
+                # a tolerance, so a tie at the k-th place that the cached, padded batch broke the other way still counts
+                ranks.append(int((logits > logits[token] + 1e-4).sum()))
+    return ranks
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("use_cache", [True, False], ids=["cache", "no-cache"])
+def test_sampling_respects_top_k(k, use_cache):
+    m = model()
+    params = SamplingParams(max_new_tokens=15, temperature=1.5, top_k=k)
+    out = generate(m, PROMPTS, params, 0, use_cache=use_cache, generator=torch.Generator().manual_seed(1))
+    ranks = ranks_of_sampled_tokens(m, PROMPTS, out.tokens)
+    assert len(ranks) == 45 and max(ranks) < k
+    if k > 1:
+        assert len(set(ranks)) > 1  # it samples within the top k, not only the top token
+    # the control: the same draws without top-k pick tokens outside the top k, so the assertion above can fail
+    free = generate(m, PROMPTS, SamplingParams(max_new_tokens=15, temperature=1.5), 0, use_cache=use_cache,
+                    generator=torch.Generator().manual_seed(1))
+    assert sum(r >= k for r in ranks_of_sampled_tokens(m, PROMPTS, free.tokens)) >= 5
 
 
 def test_filter_logits_top_k_and_top_p():

@@ -1,9 +1,10 @@
 import math
+import signal
 
 import pytest
 import torch
 
-from conftest_helpers import FOUR_ITEMS, read_metrics
+from conftest_helpers import FOUR_ITEMS, REPO, kill_and_resume, metric_losses, read_metrics
 from llm.config import DPOConfig, load_config
 from llm.stages.dpo import run
 
@@ -60,3 +61,17 @@ def test_dpo_overfits_four_pairs(sft_run, tmp_path):
     assert train[0]["loss"] == pytest.approx(math.log(2), abs=1e-4)
     assert all(line["rewards/accuracies"] == 1.0 for line in train[-10:])
     assert train[-1]["loss"] < math.log(2) / 4
+
+
+def test_dpo_resume_after_kill_reproduces_losses(sft_run, tmp_path):
+    # 80 steps of 8 over 400 pairs (an epoch ends at step 50, after the kill), warm-up, dropout and the tiny config's
+    # RPO term: a resume that lost the optimizer, the schedule, the data order or the RNG, or took its reference
+    # log-probs from the resumed policy, changes a loss
+    extra = ["data.sources=[{path: builtin}]", "train.max_steps=80", "checkpoint.save_every=10", "optim.warmup_steps=20",
+             "model.dropout=0.1"]
+    config = "configs/dpo/tiny.yaml"
+    run(load_config(DPOConfig, REPO / config, dpo_overrides(sft_run, tmp_path / "runs", "a") + extra))
+    args = dpo_overrides(sft_run, tmp_path / "runs", "b") + extra
+    kill_and_resume("scripts/dpo.py", config, args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
+    straight, resumed = metric_losses(tmp_path / "runs" / "a"), metric_losses(tmp_path / "runs" / "b")
+    assert sorted(straight) == list(range(1, 81)) and resumed == straight

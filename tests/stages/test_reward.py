@@ -58,11 +58,32 @@ def test_reward_model_overfits_four_pairs(sft_run, tmp_path):
 
 
 def test_score_script_prints_scores_best_first(reward_run):
-    done = subprocess.run([PYTHON, "scripts/score.py", "--checkpoint", str(reward_run), "--prompt", "What is the first word in: red fox?",
-                           "--response", "red", "--response", "fox"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    from llm.load import load_reward_model
+    from llm.tokenizer import render_prompt
+
+    prompt = "What is the first word in: red fox?"
+    candidates = ["red", "fox", "red fox", "blue", "the first word is red"]
+    # each reply's reward computed here, one unpadded sequence at a time: the score at its end-of-turn token
+    model, tok, _ = load_reward_model(reward_run)
+    context = render_prompt(tok, [{"role": "user", "content": prompt}])
+    with torch.no_grad():
+        expected = {r: float(model(torch.tensor([context + tok.encode(r) + [tok.end_id]]))[0, -1]) for r in candidates}
+    ranked = sorted(candidates, key=expected.get, reverse=True)
+    # The tiny reward model puts some replies within 0.001 of each other, but best and worst apart (0.13 and 3.2
+    # in the two fixture models seen): given worst first, a script that kept the order given, or paired sorted
+    # scores with unsorted replies, prints the worst reply first or the best score beside it.
+    assert expected[ranked[0]] - expected[ranked[-1]] > 0.02, expected
+    args = [x for r in reversed(ranked) for x in ("--response", r)]
+    done = subprocess.run([PYTHON, "scripts/score.py", "--checkpoint", str(reward_run), "--prompt", prompt, *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.strip().splitlines()
-    assert len(lines) == 2 and float(lines[0].split()[0]) >= float(lines[1].split()[0])
+    printed = [line.split("\t", 1) for line in done.stdout.strip().splitlines()]
+    replies = [reply for _, reply in printed]
+    assert sorted(replies) == sorted(candidates), done.stdout
+    for score, reply in printed:  # printed with 4 decimals; batching and padding move a score by ~1e-6
+        assert float(score) == pytest.approx(expected[reply], abs=2e-4), (reply, expected, done.stdout)
+    # best first by the rewards computed here (replies closer than the tolerance may come in either order)
+    assert all(expected[a] >= expected[b] - 2e-4 for a, b in zip(replies, replies[1:])), (expected, done.stdout)
 
 
 def test_score_script_rejects_a_non_reward_checkpoint(sft_run):
@@ -80,3 +101,4 @@ def test_reward_resume_after_kill_reproduces_losses(sft_run, tmp_path):
     args = reward_overrides(sft_run, tmp_path / "runs", "b") + ["train.max_steps=80", "checkpoint.save_every=10"]
     kill_and_resume("scripts/reward.py", "configs/reward/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")
+
