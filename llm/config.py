@@ -21,11 +21,14 @@ import yaml
 
 from llm.data.conversations import CONVERSATION_FORMATS
 from llm.data.preferences import PREFERENCE_FORMATS
+from llm.data.styles import STYLES
 from llm.errors import ConfigError
 from llm.settings_checks import (AT_LEAST_1, BELOW_1, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, PIPELINE_STAGES, POSITIVE,
-                                  BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
-                                  check_sampling, check_sources)
+                                  REWARD_SOURCES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
+                                  check_reward_sources, check_sampling, check_sources)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
+
+PREFER_STYLES = ("", *STYLES)  # "": the rater ranks by correctness only
 
 
 @dataclass
@@ -217,6 +220,25 @@ class SourceConfig(Checked):
 
 
 @dataclass
+class StyleMix(Checked):
+    """Shares of the built-in demonstrations written in each reply style (llm/data/styles.py): all correct,
+    so SFT learns the mix, and only a preference can choose among them."""
+
+    plain: float = 0.2
+    filler: float = 0.4
+    disclaimer: float = 0.4
+    section = "data.styles."
+
+    def check(self) -> None:
+        check_ranges(self, dict.fromkeys(("plain", "filler", "disclaimer"), NON_NEGATIVE))
+        if not sum(self.weights()) > 0:
+            raise BadValue("plain", "and the other style shares must not all be 0", self.plain)
+
+    def weights(self) -> tuple[float, float, float]:
+        return self.plain, self.filler, self.disclaimer
+
+
+@dataclass
 class ChatDataConfig(Checked):
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     on_error: str = "skip"  # skip (and count) or raise on a malformed record
@@ -224,6 +246,7 @@ class ChatDataConfig(Checked):
     builtin_train: int = 20000  # built-in training examples to generate
     builtin_val: int = 300
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    styles: StyleMix = field(default_factory=StyleMix)  # how the built-in demonstrations are written
     seed: int = 0
     section = "data."
 
@@ -238,12 +261,15 @@ class ChatDataConfig(Checked):
 class TaskEvalConfig(Checked):
     n_tasks: int = 200  # held-out built-in tasks answered greedily and checked at each evaluation; 0 = off
     max_new_tokens: int = 32
+    prefer_style: str = "plain"  # the rater's preferred style, for the best-possible share ("" = correctness only)
+    new_words: int = 200  # held-out tasks built from words no training task uses (builtin_tasks.new_words); 0 = off
     prompts: list[str] = field(default_factory=lambda: ["Reverse the words: red green blue", "What is 7 + 5?", "What is Python?"])
     section = "eval."
 
     def check(self) -> None:
-        check_ranges(self, {"n_tasks": NON_NEGATIVE})
+        check_ranges(self, {"n_tasks": NON_NEGATIVE, "new_words": NON_NEGATIVE})
         check_sampling(max_new_tokens=self.max_new_tokens)
+        check_choices(self, {"prefer_style": PREFER_STYLES})
 
 
 @dataclass
@@ -268,6 +294,8 @@ class PreferenceDataConfig(Checked):
     samples_per_prompt: int = 4
     sample_temperature: float = 1.0
     sample_max_new_tokens: int = 32
+    prefer_style: str = "plain"  # the built-in rater ranks replies: correct first, then this style ("" = correctness only)
+    styles: StyleMix = field(default_factory=StyleMix)  # styles of the built-in pairs' replies, as in the SFT data
     seed: int = 0
     section = "data."
 
@@ -278,6 +306,7 @@ class PreferenceDataConfig(Checked):
         check_ranges(self, {"val_fraction": BELOW_1, "samples_per_prompt": AT_LEAST_1, **dict.fromkeys(counts, NON_NEGATIVE)})
         check_kinds("builtin_kinds", self.builtin_kinds)
         check_sampling("sample_", temperature=self.sample_temperature, max_new_tokens=self.sample_max_new_tokens)
+        check_choices(self, {"prefer_style": PREFER_STYLES})
 
 
 @dataclass
@@ -301,12 +330,27 @@ class PolicyEvalConfig(Checked):
     kinds: list[str] = field(default_factory=list)  # task kinds to evaluate on ([] = every kind)
     n_samples: int = 8  # prompts whose SFT and policy replies are written side by side to the run folder
     reward_model: str = ""  # a reward run to judge replies by (PPO uses its own reward model when empty)
+    prefer_style: str = "plain"  # the rater's preferred style, for the best-possible share ("" = correctness only)
+    new_words: int = 200  # held-out tasks built from words no training task uses (builtin_tasks.new_words); 0 = off
     section = "eval."
 
     def check(self) -> None:
-        check_ranges(self, {"n_prompts": NON_NEGATIVE, "n_samples": NON_NEGATIVE})
+        check_choices(self, {"prefer_style": PREFER_STYLES})
+        check_ranges(self, {"n_prompts": NON_NEGATIVE, "n_samples": NON_NEGATIVE, "new_words": NON_NEGATIVE})
         check_sampling(max_new_tokens=self.max_new_tokens)
         check_kinds("kinds", self.kinds)
+
+
+@dataclass
+class RewardSource(Checked):
+    """One term of PPO's reward: the score is the sum of weight * reward over ppo.rewards."""
+
+    source: str = "model"  # model: the reward model's score; checker: 1.0 for a finished reply the task checker accepts, else 0.0
+    weight: float = 1.0
+
+    def check(self) -> None:
+        check_choices(self, {"source": REWARD_SOURCES})
+        check_ranges(self, {"weight": NON_NEGATIVE})
 
 
 @dataclass
@@ -315,8 +359,11 @@ class PPOSettings(Checked):
     builtin_prompts: int = 20000
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
     rollout_batch: int = 64  # prompts per PPO iteration
-    samples_per_prompt: int = 1  # replies sampled per prompt; rloo needs 2 or more
-    advantage: str = "gae"  # gae: critic + GAE (PPO); rloo: each reply's return minus the mean of its group's others, no critic
+    samples_per_prompt: int = 1  # replies sampled per prompt; rloo and grpo need 2 or more
+    # gae: critic + GAE (PPO); rloo: each reply's return minus the mean of its group's others, no critic; grpo: each reply's
+    # score minus its group's mean over the group's standard deviation, less its KL penalty minus the group's mean one, no critic
+    advantage: str = "gae"
+    rewards: list[RewardSource] = field(default_factory=lambda: [RewardSource()])  # the score: weighted sum of these sources
     minibatch: int = 16  # rollouts per optimizer step
     epochs: int = 2  # passes over each rollout batch
     max_new_tokens: int = 32
@@ -345,13 +392,17 @@ class PPOSettings(Checked):
         check_sources("prompts", self.prompts, PREFERENCE_FORMATS)
         check_kinds("builtin_kinds", self.builtin_kinds)
         check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k)
-        check_choices(self, {"advantage": ("gae", "rloo"), "kl_estimator": ("k1", "k3"), "critic_init": ("reward", "policy")})
+        check_reward_sources("rewards", self.rewards, self.prompts)
+        check_choices(self, {"advantage": ("gae", "rloo", "grpo"), "kl_estimator": ("k1", "k3"), "critic_init": ("reward", "policy")})
         one_or_more = ("rollout_batch", "samples_per_prompt", "minibatch", "epochs", "kl_horizon", "ptx_batch")
         zero_or_more = ("builtin_prompts", "kl_coef", "vf_coef", "missing_end_penalty", "ptx_coef")
         # target_kl divides the KL error; a ratio starts at 1, so max_ratio <= 1 would stop the first step
         check_ranges(self, {**dict.fromkeys(one_or_more, AT_LEAST_1), **dict.fromkeys(zero_or_more, NON_NEGATIVE),
                             **dict.fromkeys(("target_kl", "clip_ratio", "clip_value", "max_kl"), POSITIVE),
                             "gamma": FRACTION, "lam": FRACTION, "max_ratio": Range(1, ends="(]")})
+        if self.advantage in ("rloo", "grpo") and self.samples_per_prompt < 2:
+            raise BadValue("samples_per_prompt", f"must be 2 or more with ppo.advantage={self.advantage}, which compares replies to the same prompt",
+                           self.samples_per_prompt)
 
 
 @dataclass

@@ -2,15 +2,20 @@
 
 A rollout batch is laid out as `[left-padded prompt | right-padded reply]`, so every reply starts at
 the same column `offset` and the logits that predict reply token t sit at column offset - 1 + t.
+
+A reply's score is a weighted sum of reward sources (`ppo.rewards`): the reward model's score of the
+whole sequence, and the task checker's verdict (1.0 for a finished reply it accepts, else 0.0, as in
+RL with verifiable rewards); a reply that hit the length limit then loses `missing_end_penalty`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
+from llm.data.tasks import Task, is_correct
 from llm.generate import SamplingParams, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
@@ -61,13 +66,14 @@ class RolloutBatch:
     reply_mask: torch.Tensor  # (B, R) real reply tokens
     offset: int  # column where replies start
     finished: torch.Tensor  # (B,) the reply ended with a stop token
-    scores: torch.Tensor  # (B,) reward model score (with the missing-end penalty)
+    scores: torch.Tensor  # (B,) weighted sum of the reward sources, less the missing-end penalty
     logprobs: torch.Tensor  # (B, R) under the policy that sampled
     ref_logprobs: torch.Tensor
     values: torch.Tensor
     kl: torch.Tensor  # (B, R) per-token KL estimate
     advantages: torch.Tensor = None
     returns: torch.Tensor = None
+    rewards: dict[str, torch.Tensor] = None  # each reward source's (B,) reward, unweighted
 
     def reply_slice(self, full: torch.Tensor) -> torch.Tensor:
         """The columns of a (B, offset + R, ...) output that predict the reply tokens."""
@@ -79,9 +85,9 @@ class RolloutBatch:
 
 
 @torch.no_grad()
-def collect(policy: GPT, critic: RewardModel | None, reference: GPT, reward_model: RewardModel, prompts: Sequence[Sequence[int]],
-            params: SamplingParams, pad_id: int, generator: torch.Generator, kl_estimator: str, missing_end_penalty: float) -> RolloutBatch:
-    """Sample replies and evaluate them under the policy, the reference, the critic (values 0 without one) and the reward model."""
+def collect(policy: GPT, critic: RewardModel | None, reference: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams,
+            pad_id: int, generator: torch.Generator, kl_estimator: str) -> RolloutBatch:
+    """Sample replies and evaluate them under the policy, the reference and the critic (values 0 without one); `score` scores them."""
     input_ids, attention_mask, reply_mask, offset, finished = sample_replies(policy, prompts, params, pad_id, generator)
     batch = RolloutBatch(input_ids, attention_mask, reply_mask, offset, finished, None, None, None, None, None)
     replies = batch.replies
@@ -91,10 +97,46 @@ def collect(policy: GPT, critic: RewardModel | None, reference: GPT, reward_mode
         batch.values = torch.zeros(reply_mask.shape, device=reply_mask.device)
     else:
         batch.values = batch.reply_slice(critic(input_ids, attention_mask)).float() * reply_mask
-    scores = sequence_rewards(reward_model, input_ids, attention_mask).float()
-    batch.scores = scores - missing_end_penalty * (~finished).float()
     batch.kl = kl_per_token(batch.logprobs, batch.ref_logprobs, kl_estimator) * reply_mask
     return batch
+
+
+def checker_rewards(tasks: Sequence[Task | None], replies: Sequence[str], finished: torch.Tensor) -> torch.Tensor:
+    """1.0 for a reply that ended with a stop token and that the task checker accepts, else 0.0.
+
+    A reply cut at the length limit scores 0 even when its text is the answer: it did not stop.
+    """
+    if any(task is None for task in tasks):
+        raise ValueError("the checker reward needs the built-in task of every prompt; a file's prompts have none")
+    right = [bool(done) and is_correct(task, reply) for task, reply, done in zip(tasks, replies, finished.tolist(), strict=True)]
+    return torch.tensor(right, dtype=torch.float32, device=finished.device)
+
+
+@torch.no_grad()
+def source_rewards(sources: Sequence[str], batch: RolloutBatch, reward_model: RewardModel | None, tasks: Sequence[Task | None],
+                   replies: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Each named source's (B,) reward of the batch's replies (decoded as `replies`, asked by `tasks`), unweighted."""
+    out = {}
+    for source in sources:
+        if source == "model":
+            out[source] = sequence_rewards(reward_model, batch.input_ids, batch.attention_mask).float()
+        elif source == "checker":
+            out[source] = checker_rewards(tasks, replies, batch.finished)
+        else:
+            raise ValueError(f"unknown reward source {source!r}; sources are model and checker")
+    return out
+
+
+def weighted_score(rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float], finished: torch.Tensor,
+                   missing_end_penalty: float) -> torch.Tensor:
+    """sum over sources of weight * reward, less `missing_end_penalty` for each reply that did not stop."""
+    total = sum(weights[name] * reward for name, reward in rewards.items())
+    return total - missing_end_penalty * (~finished).float()
+
+
+def score(batch: RolloutBatch, rewards: Mapping[str, torch.Tensor], weights: Mapping[str, float], missing_end_penalty: float) -> None:
+    batch.rewards = dict(rewards)
+    batch.scores = weighted_score(rewards, weights, batch.finished, missing_end_penalty)
 
 
 def assign_advantages(batch: RolloutBatch, kl_coef: float, gamma: float, lam: float, whiten_advantages: bool) -> None:
@@ -107,14 +149,50 @@ def assign_advantages(batch: RolloutBatch, kl_coef: float, gamma: float, lam: fl
     batch.returns = returns
 
 
-def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whiten_advantages: bool) -> None:
-    """RLOO (Ahmadian et al. 2024): rows come in groups of `group` replies to one prompt; a reply's
-    return is its score minus kl_coef times its summed KL, and its advantage is that return minus the
-    mean return of the other replies in its group, given to every token of the reply."""
+def leave_one_out_advantages(returns: torch.Tensor, group: int) -> torch.Tensor:
+    """RLOO (Ahmadian et al. 2024): each of the (N,) returns, in groups of `group` consecutive replies to
+    one prompt, minus the mean return of the other replies in its group."""
+    grouped = returns.view(-1, group)
+    baseline = (grouped.sum(dim=1, keepdim=True) - grouped) / (group - 1)
+    return (grouped - baseline).reshape(-1)
+
+
+def group_normalised_advantages(scores: torch.Tensor, group: int, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO (Shao et al. 2024, DeepSeekMath): each of the (N,) scores, in groups of `group` consecutive
+    replies to one prompt, minus its group's mean, over its group's standard deviation plus `eps`.
+
+    The standard deviation is Bessel-corrected (torch.std, as in DeepSeekMath, TRL's GRPOTrainer and
+    OpenRLHF's group_norm); eps is TRL's. A group whose scores all tie gets exactly 0: it says nothing
+    about which reply is better, and dividing rounding error by eps would make it say something.
+    """
+    grouped = scores.view(-1, group)
+    normalised = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + eps)
+    tied = (grouped == grouped[:, :1]).all(dim=1, keepdim=True)
+    return torch.where(tied, torch.zeros_like(normalised), normalised).reshape(-1)
+
+
+def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whiten_advantages: bool, estimator: str = "rloo") -> None:
+    """Advantages without a critic; rows come in groups of `group` replies to one prompt, and each
+    reply's advantage is given to every one of its tokens. A reply's return is its score minus kl_coef
+    times its summed KL.
+
+    rloo: the return minus the mean return of the other replies in its group.
+    grpo: the group-normalised score, less kl_coef times the reply's KL minus its group's mean KL. The
+    KL term is centred but not divided by the group's deviation: it keeps its scale of kl_coef per
+    nat, where dividing it too would blow a tied group's small KL differences up to full-size advantages.
+    """
     if group < 2 or batch.scores.shape[0] % group:
-        raise ValueError(f"RLOO needs groups of 2 or more replies per prompt; got {batch.scores.shape[0]} replies in groups of {group}")
-    returns = (batch.scores - kl_coef * batch.kl.sum(dim=1)).view(-1, group)
-    baseline = (returns.sum(dim=1, keepdim=True) - returns) / (group - 1)
-    advantages = (returns - baseline).reshape(-1, 1) * batch.reply_mask
+        raise ValueError(f"{estimator} needs groups of 2 or more replies per prompt; got {batch.scores.shape[0]} replies in groups of {group}")
+    kl = batch.kl.sum(dim=1)
+    returns = batch.scores - kl_coef * kl
+    if estimator == "rloo":
+        per_reply = leave_one_out_advantages(returns, group)
+    elif estimator == "grpo":
+        grouped_kl = kl.view(-1, group)
+        centred_kl = (grouped_kl - grouped_kl.mean(dim=1, keepdim=True)).reshape(-1)
+        per_reply = group_normalised_advantages(batch.scores, group) - kl_coef * centred_kl
+    else:
+        raise ValueError(f"unknown group advantage {estimator!r}; estimators are rloo and grpo")
+    advantages = per_reply[:, None] * batch.reply_mask
     batch.advantages = whiten(advantages, batch.reply_mask) if whiten_advantages else advantages
-    batch.returns = returns.reshape(-1, 1) * batch.reply_mask
+    batch.returns = returns[:, None] * batch.reply_mask

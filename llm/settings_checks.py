@@ -60,6 +60,7 @@ DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "float16")  # llm.device.DTYPES, without importing torch here
 PIPELINE_STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
 ON_ERROR = ("skip", "raise")
+REWARD_SOURCES = ("model", "checker")  # the reward model; the built-in task checker (rewards that can be verified)
 
 
 class Checked:
@@ -111,6 +112,22 @@ def check_sources(key: str, sources: list, formats: tuple[str, ...]) -> None:
     for i, source in enumerate(sources):
         if source.path not in ("builtin", "builtin_samples"):  # generated here, they have no format
             check_choice(f"{key}[{i}].format", source.format, ("auto", *formats))
+
+
+def check_reward_sources(key: str, rewards: list, prompts: list) -> None:
+    """PPO's reward terms: at least one, each source once, some weight above 0; the checker needs built-in prompts."""
+    names = [r.source for r in rewards]
+    if not rewards:
+        raise BadValue(key, "must list at least one reward source (model or checker)", names)
+    if len(set(names)) < len(names):
+        raise BadValue(key, "must name each source once (give it one weight)", names)
+    if not any(r.weight > 0 for r in rewards):
+        raise BadValue(key, "must give some source a weight above 0", [r.weight for r in rewards])
+    if "checker" in names:
+        for i, source in enumerate(prompts):
+            if source.path != "builtin":  # only a built-in prompt keeps the task its answer is checked against
+                raise BadValue(f"prompts[{i}].path", "must be builtin when ppo.rewards has a checker source: a file's prompts have "
+                                                     "no task to check", source.path)
 
 
 def check_device(key: str, value: str) -> None:

@@ -101,7 +101,7 @@ def sft_overrides(init_from: Path, out_dir: Path, name: str = "sft") -> list[str
         "optim.lr=1e-2", "optim.warmup_steps=10", "optim.weight_decay=0",
         "train.batch_size=16", "train.max_steps=150", "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0",
         "train.eval_every=50", "train.log_every=1", "train.progress=false",
-        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.max_new_tokens=12",
+        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.new_words=10", "eval.max_new_tokens=12",
     ]
 
 
@@ -121,5 +121,20 @@ def ppo_overrides(policy: Path, reward: Path, out_dir: Path, name: str = "ppo") 
         "ppo.builtin_prompts=200", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
         "ppo.epochs=2", "ppo.max_new_tokens=8", "optim.lr=1e-4", "optim.warmup_steps=0", "optim.schedule=constant", "train.max_steps=12",
         "train.max_time_s=0", "train.dtype=float32", "train.eval_every=6", "train.log_every=1", "train.progress=false",
-        "checkpoint.save_every=6", "eval.n_prompts=10", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
+        "checkpoint.save_every=6", "eval.n_prompts=10", "eval.new_words=5", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
     ]
+
+
+def check_eval_items(run_dir: Path, tasks) -> dict:
+    """A finished run's eval_items.json: step 0's, the final and the best checkpoint's verdicts, one per prompt,
+    each agreeing with the exact match its evaluation logged (`tasks` hold no prompt twice)."""
+    record = json.loads((run_dir / "eval_items.json").read_text())
+    final = json.loads((run_dir / "final.json").read_text())
+    evals = {line["step"]: line for line in read_metrics(run_dir, "eval")}
+    assert record["step0"]["step"] == 0 and record["latest"]["step"] == final["step"] == max(evals)
+    assert record.get("best", {}).get("checkpoint") == final["best_checkpoint"]
+    prompts = [t.prompt for t in tasks]
+    for entry in record.values():
+        assert list(entry["items"]) == prompts
+        assert sum(entry["items"].values()) / len(prompts) == evals[entry["step"]]["exact_match"]
+    return record

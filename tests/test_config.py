@@ -122,10 +122,13 @@ BAD_VALUES = [
     (SFTConfig, "data.on_error=ignore", "data.on_error"),
     (SFTConfig, "data.val_fraction=1", "data.val_fraction"),
     (SFTConfig, "data.builtin_kinds=[first_word, juggling]", "data.builtin_kinds[1]"),
+    (SFTConfig, "data.styles.filler=-0.5", "data.styles.filler"),
+    (SFTConfig, "eval.prefer_style=polite", "eval.prefer_style"),
     (SFTConfig, "eval.max_new_tokens=0", "eval.max_new_tokens"),
     (SFTConfig, "eval.n_tasks=-1", "eval.n_tasks"),
     (RewardConfig, "data.sources=[{path: a.jsonl, format: alpaca}]", "data.sources[0].format"),  # a chat format
     (RewardConfig, "data.samples_per_prompt=0", "data.samples_per_prompt"),
+    (RewardConfig, "data.prefer_style=terse", "data.prefer_style"),
     (RewardConfig, "data.sample_temperature=-0.5", "data.sample_temperature"),
     (RewardConfig, "data.val_fraction=-0.1", "data.val_fraction"),
     (RewardConfig, "margin=-1", "margin"),
@@ -141,6 +144,13 @@ BAD_VALUES = [
     (PPOConfig, "ppo.max_ratio=1", "ppo.max_ratio"),
     (PPOConfig, "ppo.temperature=-1", "ppo.temperature"),
     (PPOConfig, "ppo.prompts=[{path: p.jsonl, format: alpaca}]", "ppo.prompts[0].format"),
+    (PPOConfig, "ppo.advantage=grpo", "ppo.samples_per_prompt"),  # 1 reply per prompt is no group
+    (PPOConfig, "ppo.rewards=[{source: judge}]", "ppo.rewards[0].source"),
+    (PPOConfig, "ppo.rewards=[{source: checker, weight: -1}]", "ppo.rewards[0].weight"),
+    (PPOConfig, "ppo.rewards=[]", "ppo.rewards"),
+    (PPOConfig, "ppo.rewards=[{source: model, weight: 0}]", "ppo.rewards"),
+    (PPOConfig, "ppo.rewards=[{source: model}, {source: model, weight: 2}]", "ppo.rewards"),
+    (PPOConfig, "ppo={rewards: [{source: checker}], prompts: [{path: p.jsonl}]}", "ppo.prompts[0].path"),  # no task to check
     (PPOConfig, "eval.max_new_tokens=0", "eval.max_new_tokens"),
     (DPOConfig, "eval.kinds=[nope]", "eval.kinds[0]"),
     (DPOConfig, "dpo.beta=0", "dpo.beta"),
@@ -223,8 +233,15 @@ EDGE_VALUES = [
     (PretrainConfig, ["tokenizer.vocab_size=4096", "model.vocab_size=300"]),  # a small corpus trains fewer than asked
     (SFTConfig, ["data.val_fraction=0", "eval.n_tasks=0", "eval.prompts=[]", "data.builtin_kinds=[first_word]"]),
     (PPOConfig, ["ppo.gamma=1", "ppo.lam=0", "ppo.kl_coef=0", "ppo.temperature=0", "ppo.advantage=rloo", "ppo.samples_per_prompt=2"]),
+    (PPOConfig, ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.rewards=[{source: checker, weight: 0}, {source: model}]"]),
     (DPOConfig, ["dpo.label_smoothing=0.49", "dpo.loss=ipo", "data.sources=[{path: builtin_samples}]"]),
 ]
+
+
+def test_ppo_reward_is_the_reward_model_alone_unless_set():
+    assert [(r.source, r.weight) for r in load_config(PPOConfig, None).ppo.rewards] == [("model", 1.0)]
+    cfg = load_config(PPOConfig, None, ["ppo.rewards=[{source: checker}, {source: model, weight: 0.5}]"])
+    assert [(r.source, r.weight) for r in cfg.ppo.rewards] == [("checker", 1.0), ("model", 0.5)]
 
 
 @pytest.mark.parametrize("schema, overrides", EDGE_VALUES)

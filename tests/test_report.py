@@ -1,6 +1,7 @@
 """The run report, built from a fabricated pipeline folder (no training, no model: answers come from answers.json)."""
 
 import base64
+import html
 import json
 import re
 import subprocess
@@ -11,12 +12,25 @@ import pytest
 
 from conftest_helpers import PYTHON, REPO
 from llm.errors import DataError
-from llm.report.build import Stage, build_report, headline
+from llm.report.build import Stage, build_report, headline, paired
 from llm.report.render import Table, to_markdown
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MODEL_CONFIG = {"vocab_size": 512, "block_size": 64, "n_layer": 2, "n_head": 2, "n_embd": 64}
 NASTY = '<script>alert("x")</script> & more'
+PROMPTS = [f"Say word{i} 2 times." for i in range(200)]
+SFT_RIGHT = set(range(111))  # SFT answers the first 111 of the 200 held-out prompts: 55.5%
+
+
+def verdicts(right: set[int]) -> dict[str, bool]:
+    return {prompt: i in right for i, prompt in enumerate(PROMPTS)}
+
+
+def write_items(folder: Path, step0: set[int], latest: set[int], latest_step: int = 20) -> None:
+    """eval_items.json as the loop leaves it: step 0's verdicts and the final (latest) evaluation's, prompt by prompt."""
+    record = {"step0": {"step": 0, "items": verdicts(step0)}, "latest": {"step": latest_step, "items": verdicts(latest)},
+              "best": {"step": latest_step, "checkpoint": "step_0000020", "items": verdicts(latest)}}
+    (folder / "eval_items.json").write_text(json.dumps(record))
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -41,8 +55,12 @@ def fake_stage(run: Path, stage: str, evals: list[dict], samples: list, finished
         (folder / "final.json").write_text(json.dumps(final))
 
 
-def fake_run(root: Path, ppo_exact: float = 0.61) -> Path:
-    """pretrain -> sft -> reward (stopped part way) -> ppo, dpo pending; base 0% < SFT 55.5% < PPO `ppo_exact`."""
+def fake_run(root: Path, ppo_fixed: int = 15, ppo_broken: int = 4, items: bool = True) -> Path:
+    """pretrain -> sft -> reward (stopped part way) -> ppo, dpo pending; base 0% < SFT 55.5% (111 of 200 prompts,
+    fixed 111, broken 0), PPO fixes `ppo_fixed` of SFT's wrong prompts and breaks `ppo_broken` of its right ones
+    (by default 61.0%, p = 0.0192). Without `items`, an older run folder: no eval_items.json."""
+    ppo_right = set(range(len(SFT_RIGHT) - ppo_broken)) | set(range(len(SFT_RIGHT), len(SFT_RIGHT) + ppo_fixed))
+    ppo_exact = len(ppo_right) / len(PROMPTS)
     run = root / "tiny"
     fake_stage(run, "pretrain", [{"val_loss": 6.0, "val_bpb": 3.0}, {"val_loss": 5.0, "val_bpb": 2.5}, {"val_loss": 4.0, "val_bpb": 2.0}],
                ["The first sample", "Another <sample> & text"])
@@ -56,6 +74,9 @@ def fake_run(root: Path, ppo_exact: float = 0.61) -> Path:
               {"kl": 0.1, "exact_match": 0.58, "sft_exact_match": 0.555, "reward": 1.0, "win_rate": 0.6},
               {"kl": 0.2, "exact_match": ppo_exact, "sft_exact_match": 0.555, "reward": None, "win_rate": 0.7}]
     fake_stage(run, "ppo", policy, [{"prompt": "Copy: a|b", "answer": "a|b", "sft": "a b", "policy": NASTY}], kind="actor_critic")
+    if items:
+        write_items(run / "sft", set(), SFT_RIGHT)
+        write_items(run / "ppo", SFT_RIGHT, ppo_right)  # PPO's step 0 is the SFT model it started from
     stages = [{"stage": s, "run_dir": f"runs/tiny/{s}", "status": "done", "fingerprint": "f", "elapsed_s": 3.0} for s in ("pretrain", "sft", "ppo")]
     stages.insert(2, {"stage": "reward", "run_dir": "runs/tiny/reward", "status": "running", "fingerprint": "f"})
     stages.append({"stage": "dpo", "run_dir": "runs/tiny/dpo", "status": "pending", "fingerprint": "f"})
@@ -105,20 +126,78 @@ def test_headline_orders_base_sft_ppo(report):
     assert "base 0.0% &lt; SFT 55.5% &lt; PPO 61.0%" in page
 
 
-def test_headline_flags_a_stage_that_is_not_better(tmp_path):
-    md = build_report(fake_run(tmp_path, ppo_exact=0.5), answers=False).read_text()
-    assert "SFT 55.5% > PPO 50.0%" in md
-    assert "PPO is NOT better than SFT" in md
+def test_headline_gives_fixed_broken_and_p_for_each_step(report):
+    _, md, page = report
+    base_to_sft = "SFT is better than base (+55.5 points; fixed 111, broken 0 of 200 paired prompts, p < 0.001)."
+    sft_to_ppo = "PPO is better than SFT (+5.5 points; fixed 15, broken 4 of 200 paired prompts, p = 0.0192)."
+    assert base_to_sft in md and sft_to_ppo in md
+    assert html.escape(base_to_sft, quote=False) in page and sft_to_ppo in page  # report.html comes from the same blocks
+    assert "not significant" not in md.split("## Headline")[1].split("Exact match of greedy")[0]
+    table = md.split("## Summary")[1].split("##")[0]
+    assert "exact_match: 0.0% → 55.5% (fixed 111, broken 0 of 200 paired prompts, p \\< 0.001)" in table
+    assert "`exact_match` step 0 → final, prompt by prompt: fixed 15, broken 4 of 200 paired prompts, p = 0.0192" in md
+
+
+def test_headline_flags_a_stage_that_is_worse(tmp_path):
+    # 2 fixed, 13 broken: 2 * (C(15,0) + C(15,1) + C(15,2)) / 2^15 = 242 / 32768
+    md = build_report(fake_run(tmp_path, ppo_fixed=2, ppo_broken=13), answers=False).read_text()
+    assert "**base 0.0% < SFT 55.5% > PPO 50.0%**" in md
+    assert "**PPO is worse than SFT** (-5.5 points; fixed 2, broken 13 of 200 paired prompts, p = 0.00739)." in md
+
+
+def test_headline_labels_a_difference_that_is_not_significant(tmp_path):
+    # 5 fixed, 2 broken: 2 * (C(7,0) + C(7,1) + C(7,2)) / 2^7 = 58 / 128 = 0.453; PPO's 1.5 points could be chance
+    run = fake_run(tmp_path, ppo_fixed=5, ppo_broken=2)
+    md = build_report(run, answers=False).read_text()
+    page = (run / "report.html").read_text()
+    assert "**base 0.0% < SFT 55.5% < PPO 57.0% (not significant)**" in md
+    verdict = ("PPO is not significantly different from SFT</strong> "
+               "(+1.5 points; fixed 5, broken 2 of 200 paired prompts, p = 0.453: not significant).")
+    assert verdict.replace("</strong>", "**") in md and verdict in page
+    assert "PPO is better than SFT" not in md
+
+
+def test_headline_without_per_prompt_results_says_significance_is_unknown(tmp_path):
+    md = build_report(fake_run(tmp_path, items=False), answers=False).read_text()
+    assert "**base 0.0% < SFT 55.5% < PPO 61.0%**" in md  # the figures as before
+    assert "PPO is better than SFT (+5.5 points; significance unknown: no per-prompt results (`eval_items.json`)" in md
+    assert "paired prompts" not in md
+
+
+def test_items_of_another_evaluation_than_the_figures_are_not_paired(tmp_path):
+    run = fake_run(tmp_path)
+    write_items(run / "ppo", SFT_RIGHT, set(), latest_step=10)  # final.json's evaluation is step 20's
+    md = build_report(run, answers=False).read_text()
+    assert "PPO is better than SFT (+5.5 points; significance unknown" in md
+    assert "SFT is better than base (+55.5 points; fixed 111" in md
+
+
+def judged(folder: Path, name: str, before: float, after: float, items: dict | None = None) -> Stage:
+    """A stage with only what the headline reads: step 0's and the final exact match, and eval_items.json's record."""
+    return Stage(name, folder, {}, evals=[{"step": 0, "exact_match": before}], final={"step": 20, "metrics": {"exact_match": after}},
+                 items=items)
 
 
 def test_headline_compares_ppo_and_dpo_each_with_sft(tmp_path):
-    def stage(name: str, before: float, after: float) -> Stage:
-        return Stage(name, tmp_path, {}, evals=[{"step": 0, "exact_match": before}], final={"metrics": {"exact_match": after}})
+    # DPO's own step 0 (its SFT start, 10 prompts) is paired: 5 right before, 4 after, fixed 0, broken 1
+    dpo_items = {"step0": {"step": 0, "items": {str(i): i < 5 for i in range(10)}},
+                 "latest": {"step": 20, "items": {str(i): i < 4 for i in range(10)}}}
+    stages = {"sft": judged(tmp_path, "sft", 0.0, 0.5), "ppo": judged(tmp_path, "ppo", 0.5, 0.6), "dpo": judged(tmp_path, "dpo", 0.5, 0.4, dpo_items)}
+    md = to_markdown(headline(tmp_path, stages))
+    assert "base 0.0% < SFT 50.0% < PPO 60.0%" in md and "SFT 50.0% > DPO 40.0% (not significant)" in md
+    assert ("**DPO is not significantly different from SFT** "
+            "(-10.0 points; fixed 0, broken 1 of 10 paired prompts, p = 1: not significant).") in md
+    assert "PPO is better than SFT (+10.0 points; significance unknown" in md
+    assert paired(stages["dpo"])["broken"] == 1 and paired(stages["ppo"]) is None
 
-    blocks = headline(tmp_path, {"sft": stage("sft", 0.0, 0.5), "ppo": stage("ppo", 0.5, 0.6), "dpo": stage("dpo", 0.5, 0.4)})
-    md = to_markdown(blocks)
-    assert "base 0.0% < SFT 50.0% < PPO 60.0%" in md and "SFT 50.0% > DPO 40.0%" in md
-    assert "DPO is NOT better than SFT" in md and "PPO is better than SFT" in md
+
+def test_headline_shows_the_paired_accuracies_when_they_differ_from_the_figures(tmp_path):
+    # PPO started from SFT's best checkpoint, which answered 3 of 4 prompts; the SFT figure is SFT's final evaluation
+    ppo_items = {"step0": {"step": 0, "items": {"a": True, "b": True, "c": True, "d": False}},
+                 "latest": {"step": 20, "items": {"a": True, "b": True, "c": True, "d": True}}}
+    stages = {"sft": judged(tmp_path, "sft", 0.0, 0.5), "ppo": judged(tmp_path, "ppo", 0.75, 1.0, ppo_items)}
+    md = to_markdown(headline(tmp_path, stages))
+    assert "fixed 1, broken 0 of 4 paired prompts, p = 1: not significant; 75.0% → 100.0% on those prompts" in md
 
 
 def test_answers_from_unloadable_checkpoints_warn_and_the_report_still_builds(tmp_path):
@@ -174,3 +253,28 @@ def test_script_rebuilds_and_reports_errors_in_one_line(tmp_path):
     bad = subprocess.run([PYTHON, "scripts/report.py", str(tmp_path / "missing")], cwd=REPO, capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip().startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_preference_section_shows_the_rubric_styles_and_the_paired_best_possible_share(tmp_path):
+    from llm.report.build import preference_section, read_run
+
+    run = fake_run(tmp_path)
+    ppo = run / "ppo"
+    lines = [json.loads(x) for x in (ppo / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line["kind"] == "eval":
+            late = line["step"] > 0
+            line.update(best_possible=0.9 if late else 0.05, style={"plain": 0.9 if late else 0.06, "filler": 0.1, "disclaimer": 0.0},
+                        **{"new_words/exact_match": 0.02, "new_words/best_possible": 0.01})
+    write_jsonl(ppo / "metrics.jsonl", lines)
+    final = json.loads((ppo / "final.json").read_text())
+    final["metrics"] = lines[-1]
+    (ppo / "final.json").write_text(json.dumps(final))
+    items = json.loads((ppo / "eval_items.json").read_text())
+    items["step0"]["preferred"] = {p: i < 10 for i, p in enumerate(PROMPTS)}
+    items["latest"]["preferred"] = {p: i < 180 for i, p in enumerate(PROMPTS)}
+    (ppo / "eval_items.json").write_text(json.dumps(items))
+    _, stages = read_run(run)
+    text = to_markdown(preference_section(stages))
+    assert "prefers plain" in text and "| PPO | 90.0% |" in text and "90% / 10% / 0%" in text
+    assert "SFT → PPO, best-possible share: 5.0% → 90.0% (fixed 170, broken 0 of 200 paired prompts, p < 0.001)" in text

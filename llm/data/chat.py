@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from llm.data.batching import pad_right
+from llm.data.styles import pick_style, styled
 from llm.data.tasks import Task
 from llm.losses import IGNORE  # targets that carry no loss: prompts, role headers, padding
 from llm.tokenizer import Tokenizer, render_turns
@@ -29,8 +30,10 @@ class ChatStats:
     dropped_too_long: int = 0  # not even the first assistant reply fits
 
 
-def task_conversation(task: Task) -> list[dict]:
-    return [{"role": "user", "content": task.prompt}, {"role": "assistant", "content": task.answer}]
+def task_conversation(task: Task, style_weights: Sequence[float] | None = None) -> list[dict]:
+    """The task as a demonstration: its answer, written in a style drawn from `style_weights` (plain when None)."""
+    answer = styled(task.answer, *pick_style(task.prompt, style_weights)) if style_weights else task.answer
+    return [{"role": "user", "content": task.prompt}, {"role": "assistant", "content": answer}]
 
 
 def tokenize_conversation(tok: Tokenizer, messages: Sequence[dict], max_len: int) -> tuple[ChatExample | None, bool]:

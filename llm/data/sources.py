@@ -59,7 +59,8 @@ def conversations(data: ChatDataConfig) -> Loaded:
     def builtin() -> tuple[list, list]:
         train = builtin_tasks("train", data.builtin_train, data.seed, data.builtin_kinds)
         val = builtin_tasks("val", data.builtin_val, data.seed, data.builtin_kinds)
-        return [task_conversation(t) for t in train], [task_conversation(t) for t in val]
+        weights = data.styles.weights()
+        return [task_conversation(t, weights) for t in train], [task_conversation(t, weights) for t in val]
 
     def read(source: SourceConfig):
         return load_conversations(source.path, source.format, data.on_error, source.split)
@@ -71,7 +72,9 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
     """Preference pairs; `sampler(split, tasks)` ranks the starting model's own replies (source builtin_samples)."""
 
     def builtin() -> tuple[list, list]:
-        return builtin_pairs("train", data.builtin_train, data.seed, data.builtin_kinds), builtin_pairs("val", data.builtin_val, data.seed, data.builtin_kinds)
+        styles = (data.prefer_style, data.styles.weights())
+        return (builtin_pairs("train", data.builtin_train, data.seed, data.builtin_kinds, *styles),
+                builtin_pairs("val", data.builtin_val, data.seed, data.builtin_kinds, *styles))
 
     def samples() -> tuple[list, list]:
         if sampler is None:
@@ -86,15 +89,21 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
     return load_sources(data.sources, {"builtin": builtin, "builtin_samples": samples}, read, data.val_fraction, data.seed)
 
 
+@dataclass(frozen=True)
+class Prompt:
+    messages: list[dict]
+    task: Task | None = None  # the built-in task it asks, which the checker reward scores a reply against; None for a file's
+
+
 def prompts(settings: PPOSettings) -> Loaded:
-    """Prompts to roll out on, as message lists: built-in tasks' questions, or the prompt side of preference pairs."""
+    """Prompts to roll out on: built-in tasks' questions, or the prompt side of preference pairs."""
 
     def builtin() -> tuple[list, list]:
         tasks = builtin_tasks("train", settings.builtin_prompts, 1, settings.builtin_kinds)
-        return [[{"role": "user", "content": t.prompt}] for t in tasks], []
+        return [Prompt([{"role": "user", "content": t.prompt}], t) for t in tasks], []
 
     def read(source: SourceConfig):
         pairs, stats = load_preferences(source.path, source.format, "skip", source.split)
-        return [p.prompt for p in pairs], stats
+        return [Prompt(p.prompt) for p in pairs], stats
 
     return load_sources(settings.prompts, {"builtin": builtin}, read, 0.0, 0)

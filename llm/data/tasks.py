@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from llm.data.styles import parse_style
+
 SPLITS = ("train", "val")
 VAL_BUCKETS = 10  # one instance in ten is held out
 
@@ -168,7 +170,8 @@ def normalize_reply(text: str) -> str:
 
 
 def is_correct(task: Task, reply: str) -> bool:
-    return normalize_reply(reply) == normalize_reply(task.answer)
+    """The answer inside the reply's style (llm/data/styles.py) is the task's answer."""
+    return normalize_reply(parse_style(reply)[1]) == normalize_reply(task.answer)
 
 
 def exact_match(tasks: Sequence[Task], replies: Sequence[str]) -> dict:

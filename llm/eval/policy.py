@@ -12,12 +12,13 @@ from collections.abc import Sequence
 import torch
 
 from llm.config import PolicyEvalConfig
-from llm.data.tasks import Task, exact_match
+from llm.data.builtin_tasks import new_word_tasks
+from llm.data.tasks import Task
 from llm.generate import SamplingParams, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.eval.tasks import Reply, chat_prompt_ids, generate_replies
+from llm.eval.tasks import Reply, chat_prompt_ids, generate_replies, item_verdicts, task_metrics
 from llm.tokenizer import Tokenizer
 
 
@@ -28,6 +29,9 @@ class PolicyEvaluator:
         self.sft_replies = self.replies(reference)
         self.sft_scores = self.scores(self.sft_replies)
         self.sft_metrics = self.task_metrics(self.sft_replies)
+        self.new_tasks = new_word_tasks(cfg.new_words, 0, cfg.kinds) if cfg.new_words else []
+        self.sft_new_words = self.new_word_metrics(reference)
+        self.last_items: dict[str, dict[str, bool]] = {}  # item_verdicts of the last evaluation, kept in eval_items.json
 
     def replies(self, model: GPT) -> list[Reply]:
         return generate_replies(model, self.tok, [t.prompt for t in self.tasks], self.cfg.max_new_tokens)
@@ -38,19 +42,25 @@ class PolicyEvaluator:
         return score_sequences(self.reward_model, [p + r.tokens for p, r in zip(self.prompts, replies)], self.tok.pad_id)
 
     def task_metrics(self, replies: Sequence[Reply]) -> dict:
-        n = max(len(replies), 1)
-        return {
-            "exact_match": exact_match(self.tasks, [r.text for r in replies])["accuracy"],
-            "stop_rate": sum(r.finished for r in replies) / n,
-            "reply_tokens": sum(len(r.tokens) for r in replies) / n,
-        }
+        return task_metrics(self.tasks, replies, self.cfg.prefer_style)
 
-    @torch.no_grad()
+    def new_word_metrics(self, model: GPT) -> dict:
+        """Exact match and best-possible share on held-out tasks built from words no training task uses."""
+        if not self.new_tasks:
+            return {}
+        replies = generate_replies(model, self.tok, [t.prompt for t in self.new_tasks], self.cfg.max_new_tokens)
+        metrics = task_metrics(self.new_tasks, replies, self.cfg.prefer_style)
+        return {f"new_words/{key}": metrics[key] for key in ("exact_match", "best_possible")}
+
     def evaluate(self, policy: GPT) -> tuple[dict, list[Reply]]:
         # the step-0 policy is the reference itself: its replies, scores and KL (0) are known already
         same = same_weights(policy, self.reference)
         replies = self.sft_replies if same else self.replies(policy)
-        metrics = {**self.task_metrics(replies), "sft_exact_match": self.sft_metrics["exact_match"]}
+        self.last_items = item_verdicts(self.tasks, replies, self.cfg.prefer_style)
+        metrics = {**self.task_metrics(replies), "sft_exact_match": self.sft_metrics["exact_match"],
+                   "sft_best_possible": self.sft_metrics["best_possible"]}
+        metrics.update(self.sft_new_words if same else self.new_word_metrics(policy))
+        metrics.update({f"sft_{key}": value for key, value in self.sft_new_words.items()})
         scores = self.sft_scores if same else self.scores(replies)
         if scores is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, self.sft_scores)]

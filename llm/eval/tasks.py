@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 from llm.config import PreferenceDataConfig
 from llm.data import sampled_pairs
 from llm.data.sources import Sampler
-from llm.data.tasks import Task, exact_match
+from llm.data.styles import STYLES, judge
+from llm.data.tasks import Task, exact_match, is_correct
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, weights_digest
 from llm.tokenizer import Tokenizer, render_prompt
@@ -44,20 +46,36 @@ def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequenc
     return replies
 
 
-def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_tokens: int) -> tuple[dict, list[Reply]]:
-    """Greedy replies to `tasks`: exact-match accuracy (overall and by kind) and the share that stopped."""
+def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_tokens: int, prefer: str = "plain") -> tuple[dict, list[Reply]]:
+    """Greedy replies to `tasks`: exact-match accuracy (overall and by kind), the share that stopped, and
+    the rater's view (rater_metrics)."""
     replies = generate_replies(model, tok, [t.prompt for t in tasks], max_new_tokens)
+    return task_metrics(tasks, replies, prefer), replies
+
+
+def task_metrics(tasks: Sequence[Task], replies: Sequence[Reply], prefer: str) -> dict:
     scores = exact_match(tasks, [r.text for r in replies])
-    metrics = {
+    n = max(len(replies), 1)
+    return {
         "exact_match": scores["accuracy"],
-        "stop_rate": sum(r.finished for r in replies) / max(len(replies), 1),
-        "reply_tokens": sum(len(r.tokens) for r in replies) / max(len(replies), 1),
+        "stop_rate": sum(r.finished for r in replies) / n,
+        "reply_tokens": sum(len(r.tokens) for r in replies) / n,
         "exact_match_by_kind": scores["by_kind"],
+        **rater_metrics(tasks, replies, prefer),
     }
-    return metrics, replies
 
 
-def checker_ranked_sampler(run_dir: Path, data: PreferenceDataConfig, model: GPT, tok: Tokenizer, precision, device) -> Sampler:
+def rater_metrics(tasks: Sequence[Task], replies: Sequence[Reply], prefer: str) -> dict:
+    """The built-in rater's verdicts: the share of replies it ranks best-possible (correct, finished, in the
+    preferred style) and the share written in each style."""
+    verdicts = [judge(t.answer, r.text, r.finished, prefer) for t, r in zip(tasks, replies)]
+    n = max(len(verdicts), 1)
+    styles = Counter(v.style for v in verdicts)
+    return {"best_possible": sum(v.best for v in verdicts) / n,
+            "style": {style: styles[style] / n for style in sorted(set(STYLES) | set(styles))}}
+
+
+def rater_ranked_sampler(run_dir: Path, data: PreferenceDataConfig, model: GPT, tok: Tokenizer, precision, device) -> Sampler:
     """Source builtin_samples' sampler for `model`: its replies to built-in tasks, ranked by the task checker."""
 
     def generate(prompts: list[str], seed: int) -> list[Reply]:
@@ -66,4 +84,19 @@ def checker_ranked_sampler(run_dir: Path, data: PreferenceDataConfig, model: GPT
                                     batch_size=128, seed=seed)
 
     model_key = json.dumps([weights_digest(model), data.sample_temperature, data.sample_max_new_tokens])
-    return sampled_pairs.checker_ranked_sampler(run_dir, data, model_key, generate)
+    return sampled_pairs.rater_ranked_sampler(run_dir, data, model_key, generate)
+
+
+def item_verdicts(tasks: Sequence[Task], replies: Sequence[Reply], prefer: str = "plain") -> dict[str, dict[str, bool]]:
+    """{"items": {prompt: reply correct}, "preferred": {prompt: the rater ranks the reply best-possible}}, for a
+    paired comparison with another model's replies (llm/eval/stats.py).
+
+    The prompt text is the key every stage shares: SFT, PPO and DPO all draw builtin_tasks("val", n, 0, kinds).
+    A prompt drawn twice is one item (its first reply), so the sign test does not count it twice.
+    """
+    correct: dict[str, bool] = {}
+    preferred: dict[str, bool] = {}
+    for task, reply in zip(tasks, replies, strict=True):
+        correct.setdefault(task.prompt, is_correct(task, reply.text))
+        preferred.setdefault(task.prompt, judge(task.answer, reply.text, reply.finished, prefer).best)
+    return {"items": correct, "preferred": preferred}

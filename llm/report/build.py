@@ -1,8 +1,9 @@
 """A readable report of a pipeline run: runs/<name>/report.md, the same as a self-contained report.html, plots/*.png.
 
 Built from the run folder alone (pipeline.json and each stage's metrics.jsonl, final.json, samples.jsonl,
-checkpoints' meta.json), so `scripts/report.py runs/<name>` can rebuild it at any time. The report is
-first a list of blocks (heading, text, table, image, code), then rendered twice: markdown and HTML.
+eval_items.json, checkpoints' meta.json), so `scripts/report.py runs/<name>` can rebuild it at any time.
+The report is first a list of blocks (heading, text, table, image, code), then rendered twice: markdown
+and HTML.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.eval.stats import paired_comparison
 from llm.report import plots
 from llm.report.render import Code, Heading, Image, Table, Text, to_html, to_markdown
 from llm.errors import DataError, LLMError
@@ -23,7 +25,12 @@ MEASURES = {"pretrain": ("val_bpb",), "sft": ("exact_match",), "reward": ("val_a
             "ppo": ("exact_match", "reward"), "dpo": ("exact_match", "val_rewards/accuracies")}
 # the models answering the report's prompts side by side: (column, stage)
 ANSWER_MODELS = (("base", "pretrain"), ("SFT", "sft"), ("PPO", "ppo"), ("DPO", "dpo"))
-PERCENT = {"exact_match", "sft_exact_match", "stop_rate", "val_accuracy", "win_rate", "val_rewards/accuracies", "accuracy"}
+PERCENT = {"exact_match", "sft_exact_match", "stop_rate", "val_accuracy", "win_rate", "val_rewards/accuracies", "accuracy",
+           "best_possible", "sft_best_possible", "new_words/exact_match", "new_words/best_possible", "val_top1_best"}
+RUBRIC = ("The built-in rater (`llm/data/styles.py`) stands in for the person who ranks replies. Its rubric: a correct reply "
+          "that ends by itself before any other; among those, the preferred style before the others. The demonstrations "
+          "answer in three styles, all correct: plain (the answer alone), filler (\"Sure! ...\") and disclaimer "
+          "(\"... (I may be wrong)\"); the rater prefers plain. Best-possible: correct, finished and plain.")
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "tokens_per_s", "kl_coef", "objective/kl", "objective/scores",
               "objective/entropy", "policy/clipfrac", "accuracy", "margin")
 MAX_NEW_TOKENS = 32
@@ -43,6 +50,7 @@ class Stage:
     config: dict = field(default_factory=dict)
     samples: list[dict] = field(default_factory=list)
     data: dict | None = None  # corpus.json (pretrain) or data.json
+    items: dict | None = None  # eval_items.json: per-prompt verdicts of step 0's and the latest evaluation
 
     @property
     def ran(self) -> bool:
@@ -94,6 +102,7 @@ def read_stage(run_dir: Path, name: str, entry: dict) -> Stage:
     stage.config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
     stage.samples = read_jsonl(stage.folder / "samples.jsonl")
     stage.data = read_json(stage.folder / ("corpus.json" if name == "pretrain" else "data.json"))
+    stage.items = read_json(stage.folder / "eval_items.json")
     return stage
 
 
@@ -178,6 +187,29 @@ def measure(stage: Stage) -> tuple[str, object, object] | None:
     return None
 
 
+def paired(stage: Stage | None, measure: str = "items") -> dict | None:
+    """The stage's step-0 and final evaluations compared prompt by prompt (llm/eval/stats.py) on `measure`
+    ("items": correct; "preferred": best-possible to the rater), or None when eval_items.json is missing (an
+    older run folder) or holds another evaluation than the figures shown."""
+    if stage is None or not stage.ran or not isinstance(stage.items, dict):
+        return None
+    start, end = stage.items.get("step0"), stage.items.get("latest")
+    shown_step = (stage.final or {}).get("step", last(stage.evals, "step"))
+    if not isinstance(start, dict) or not isinstance(end, dict) or end.get("step") != shown_step:
+        return None
+    result = paired_comparison(start.get(measure) or {}, end.get(measure) or {})
+    return result if result["n"] else None
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3g}"
+
+
+def paired_text(result: dict) -> str:
+    text = f"fixed {result['fixed']}, broken {result['broken']} of {result['n']} paired prompts, {p_text(result['p_value'])}"
+    return text if result["significant"] else text + ": not significant"
+
+
 def summary_row(stage: Stage) -> list[str]:
     final = stage.final or {}
     step = final.get("step", last(stage.train, "step"))
@@ -185,6 +217,8 @@ def summary_row(stage: Stage) -> list[str]:
     tokens = final.get("tokens_seen", last(stage.train, "tokens_seen"))
     judged = measure(stage)
     judged_text = f"{judged[0]}: {fmt(judged[0], judged[1])} → {fmt(judged[0], judged[2])}" if judged else ""
+    result = paired(stage) if judged and judged[0] == "exact_match" else None
+    judged_text += f" ({paired_text(result)})" if result else ""
     if not stage.ran:
         return [stage.name, stage.status(), "", "", "", "", ""]
     return [stage.name, stage.status(), fmt("step", step), duration(seconds), count(tokens), count(params(stage)), judged_text]
@@ -263,14 +297,27 @@ def headline_points(stages: dict[str, Stage]) -> list[tuple[str, float]]:
     return [(label, value) for label, value in found if value is not None]
 
 
-def compare(a: tuple[str, float], b: tuple[str, float]) -> tuple[str, str]:
-    """The sign between two accuracies and a plain sentence on whether the second improves on the first."""
+def compare(a: tuple[str, float], b: tuple[str, float], result: dict | None) -> tuple[str, str]:
+    """The sign between two accuracies and a sentence on whether the second improves on the first: by the paired
+    sign test on the prompts both answered (`result`, from `paired`), or by the plain numbers when there is none."""
     delta = 100 * (b[1] - a[1])
-    if delta > 0:
-        return "<", f"{b[0]} is better than {a[0]} (+{delta:.1f} points)."
-    if delta == 0:
-        return "=", f"**{b[0]} is NOT better than {a[0]}** (the same)."
-    return ">", f"**{b[0]} is NOT better than {a[0]}** ({delta:.1f} points)."
+    sign = "<" if delta > 0 else "=" if delta == 0 else ">"
+    if result is None:
+        unknown = "significance unknown: no per-prompt results (`eval_items.json`) in this run folder"
+        if delta > 0:
+            return sign, f"{b[0]} is better than {a[0]} (+{delta:.1f} points; {unknown})."
+        change = "the same" if delta == 0 else f"{delta:.1f} points"
+        return sign, f"**{b[0]} is NOT better than {a[0]}** ({change}; {unknown})."
+    test = paired_text(result)
+    shown = (fmt("exact_match", a[1]), fmt("exact_match", b[1]))
+    on_paired = (fmt("exact_match", result["before_accuracy"]), fmt("exact_match", result["after_accuracy"]))
+    if on_paired != shown:  # a prompt drawn twice counts once; PPO and DPO are paired with their own SFT start
+        test += f"; {on_paired[0]} → {on_paired[1]} on those prompts"
+    if not result["significant"]:
+        return sign, f"**{b[0]} is not significantly different from {a[0]}** ({delta:+.1f} points; {test})."
+    if result["fixed"] > result["broken"]:
+        return sign, f"{b[0]} is better than {a[0]} ({delta:+.1f} points; {test})."
+    return sign, f"**{b[0]} is worse than {a[0]}** ({delta:+.1f} points; {test})."
 
 
 def problems(pipeline: dict, stages: dict[str, Stage]) -> list:
@@ -299,15 +346,48 @@ def headline(run_dir: Path, stages: dict[str, Stage], pipeline: dict | None = No
     for chain in [c for c in chains if len(c) > 1]:
         text = f"{chain[0][0]} {fmt('exact_match', chain[0][1])}"
         for a, b in itertools.pairwise(chain):
-            sign, verdict = compare(a, b)
+            # each step is judged in the later model's stage run: base -> SFT in sft's, SFT -> PPO in ppo's, ...
+            result = paired(stages.get(dict(ANSWER_MODELS)[b[0]]))
+            sign, verdict = compare(a, b, result)
             text += f" {sign} {b[0]} {fmt('exact_match', b[1])}"
+            text += " (not significant)" if result and not result["significant"] else ""
             verdicts.append(verdict)
         lines.append(f"**{text}**")
     plots.headline_figure(points, run_dir / "plots" / "headline.png")
     blocks += [Text(line) for line in lines] + [Text(" ".join(dict.fromkeys(verdicts)))]
     blocks.append(Text("Exact match of greedy replies checked by the task checker: base is the pre-trained model "
-                       "(SFT's step-0 evaluation, in the chat template), the others are each stage's final evaluation."))
+                       "(SFT's step-0 evaluation, in the chat template), the others are each stage's final evaluation. "
+                       "Each step compares the two models prompt by prompt: fixed counts the held-out prompts the later "
+                       "model answers right and the earlier one wrong, broken the reverse, and p is the exact two-sided "
+                       "sign test on those (McNemar's exact test); p ≥ 0.05 is labelled not significant. PPO and DPO are "
+                       "paired with their own step-0 evaluation, the SFT model they started from; a prompt drawn twice counts once."))
     return blocks + [Image("plots/headline.png", "exact match by model")]
+
+
+def preference_section(stages: dict[str, Stage]) -> list:
+    """What RLHF changed that the demonstrations left open: the rater's best-possible share, the correct share and
+    the styles of each model's greedy replies, on held-out tasks and on tasks built from words no training used."""
+    rows, lines = [], []
+    for label, name, which in (("base", "sft", "baseline"), ("SFT", "sft", "metrics"), ("PPO", "ppo", "metrics"), ("DPO", "dpo", "metrics")):
+        stage = stages.get(name)
+        m = getattr(stage, which) if stage and stage.ran else {}
+        if "best_possible" not in m:
+            continue
+        style = m.get("style") or {}
+        rows.append([label, fmt("best_possible", m["best_possible"]), fmt("exact_match", m.get("exact_match")),
+                     " / ".join(f"{style.get(k, 0):.0%}" for k in ("plain", "filler", "disclaimer")),
+                     fmt("exact_match", m.get("new_words/exact_match")), fmt("best_possible", m.get("new_words/best_possible"))])
+    for label, name in (("PPO", "ppo"), ("DPO", "dpo")):
+        result = paired(stages.get(name), "preferred")
+        if result:
+            before, after = fmt("best_possible", result["before_accuracy"]), fmt("best_possible", result["after_accuracy"])
+            lines.append(Text(f"SFT → {label}, best-possible share: {before} → {after} ({paired_text(result)})."))
+    if not rows:
+        return []
+    header_row = ["model", "best-possible", "correct", "plain / filler / disclaimer", "correct, new words", "best-possible, new words"]
+    return [Heading(2, "What the preference changed"), Text(RUBRIC), Table(header_row, rows), *lines,
+            Text("Greedy replies to the same held-out tasks as the headline; \"new words\" are held-out tasks built from everyday "
+                 "words that no SFT or preference example uses (`builtin_tasks.new_words`): what a person's own prompt brings.")]
 
 
 def metric_tables(stage: Stage) -> list:
@@ -342,6 +422,9 @@ def stage_section(run_dir: Path, stage: Stage) -> list:
         blocks.append(Image(f"plots/{stage.name}.png", f"{stage.name} curves"))
     if stage.metrics or stage.baseline:
         blocks += metric_tables(stage)
+    result = paired(stage)
+    if result:
+        blocks.append(Text(f"`exact_match` step 0 → final, prompt by prompt: {paired_text(result)} (exact sign test)."))
     return blocks
 
 
@@ -424,7 +507,7 @@ def build_report(run_dir: Path, answers: bool = True) -> Path:
         replies = generate_answers(run_dir, stages, list(pipeline.get("report_prompts") or []))
     else:
         replies = read_json(run_dir / "answers.json")
-    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages, pipeline)]
+    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages, pipeline), *preference_section(stages)]
     for stage in stages.values():
         blocks += stage_section(run_dir, stage)
     blocks += [*answers_section(replies), *samples_section(stages)]

@@ -27,7 +27,7 @@ from llm.load import load_gpt, load_reward_model, read
 from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
 from llm.model import model_size, weights_digest
 from llm.eval.policy import PolicyEvaluator
-from llm.eval.tasks import checker_ranked_sampler
+from llm.eval.tasks import rater_ranked_sampler
 from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
@@ -110,6 +110,9 @@ class DPOStage(Stage):
         with open(run_dir / "samples.jsonl", "a") as handle:
             handle.write(json.dumps({"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}) + "\n")
 
+    def eval_items(self) -> dict[str, dict[str, bool]] | None:
+        return self.evaluator.last_items if self.evaluator is not None else None
+
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
 
@@ -159,7 +162,7 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     reference = load_gpt(init, runtime.device).model.requires_grad_(False)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
-    data = load_pair_data(cfg.data, tok, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
+    data = load_pair_data(cfg.data, tok, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
     if runtime.dist.is_main:
         write_json(cfg.run_dir / "data.json", data.log)
     ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)

@@ -1,10 +1,11 @@
 """PPO against a learned reward model with a KL penalty to the SFT reference (the InstructGPT recipe).
 
 Each iteration samples replies to `rollout_batch` prompts, scores them with the frozen reward model,
-subtracts a per-token KL penalty to the frozen reference, computes GAE advantages with the critic, and
-then takes `epochs` passes of clipped policy and value updates over minibatches. Every minibatch is one
-step of the shared training loop; the rollout buffer is the batch source's state, so a checkpoint taken
-in the middle of an iteration resumes exactly.
+the task checker or a weighted sum of both (`ppo.rewards`), subtracts a per-token KL penalty to the
+frozen reference, computes advantages (GAE with the critic, or RLOO or GRPO over each prompt's group
+of replies), and then takes `epochs` passes of clipped policy and value updates over minibatches.
+Every minibatch is one step of the shared training loop; the rollout buffer is the batch source's
+state, so a checkpoint taken in the middle of an iteration resumes exactly.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from llm.config import PPOConfig, PPOSettings
+from llm.config import PPOConfig, PPOSettings, StyleMix
 from llm.data import sources
 from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
@@ -28,9 +29,10 @@ from llm.losses import entropy, ppo_policy_loss, ppo_value_loss, token_logprobs,
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
 from llm.reward_model import RewardModel
-from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect
+from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, score, source_rewards
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
+from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
 from llm.train.loop import LossOutput, Stage, TrainResult, train
@@ -40,7 +42,7 @@ MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "valu
 
 
 class ActorCritic(nn.Module):
-    """The trainable pair: the policy (a GPT) and its critic (a GPT trunk with a value head; None for RLOO)."""
+    """The trainable pair: the policy (a GPT) and its critic (a GPT trunk with a value head; None for RLOO and GRPO)."""
 
     def __init__(self, policy: GPT, critic: RewardModel | None):
         super().__init__()
@@ -75,9 +77,11 @@ class KLController:
 class RolloutSource:
     """Minibatches of PPO rollouts: a new batch of rollouts whenever the last one is used up."""
 
-    def __init__(self, model: ActorCritic, reference: GPT, reward_model: RewardModel, prompts: list[list[int]],
-                 tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int, ptx_examples: list | None = None):
-        self.model, self.reference, self.reward_model = model, reference, reward_model
+    def __init__(self, model: ActorCritic, reference: GPT, reward_model: RewardModel | None, prompts: list[list[int]],
+                 tasks: list[Task | None], tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int,
+                 ptx_examples: list | None = None):
+        self.model, self.reference, self.reward_model, self.tasks = model, reference, reward_model, tasks
+        self.weights = {r.source: r.weight for r in settings.rewards}
         self.ptx_examples = ptx_examples or []
         self.prompts, self.tok, self.s, self.precision, self.seed = prompts, tok, settings, precision, seed
         self.kl = KLController(settings)
@@ -107,12 +111,13 @@ class RolloutSource:
         rng = np.random.default_rng([self.seed, self.iteration])
         chosen = rng.choice(len(self.prompts), size=self.prompts_per_iteration, replace=False)
         group = self.s.samples_per_prompt
-        rollouts = self.rollout([self.prompts[i] for i in chosen for _ in range(group)], int(rng.integers(2**62)))
+        rows = [i for i in chosen for _ in range(group)]
+        rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], int(rng.integers(2**62)))
         self.check_kl(rollouts)
-        if self.s.advantage == "rloo":
-            assign_group_advantages(rollouts, self.kl.coef, group, self.s.whiten_advantages)
-        else:
+        if self.s.advantage == "gae":
             assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
+        else:
+            assign_group_advantages(rollouts, self.kl.coef, group, self.s.whiten_advantages, self.s.advantage)
         self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
         self.kl.update(self.stats["objective/kl"], self.rollouts_per_iteration)  # per reply, as TRL counts
         self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
@@ -124,7 +129,7 @@ class RolloutSource:
         self.position = 0
         self.iteration += 1
 
-    def rollout(self, prompts: list[list[int]], seed: int) -> RolloutBatch:
+    def rollout(self, prompts: list[list[int]], tasks: list[Task | None], seed: int) -> RolloutBatch:
         policy = self.model.policy
         device = next(policy.parameters()).device
         params = SamplingParams(self.s.max_new_tokens, self.s.temperature, self.s.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
@@ -133,10 +138,13 @@ class RolloutSource:
         self.model.eval()
         try:
             with self.precision.autocast():
-                return collect(policy, self.model.critic, self.reference, self.reward_model, prompts, params, self.tok.pad_id,
-                               generator, self.s.kl_estimator, self.s.missing_end_penalty)
+                batch = collect(policy, self.model.critic, self.reference, prompts, params, self.tok.pad_id, generator, self.s.kl_estimator)
+                replies = [self.tok.decode(row[mask].tolist()) for row, mask in zip(batch.replies, batch.reply_mask)]
+                rewards = source_rewards(list(self.weights), batch, self.reward_model, tasks, replies)
         finally:
             self.model.train(was_training)
+        score(batch, rewards, self.weights, self.s.missing_end_penalty)
+        return batch
 
     def check_kl(self, rollouts: RolloutBatch) -> None:
         kl = float(rollouts.kl.sum(dim=1).mean())
@@ -182,6 +190,7 @@ def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dic
         "objective/rlhf_reward": scores - kl_coef * kl,
         "rollout/reply_tokens": float(rollouts.reply_mask.sum(dim=1).float().mean()),
         "rollout/finished": float(rollouts.finished.float().mean()),
+        **{f"reward/{name}": float(reward.mean()) for name, reward in rollouts.rewards.items()},  # unweighted, per source
     }
 
 
@@ -194,6 +203,8 @@ class PPOStage(Stage):
     def __init__(self, cfg: PPOConfig, model: ActorCritic, source: RolloutSource, evaluator: PolicyEvaluator):
         self.cfg, self.s = cfg, cfg.ppo
         self.model, self.source, self.evaluator = model, source, evaluator
+        if evaluator.reward_model is None:  # no judge, no reward metric: the best checkpoint is the most accurate one
+            self.early_stop_metric = "exact_match"
 
     def loss(self, model, batch) -> LossOutput:
         s, offset, mask = self.s, batch["offset"], batch["reply_mask"]
@@ -236,6 +247,9 @@ class PPOStage(Stage):
         metrics, self.last_replies = self.evaluator.evaluate(model.policy)
         return metrics
 
+    def eval_items(self) -> dict[str, dict[str, bool]]:
+        return self.evaluator.last_items
+
     def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
         record = {"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}
         with open(run_dir / "samples.jsonl", "a") as handle:
@@ -249,11 +263,14 @@ class PPOStage(Stage):
         return models * model_size(self.model.config).flops_per_token
 
 
-def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> list[list[int]]:
-    prompts = [p for p in (render_prompt(tok, m) for m in sources.prompts(settings).train) if len(p) <= max_prompt]
-    if not prompts:
+def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> tuple[list[list[int]], list[Task | None]]:
+    """The prompts' tokens and, for each, the built-in task it asks (None for a file's prompt)."""
+    rendered = [(render_prompt(tok, p.messages), p.task) for p in sources.prompts(settings).train]
+    kept = [(ids, task) for ids, task in rendered if len(ids) <= max_prompt]
+    if not kept:
         raise ConfigError(f"no PPO prompt fits in {max_prompt} tokens (model.block_size minus ppo.max_new_tokens)")
-    return prompts
+    prompts, tasks = zip(*kept)
+    return list(prompts), list(tasks)
 
 
 def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int) -> list:
@@ -261,7 +278,7 @@ def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int) -> list:
     if not settings.ptx_coef:
         return []
     tasks = builtin_tasks("train", max(settings.builtin_prompts // 4, settings.ptx_batch), 2, settings.builtin_kinds)
-    examples, _ = tokenize_conversations(tok, [task_conversation(t) for t in tasks], block_size + 1)
+    examples, _ = tokenize_conversations(tok, [task_conversation(t, StyleMix().weights()) for t in tasks], block_size + 1)
     return examples
 
 
@@ -270,9 +287,9 @@ def frozen(module: nn.Module, device) -> nn.Module:
     return module.to(device).eval()
 
 
-def make_critic(cfg: PPOConfig, policy_ckpt: LoadedCheckpoint, reward_ckpt: LoadedCheckpoint) -> RewardModel | None:
+def make_critic(cfg: PPOConfig, policy_ckpt: LoadedCheckpoint, reward_ckpt: LoadedCheckpoint | None) -> RewardModel | None:
     """The value model, built from the checkpoints build() has read: a trainable copy, sharing no parameters."""
-    if cfg.ppo.advantage == "rloo":
+    if cfg.ppo.advantage != "gae":
         return None  # the group's other replies are the baseline
     if cfg.ppo.critic_init == "reward":
         return reward_model_from(reward_ckpt).train()
@@ -286,27 +303,39 @@ def same_checkpoint(path: str, other: str, loaded: LoadedCheckpoint) -> bool:
     return Path(path).resolve() in (Path(other).resolve(), loaded.folder.resolve())
 
 
+def needs_reward_model(settings: PPOSettings) -> str:
+    """Why the run must load `reward_model` ("" when it need not): a model reward source, or a critic started from it."""
+    if any(r.source == "model" for r in settings.rewards):
+        return "ppo.rewards has a model source"
+    if settings.advantage == "gae" and settings.critic_init == "reward":
+        return "ppo.critic_init=reward starts the critic from it"
+    return ""
+
+
 def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
-    if cfg.ppo.advantage == "rloo" and cfg.ppo.samples_per_prompt < 2:
-        raise ConfigError(f"ppo.advantage=rloo compares replies to the same prompt: set ppo.samples_per_prompt to 2 or more (got {cfg.ppo.samples_per_prompt})")
-    if not cfg.policy or not cfg.reward_model:
-        raise ConfigError("keys 'policy' and 'reward_model' are required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
+    if not cfg.policy:
+        raise ConfigError("key 'policy' is required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
+    if not cfg.reward_model and (why := needs_reward_model(cfg.ppo)):
+        raise ConfigError(f"key 'reward_model' is required: {why} (e.g. reward_model=runs/reward-tiny)")
     device = runtime.device
-    # each checkpoint is read and checksummed once; every model below is its own copy of the weights
-    policy_ckpt, reward_ckpt = read(cfg.policy), read(cfg.reward_model)
+    # each checkpoint is read and checksummed once; every model below is its own copy of the weights. A reward model
+    # that no reward source uses is still read when named: it judges the evaluation's replies
+    policy_ckpt, reward_ckpt = read(cfg.policy), read(cfg.reward_model) if cfg.reward_model else None
     policy = gpt_from(policy_ckpt, dropout=cfg.model.dropout)
     reference = frozen(gpt_from(policy_ckpt), device)
-    reward_model = reward_model_from(reward_ckpt)
     tok = tokenizer_of(policy_ckpt)
-    if tokenizer_of(reward_ckpt).to_json() != tok.to_json():
-        raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
+    reward_model = None
+    if reward_ckpt is not None:
+        if tokenizer_of(reward_ckpt).to_json() != tok.to_json():
+            raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
+        reward_model = frozen(reward_model_from(reward_ckpt), device)
     model = ActorCritic(policy.train(), make_critic(cfg, policy_ckpt, reward_ckpt)).to(device)
     cfg = dataclasses.replace(cfg, model=policy.config)
-    prompts = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
-    source = RolloutSource(model, reference, frozen(reward_model, device), prompts, tok, cfg.ppo, runtime.precision, cfg.train.seed,
+    prompts, prompt_tasks = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
+    source = RolloutSource(model, reference, reward_model, prompts, prompt_tasks, tok, cfg.ppo, runtime.precision, cfg.train.seed,
                            ptx_data(cfg.ppo, tok, cfg.model.block_size))
-    judge = source.reward_model  # frozen, so the judge can be the same module when it is the same checkpoint
-    if cfg.eval.reward_model and not same_checkpoint(cfg.eval.reward_model, cfg.reward_model, reward_ckpt):
+    judge = reward_model  # frozen, so the judge can be the same module when it is the same checkpoint; None: no reward metrics
+    if cfg.eval.reward_model and not (reward_ckpt is not None and same_checkpoint(cfg.eval.reward_model, cfg.reward_model, reward_ckpt)):
         judge = frozen(reward_model_from(read(cfg.eval.reward_model)), device)
     tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
     with runtime.precision.autocast():
@@ -314,11 +343,15 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     return PPOStage(cfg, model, source, evaluator), tok, cfg
 
 
+def reward_formula(settings: PPOSettings) -> str:
+    return " + ".join(f"{r.weight:g} * {r.source}" for r in settings.rewards)
+
+
 def run(cfg: PPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
     prepare_run_dir(cfg.run_dir, resume, fresh)
     runtime = setup_runtime(cfg)
     stage, tok, cfg = build(cfg, runtime)
     runtime.say(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
-          f"{stage.source.rollouts_per_iteration} rollouts ({cfg.ppo.advantage}); SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on "
-          f"{len(stage.evaluator.tasks)} held-out tasks")
+          f"{stage.source.rollouts_per_iteration} rollouts ({cfg.ppo.advantage}, reward {reward_formula(cfg.ppo)}); "
+          f"SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on {len(stage.evaluator.tasks)} held-out tasks")
     return train(stage, cfg, runtime, tok.to_json(), resume)

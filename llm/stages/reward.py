@@ -14,13 +14,14 @@ import torch
 
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
-from llm.data.pairs import PairData, collate_pairs, load_pair_data
+from llm.data.pairs import PairData, PairExample, collate_pairs, load_pair_data
+from llm.data.sampled_pairs import KIND as SAMPLE_KIND
 from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
-from llm.reward_model import RewardModel, sequence_rewards
+from llm.reward_model import RewardModel, score_sequences, sequence_rewards
 from llm.run_files import write_json
 from llm.load import load_for_finetuning
-from llm.eval.tasks import checker_ranked_sampler
+from llm.eval.tasks import rater_ranked_sampler
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
@@ -59,10 +60,37 @@ class RewardStage(Stage):
             chosen.append(c.float().cpu())
             rejected.append(r.float().cpu())
             kinds += batch["kinds"]
-        return reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
+        metrics = reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
+        groups = sampled_groups(self.data.val)
+        if groups:
+            metrics["val_top1_best"] = top1_best(model, groups, self.pad_id)
+        return metrics
 
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
+
+
+def sampled_groups(pairs: list[PairExample]) -> list[tuple[list[list[int]], set[tuple[int, ...]]]]:
+    """Per prompt of the rater-ranked samples: every reply seen (prompt + reply ids) and the rater's best ones."""
+    groups: dict[tuple, tuple[dict, set]] = {}
+    for pair in pairs:
+        if not pair.kind.startswith(SAMPLE_KIND):
+            continue
+        replies, best = groups.setdefault(tuple(pair.prompt), ({}, set()))
+        for reply in (pair.chosen, pair.rejected):
+            replies.setdefault(tuple(pair.prompt + reply), None)
+        best.add(tuple(pair.prompt + pair.chosen))
+    return [([list(seq) for seq in replies], best) for replies, best in groups.values()]
+
+
+@torch.no_grad()
+def top1_best(model: RewardModel, groups, pad_id: int) -> float:
+    """The share of held-out prompts on which the reward model scores one of the rater's best replies highest."""
+    hits = 0
+    for sequences, best in groups:
+        scores = score_sequences(model, sequences, pad_id)
+        hits += tuple(sequences[max(range(len(scores)), key=scores.__getitem__)]) in best
+    return hits / len(groups)
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str], margin: float = 0.0) -> dict:
@@ -91,7 +119,7 @@ def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainRe
     runtime = setup_runtime(cfg)
     base, cfg = load_for_finetuning(cfg, "cpu")
     model = RewardModel(base.model)
-    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, checker_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device))
+    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device))
     if runtime.dist.is_main:
         write_json(cfg.run_dir / "data.json", data.log)
     runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")

@@ -25,8 +25,8 @@ from llm.load import LoadedModel, load_for_finetuning
 from llm.losses import IGNORE, token_nll
 from llm.model import model_size
 from llm.run_files import write_json
-from llm.data.builtin_tasks import builtin_tasks
-from llm.eval.tasks import evaluate_tasks, generate_replies
+from llm.data.builtin_tasks import builtin_tasks, new_word_tasks
+from llm.eval.tasks import evaluate_tasks, generate_replies, item_verdicts
 from llm.tokenizer import Tokenizer
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
@@ -64,6 +64,7 @@ class SFTStage(Stage):
 
     def __init__(self, cfg: SFTConfig, base: LoadedModel, data: ChatData, runtime: Runtime):
         self.cfg, self.tok, self.data, self.device = cfg, base.tokenizer, data, runtime.device
+        self.last_items: dict[str, dict[str, bool]] = {}
         self.model = base.model.train()
         collate = self.collate
         lengths = [len(e) for e in data.train]
@@ -88,9 +89,17 @@ class SFTStage(Stage):
             nats, count = nats + batch_nats.item(), count + batch_count
         metrics = {"val_loss": nats / count}
         if self.data.eval_tasks:
-            task_metrics, _ = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens)
+            task_metrics, replies = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens, self.cfg.eval.prefer_style)
             metrics.update(task_metrics)
+            self.last_items = item_verdicts(self.data.eval_tasks, replies, self.cfg.eval.prefer_style)
+        e = self.cfg.eval
+        if e.new_words:
+            new, _ = evaluate_tasks(model, self.tok, new_word_tasks(e.new_words, 0, self.cfg.data.builtin_kinds), e.max_new_tokens, e.prefer_style)
+            metrics.update({f"new_words/{key}": new[key] for key in ("exact_match", "best_possible")})
         return metrics
+
+    def eval_items(self) -> dict[str, dict[str, bool]]:
+        return self.last_items
 
     def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
         prompts = self.cfg.eval.prompts

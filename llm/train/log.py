@@ -1,4 +1,5 @@
-"""Metrics: one JSON line per log step in <run>/metrics.jsonl, and a tqdm progress bar."""
+"""Metrics: one JSON line per log step in <run>/metrics.jsonl, per-item evaluation verdicts in
+<run>/eval_items.json, and a tqdm progress bar."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from llm.run_files import read_jsonl
+from llm.run_files import read_json, read_jsonl, write_json
 
 
 class MetricsLog:
@@ -28,6 +29,35 @@ class MetricsLog:
         clean = {k: finite_or_none(v) for k, v in record.items()}
         with open(self.path, "a") as handle:
             handle.write(json.dumps(clean) + "\n")
+
+
+class EvalItemsLog:
+    """<run>/eval_items.json: the verdict on each held-out item at step 0, at the latest evaluation and at the
+    best checkpoint's, so that a report can pair two models item by item (llm/eval/stats.py).
+
+    {"step0": {"step": 0, "items": {item: correct}, "preferred": {item: best-possible}}, "latest": {"step", "items",
+     "preferred"}, "best": {"step", "checkpoint", "items", "preferred"}}; "latest" at the end of a run is the
+    evaluation final.json holds.
+    On resume, entries from evaluations after the checkpoint's step are dropped: the run redoes them.
+    """
+
+    def __init__(self, path: Path, resume_step: int | None, best_checkpoint: str | None):
+        self.path = path
+        old = (read_json(path) or {}) if resume_step is not None else {}
+        self.record = {name: entry for name, entry in old.items() if isinstance(entry, dict) and entry.get("step", 0) <= resume_step}
+        if "best" in self.record and self.record["best"].get("checkpoint") != best_checkpoint:
+            del self.record["best"]  # not the best checkpoint of the state resumed
+
+    def write(self, step: int, verdicts: dict[str, dict[str, bool]], best_checkpoint: str | None) -> None:
+        """Record one evaluation's verdicts by measure ("items": correct, "preferred": best-possible to the
+        rater); `best_checkpoint` names the checkpoint it was saved as best, if it was."""
+        entry = {"step": step, **verdicts}
+        self.record["latest"] = entry
+        if step == 0:
+            self.record["step0"] = entry
+        if best_checkpoint:
+            self.record["best"] = {"step": step, "checkpoint": best_checkpoint, **verdicts}
+        write_json(self.path, self.record)
 
 
 def finite_or_none(value):

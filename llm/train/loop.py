@@ -29,7 +29,7 @@ from llm.errors import TrainingError
 from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
 from llm.train.distributed import any_across, sum_across
-from llm.train.log import MetricsLog, Progress
+from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
 from llm.train.throughput import Interval
@@ -76,6 +76,11 @@ class Stage:
 
     def after_evaluate(self, model: nn.Module, step: int, metrics: dict, run_dir: Path) -> None:
         """Called on the main process after each evaluation, e.g. to write samples."""
+
+    def eval_items(self) -> dict[str, dict[str, bool]] | None:
+        """The last evaluation's verdicts on each held-out item, by measure ({"items": {item: correct}, ...}),
+        for eval_items.json; None = none."""
+        return None
 
     def state_dict(self) -> dict:
         return {}
@@ -187,6 +192,8 @@ class Trainer:
             if self.tokenizer_json is not None:
                 (self.run_dir / "tokenizer.json").write_text(self.tokenizer_json)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.state.step if resume else None) if self.is_main else None
+        self.items_log = EvalItemsLog(self.run_dir / "eval_items.json", self.state.step if resume else None,
+                                      self.state.best_checkpoint) if self.is_main else None
         self.train_model = self.wrap(self.model)
         if resumed_from is not None:
             self.say(f"resumed from {resumed_from} at step {self.state.step}")
@@ -352,7 +359,11 @@ class Trainer:
             if self.log is not None:
                 self.log.write({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
             self.say(f"step {state.step}: " + ", ".join(f"{k} {format_metric(v)}" for k, v in metrics.items() if not isinstance(v, dict)))
-        if improved and self.cfg.checkpoint.keep_best and state.step > 0:
+        saves_best = improved and self.cfg.checkpoint.keep_best and state.step > 0
+        if self.items_log is not None and (items := self.stage.eval_items()):
+            # before the save: a kill between the two leaves entries newer than the checkpoint, which resume drops
+            self.items_log.write(state.step, items, ckpt.step_dir_name(state.step) if saves_best else None)
+        if saves_best:
             self.save(best=True)
         self.interval.resume()
         return metrics

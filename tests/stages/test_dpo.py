@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from conftest_helpers import FOUR_ITEMS, REPO, kill_and_resume, metric_losses, read_metrics
+from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, kill_and_resume, metric_losses, read_metrics
 from llm.config import DPOConfig, load_config
 from llm.stages.dpo import run
 
@@ -29,7 +29,7 @@ def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
         f"init_from={sft_run}", f"out_dir={out_dir}", f"name={name}", "data.builtin_train=400", "data.builtin_val=40",
         "data.builtin_kinds=[first_word, last_word]", "optim.lr=1e-3", "optim.warmup_steps=0", "train.batch_size=8",
         "train.max_steps=60", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=30",
-        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10",
+        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10", "eval.new_words=5",
         "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
     ]
 
@@ -45,6 +45,10 @@ def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
     assert evals[-1]["val_loss"] < math.log(2) - 0.03
     assert {"exact_match", "win_rate", "kl", "reward"} <= set(evals[-1])
     assert (cfg.run_dir / "ref_logps.safetensors").is_file()
+    from llm.data.builtin_tasks import builtin_tasks
+
+    record = check_eval_items(cfg.run_dir, builtin_tasks("val", 10, 0, ["first_word", "last_word"]))
+    assert sum(record["step0"]["items"].values()) / 10 == evals[-1]["sft_exact_match"]  # step 0 is the SFT start
     train = read_metrics(cfg.run_dir, "train")
     assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= set(train[-1])
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from conftest_helpers import metric_losses, ppo_overrides, read_metrics
+from conftest_helpers import check_eval_items, metric_losses, ppo_overrides, read_metrics
 from llm.config import PPOConfig, load_config
 from llm.errors import ConfigError, TrainingError
 from llm.stages.ppo import run
@@ -19,13 +19,19 @@ def test_ppo_runs_logs_rollout_stats_and_compares_with_sft(sft_run, reward_run, 
     assert result.reason == "max_steps" and result.step == 12
     train_lines = read_metrics(cfg.run_dir, "train")
     assert {line["iteration"] for line in train_lines} == {0, 1, 2}  # 4 steps per iteration
-    for key in ("objective/kl", "objective/scores", "objective/entropy", "policy/clipfrac", "loss/value", "kl_coef"):
+    for key in ("objective/kl", "objective/scores", "objective/entropy", "policy/clipfrac", "loss/value", "kl_coef", "reward/model"):
         assert key in train_lines[-1]
+    assert "reward/checker" not in train_lines[-1]  # the default reward is the reward model's alone
     evals = read_metrics(cfg.run_dir, "eval")
     assert evals[0]["kl"] == 0 and evals[0]["win_rate"] == 0.5 and evals[0]["exact_match"] == evals[0]["sft_exact_match"]
     assert {"reward", "sft_reward", "stop_rate", "reply_tokens"} <= set(evals[-1])
     samples = [json.loads(x) for x in (cfg.run_dir / "samples.jsonl").read_text().splitlines()]
     assert {"prompt", "sft", "policy", "answer"} <= set(samples[-1]["samples"][0])
+    from llm.data.builtin_tasks import builtin_tasks
+
+    # step 0's verdicts are the SFT model's, the start every PPO figure is paired with
+    record = check_eval_items(cfg.run_dir, builtin_tasks("val", 10, 0, ["first_word", "last_word"]))
+    assert sum(record["step0"]["items"].values()) / 10 == evals[-1]["sft_exact_match"]
     from llm.load import load_gpt
 
     assert load_gpt(cfg.run_dir).checkpoint.meta["kind"] == "actor_critic"
@@ -40,6 +46,8 @@ def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path
     second = config(sft_run, reward_run, tmp_path, "b", *advantage)
     run(second, resume=True)
     assert metric_losses(second.run_dir) == metric_losses(straight.run_dir)
+    items = [json.loads((c.run_dir / "eval_items.json").read_text()) for c in (straight, second)]
+    assert items[0] == items[1]
 
 
 def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, tmp_path):
@@ -83,10 +91,38 @@ def test_rloo_trains_without_a_critic(sft_run, reward_run, tmp_path):
     assert any(n.startswith("policy.") for n in names) and not any(n.startswith("critic.") for n in names)
 
 
-def test_rloo_needs_groups(sft_run, reward_run, tmp_path):
-    cfg = config(sft_run, reward_run, tmp_path, "rloo1", "ppo.advantage=rloo")
-    with pytest.raises(ConfigError, match="ppo.samples_per_prompt"):
-        run(cfg)
+@pytest.mark.parametrize("advantage", ["rloo", "grpo"])
+def test_group_advantages_need_groups_before_anything_loads(advantage):
+    with pytest.raises(ConfigError, match=f"key 'ppo.samples_per_prompt' must be 2 or more with ppo.advantage={advantage}"):
+        load_config(PPOConfig, None, [f"ppo.advantage={advantage}"])
+
+
+def test_checker_reward_with_grpo_needs_no_reward_model(sft_run, tmp_path):
+    # RL with verifiable rewards: the task checker scores the replies, GRPO's group is the baseline, and
+    # without a reward model the evaluation reports accuracy and KL but no reward-model score
+    cfg = config(sft_run, "", tmp_path, "grpo", "ppo.advantage=grpo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2",
+                 "ppo.rewards=[{source: checker}]", "train.max_steps=8")
+    assert run(cfg).step == 8
+    lines = read_metrics(cfg.run_dir, "train")
+    assert all(0 <= line["reward/checker"] <= 1 and "reward/model" not in line for line in lines)
+    # the score is the checker's reward less the missing-end penalty (1.0) for each reply that did not stop
+    assert all(line["objective/scores"] == pytest.approx(line["reward/checker"] - (1 - line["rollout/finished"])) for line in lines)
+    assert "loss/value" not in lines[-1]
+    evals = read_metrics(cfg.run_dir, "eval")
+    assert "exact_match" in evals[-1] and "reward" not in evals[-1]
+
+
+def test_model_and_checker_rewards_are_summed_and_logged_apart(sft_run, reward_run, tmp_path):
+    cfg = config(sft_run, reward_run, tmp_path, "both", "ppo.rewards=[{source: model, weight: 0.5}, {source: checker, weight: 2}]",
+                 "ppo.missing_end_penalty=0", "train.max_steps=4", "train.eval_every=0", "train.eval_at_start=false")
+    run(cfg)
+    for line in read_metrics(cfg.run_dir, "train"):
+        assert line["objective/scores"] == pytest.approx(0.5 * line["reward/model"] + 2 * line["reward/checker"], rel=1e-5)
+
+
+def test_a_model_reward_needs_the_reward_model(sft_run, tmp_path):
+    with pytest.raises(ConfigError, match="key 'reward_model' is required: ppo.rewards has a model source"):
+        run(config(sft_run, "", tmp_path, "none"))
 
 
 def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_path):

@@ -102,3 +102,25 @@ def test_reward_resume_after_kill_reproduces_losses(sft_run, tmp_path):
     kill_and_resume("scripts/reward.py", "configs/reward/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")
 
+
+def test_top1_best_counts_prompts_whose_highest_scored_reply_the_rater_ranks_best():
+    from llm.data.pairs import PairExample
+    from llm.data.sampled_pairs import KIND, STYLE_KIND
+    from llm.stages.reward import sampled_groups, top1_best
+
+    class LastToken(torch.nn.Module):  # a sequence's reward is its last token id
+        def __init__(self):
+            super().__init__()
+            self.unused = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, ids, mask):
+            return ids.float()
+
+    pairs = [
+        PairExample([1], [9], [5], STYLE_KIND), PairExample([1], [9], [7], KIND),  # best scored highest
+        PairExample([2], [3], [8], KIND),  # a worse reply scored highest
+        PairExample([3], [4], [2], "off_by_one"),  # a hand-made pair: not a sampled group
+    ]
+    groups = sampled_groups(pairs)
+    assert [sorted(map(tuple, seqs)) for seqs, _ in groups] == [[(1, 5), (1, 7), (1, 9)], [(2, 3), (2, 8)]]
+    assert top1_best(LastToken(), groups, pad_id=0) == 0.5

@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from conftest_helpers import FOUR_ITEMS, REPO, kill_and_resume, metric_losses, read_metrics, sft_overrides
+from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, kill_and_resume, metric_losses, read_metrics, sft_overrides
 from llm.chat import ChatSession
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversation
@@ -71,6 +71,13 @@ def test_sft_loss_falls_and_model_learns_to_stop(sft_run, pretrained_run):
     assert data["padding_fraction"]["bucketed"] < data["padding_fraction"]["unbucketed"]
 
 
+def test_sft_keeps_per_prompt_verdicts_for_paired_comparisons(sft_run):
+    # step 0 is the base model in the chat template; "latest" is the evaluation final.json holds, the report's figure
+    record = check_eval_items(sft_run, builtin_tasks("val", 40, 0, ["first_word", "last_word"]))
+    assert set(record) == {"step0", "latest", "best"}  # val_loss fell, so a best checkpoint was kept after step 0
+    assert json.loads((sft_run / "best.json").read_text())["checkpoint"] == record["best"]["checkpoint"]
+
+
 @pytest.fixture(scope="module")
 def fitted_sft(tmp_path_factory, pretrained_run):
     """SFT on four tasks until the model knows them: 40 steps. With 22 base models (train.seed 0-9 and 1337,
@@ -79,8 +86,9 @@ def fitted_sft(tmp_path_factory, pretrained_run):
     from llm.config import SFTConfig, load_config
     from llm.stages.sft import run
 
+    # plain replies, as when the 40 steps were measured: a styled reply is longer and fits later
     cfg = load_config(SFTConfig, None, sft_overrides(pretrained_run, tmp_path_factory.mktemp("fit"), "fit") + FOUR_ITEMS + [
-        "train.max_steps=40", "eval.n_tasks=0"])
+        "train.max_steps=40", "eval.n_tasks=0", "eval.new_words=0", "data.styles.filler=0", "data.styles.disclaimer=0"])
     run(cfg)
     return cfg.run_dir, builtin_tasks("train", 4, cfg.data.seed, cfg.data.builtin_kinds)
 
@@ -118,3 +126,5 @@ def test_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     args = sft_args("train.max_steps=120", "checkpoint.save_every=10", name="b")
     kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 40, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")
+    items = [json.loads((tmp_path / "runs" / name / "eval_items.json").read_text()) for name in "ab"]
+    assert items[0] == items[1]
