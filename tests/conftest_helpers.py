@@ -109,6 +109,7 @@ def reward_overrides(init_from: Path, out_dir: Path, name: str = "reward") -> li
     return [
         f"init_from={init_from}", f"out_dir={out_dir}", f"name={name}",
         "data.builtin_train=1000", "data.builtin_val=80", "data.builtin_kinds=[first_word, last_word]",
+        "data.sampled_train=24", "data.sampled_val=8",  # the tiny config's rater-ranked samples, a few of them
         "optim.lr=1e-3", "optim.warmup_steps=5", "train.batch_size=16", "train.max_steps=60", "train.epochs=0",
         "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0", "train.eval_every=30",
         "train.log_every=1", "train.progress=false", "checkpoint.save_every=30",
