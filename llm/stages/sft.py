@@ -65,6 +65,8 @@ class SFTStage(Stage):
     def __init__(self, cfg: SFTConfig, base: LoadedModel, data: ChatData, runtime: Runtime):
         self.cfg, self.tok, self.data, self.device = cfg, base.tokenizer, data, runtime.device
         self.last_items: dict[str, dict[str, bool]] = {}
+        # built once: the same held-out tasks at every evaluation
+        self.new_word_tasks = new_word_tasks(cfg.eval.new_words, 0, cfg.data.builtin_kinds) if cfg.eval.new_words else []
         self.model = base.model.train()
         collate = self.collate
         lengths = [len(e) for e in data.train]
@@ -93,8 +95,8 @@ class SFTStage(Stage):
             metrics.update(task_metrics)
             self.last_items = item_verdicts(self.data.eval_tasks, replies, self.cfg.eval.prefer_style)
         e = self.cfg.eval
-        if e.new_words:
-            new, _ = evaluate_tasks(model, self.tok, new_word_tasks(e.new_words, 0, self.cfg.data.builtin_kinds), e.max_new_tokens, e.prefer_style)
+        if self.new_word_tasks:
+            new, _ = evaluate_tasks(model, self.tok, self.new_word_tasks, e.max_new_tokens, e.prefer_style)
             metrics.update({f"new_words/{key}": new[key] for key in ("exact_match", "best_possible")})
         return metrics
 
