@@ -12,6 +12,19 @@ from llm.model import GPT
 from llm.tokenizer import Tokenizer, render_prompt
 
 
+def fit_prompt(tok: Tokenizer, messages: list[dict], block_size: int, max_new_tokens: int, system: str = "") -> list[int]:
+    """The conversation rendered for a reply, dropping the oldest exchanges until the reply has room in the
+    context (at least half of it); a single message still too long keeps its most recent tokens."""
+    budget = block_size - min(max_new_tokens, block_size // 2)
+    history = list(messages)
+    while True:
+        head = [{"role": "system", "content": system}] if system else []
+        ids = render_prompt(tok, head + history)
+        if len(ids) <= budget or len(history) <= 1:
+            return ids[-budget:]
+        history = history[2:] if len(history) > 2 else history[1:]
+
+
 class ChatSession:
     def __init__(self, model: GPT, tok: Tokenizer, max_new_tokens: int = 200, temperature: float = 0.7,
                  top_k: int = 50, system: str = "", seed: int = 0):
@@ -27,15 +40,7 @@ class ChatSession:
         self.messages = []
 
     def prompt_ids(self) -> list[int]:
-        """The conversation so far, dropping the oldest exchanges until the reply has room in the context."""
-        budget = self.model.config.block_size - min(self.max_new_tokens, self.model.config.block_size // 2)
-        history = list(self.messages)
-        while True:
-            system = [{"role": "system", "content": self.system}] if self.system else []
-            ids = render_prompt(self.tok, system + history)
-            if len(ids) <= budget or len(history) <= 1:
-                return ids[-budget:]
-            history = history[2:] if len(history) > 2 else history[1:]
+        return fit_prompt(self.tok, self.messages, self.model.config.block_size, self.max_new_tokens, self.system)
 
     def reply(self, text: str, on_token: Callable[[int], None] | None = None) -> tuple[str, bool]:
         """The assistant's answer to `text`, streamed through `on_token`; whether it ended with <|end|>."""

@@ -51,12 +51,15 @@ def bradley_terry(chosen: torch.Tensor, rejected: torch.Tensor, margin: float = 
     return -F.logsigmoid(chosen - rejected - margin)
 
 
-def reward_model_losses(chosen: torch.Tensor, rejected: torch.Tensor, margin: float, center_coef: float) -> tuple[torch.Tensor, dict]:
+def reward_model_losses(chosen: torch.Tensor, rejected: torch.Tensor, margin: float, center_coef: float,
+                        weights: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
     """Bradley-Terry per pair plus center_coef * (r_chosen + r_rejected)^2, which keeps rewards near 0
-    (the ranking alone leaves their offset free); statistics are sums over pairs."""
-    losses = bradley_terry(chosen, rejected, margin) + center_coef * (chosen + rejected) ** 2
+    (the ranking alone leaves their offset free), each times its pair's weight (1 when None);
+    statistics are the same weighted sums."""
+    weights = torch.ones_like(chosen) if weights is None else weights.to(chosen.dtype)
+    losses = (bradley_terry(chosen, rejected, margin) + center_coef * (chosen + rejected) ** 2) * weights
     diff = (chosen - rejected).detach()
-    return losses, {"accuracy": (diff > 0).float().sum(), "margin": diff.sum()}
+    return losses, {"accuracy": ((diff > 0).float() * weights).sum(), "margin": (diff * weights).sum()}
 
 
 def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str, smoothing: float) -> torch.Tensor:

@@ -110,7 +110,7 @@ def check_sources(key: str, sources: list, formats: tuple[str, ...]) -> None:
     if not sources:
         raise BadValue(key, "must list at least one source (builtin, a file or a dataset)", sources)
     for i, source in enumerate(sources):
-        if source.path not in ("builtin", "builtin_samples"):  # generated here, they have no format
+        if source.path not in ("builtin", "builtin_samples") and not source.path.startswith("rankings:"):  # no format to pick
             check_choice(f"{key}[{i}].format", source.format, ("auto", *formats))
 
 

@@ -28,6 +28,7 @@ class PairExample:
     chosen: list[int]  # reply tokens only
     rejected: list[int]
     kind: str = ""
+    group: str = ""  # the ranking it came from; "" for a pair given alone
 
     def __len__(self) -> int:
         return len(self.prompt) + max(len(self.chosen), len(self.rejected))
@@ -66,7 +67,7 @@ def tokenize_pair(tok: Tokenizer, pair: PreferencePair, max_len: int, stats: Pai
     if len(prompt) + max(len(chosen), len(rejected)) > max_len:
         stats.dropped_too_long += 1
         return None
-    return PairExample(prompt, chosen, rejected, pair.kind)
+    return PairExample(prompt, chosen, rejected, pair.kind, pair.group)
 
 
 def tokenize_pairs(tok: Tokenizer, pairs: Sequence[PreferencePair], max_len: int) -> tuple[list[PairExample], PairStats]:
@@ -92,6 +93,29 @@ def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sam
     if not train or not val:
         raise DataError(f"preference data: {len(train)} training and {len(val)} validation pairs left after filtering; need both")
     return PairData(train, val, log)
+
+
+def units(examples: Sequence[PairExample]) -> list[list[PairExample]]:
+    """What one batch slot holds: all pairs of one ranking together (InstructGPT), or a single pair given alone."""
+    grouped: dict[str, list[PairExample]] = {}
+    out = []
+    for example in examples:
+        if not example.group:
+            out.append([example])
+        elif example.group in grouped:
+            grouped[example.group].append(example)
+        else:
+            grouped[example.group] = [example]
+            out.append(grouped[example.group])
+    return out
+
+
+def collate_units(batch: Sequence[Sequence[PairExample]], pad_id: int) -> dict[str, torch.Tensor]:
+    """collate_pairs over every pair of the units, each pair weighted 1/(pairs in its unit): a ranking counts once."""
+    examples = [e for unit in batch for e in unit]
+    out = collate_pairs(examples, pad_id)
+    out["weights"] = torch.tensor([1.0 / len(unit) for unit in batch for _ in unit])
+    return out
 
 
 def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -23,6 +23,7 @@ class PreferencePair:
     kind: str = ""            # optional label (e.g. rejection kind of built-in pairs)
     chosen_complete: bool = True     # False: the reply was cut and must be rendered without end-of-turn
     rejected_complete: bool = True
+    group: str = ""           # pairs from one ranking share its id: batched together, weighted to count once
 
 
 @dataclass

@@ -20,6 +20,7 @@ from llm.data.preferences import PreferencePair, load_preferences
 from llm.data.records import split_train_val
 from llm.data.tasks import Task
 from llm.errors import ConfigError
+from llm.feedback.rankings import in_validation, load_rankings, ranking_pairs
 
 Builtin = Callable[[], tuple[list, list]]  # (train, val) records of a built-in source
 ReadFile = Callable[[SourceConfig], tuple[list, object]]  # the records of a file source and its load statistics
@@ -86,7 +87,26 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
     def read(source: SourceConfig):
         return load_preferences(source.path, source.format, data.on_error, source.split)
 
-    return load_sources(data.sources, {"builtin": builtin, "builtin_samples": samples}, read, data.val_fraction, data.seed)
+    builtins = {"builtin": builtin, "builtin_samples": samples}
+    for source in data.sources:
+        if source.path.startswith(RANKINGS):
+            builtins[source.path] = ranking_source(source.path[len(RANKINGS):], data.val_fraction, data.seed)
+    return load_sources(data.sources, builtins, read, data.val_fraction, data.seed)
+
+
+RANKINGS = "rankings:"  # a source path "rankings:FILE" reads a rankings file (llm/feedback/rankings.py)
+
+
+def ranking_source(path: str, val_fraction: float, seed: int) -> Builtin:
+    """Every ranking's pairs, held out by prompt: a prompt's pairs all go to training or all to validation."""
+
+    def load() -> tuple[list, list]:
+        train, val = [], []
+        for ranking in load_rankings(path):
+            (val if in_validation(ranking.id, val_fraction, seed) else train).extend(ranking_pairs(ranking))
+        return train, val
+
+    return load
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import torch
 
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
-from llm.data.pairs import PairData, PairExample, collate_pairs, load_pair_data
+from llm.data.pairs import PairData, PairExample, collate_pairs, collate_units, load_pair_data, units
 from llm.data.sampled_pairs import KIND as SAMPLE_KIND
 from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
@@ -41,8 +41,10 @@ class RewardStage(Stage):
     def __init__(self, cfg: RewardConfig, model: RewardModel, pad_id: int, data: PairData, runtime: Runtime):
         self.cfg, self.data, self.device, self.pad_id = cfg, data, runtime.device, pad_id
         self.model = model
-        lengths = [len(e) for e in data.train]
-        self.source = EpochBatches(data.train, lengths, cfg.train.batch_size, cfg.train.seed, self.collate, runtime.dist.rank, runtime.dist.world_size)
+        train = units(data.train)
+        lengths = [max(len(e) for e in unit) for unit in train]
+        self.source = EpochBatches(train, lengths, cfg.train.batch_size, cfg.train.seed,
+                                   lambda batch: collate_units(batch, pad_id), runtime.dist.rank, runtime.dist.world_size)
         self.val_batches = fixed_batches(data.val, [len(e) for e in data.val], cfg.train.batch_size, self.collate)
 
     def collate(self, examples):
@@ -50,8 +52,9 @@ class RewardStage(Stage):
 
     def loss(self, model, batch) -> LossOutput:
         chosen, rejected = pair_rewards(model, batch)
-        losses, metrics = reward_model_losses(chosen, rejected, self.cfg.margin, self.cfg.center_coef)
-        return LossOutput(losses.sum(), len(chosen), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+        weights = batch["weights"]  # a ranking's pairs share one unit of weight
+        losses, metrics = reward_model_losses(chosen, rejected, self.cfg.margin, self.cfg.center_coef, weights)
+        return LossOutput(losses.sum(), float(weights.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def evaluate(self, model) -> dict:
         chosen, rejected, kinds = [], [], []
@@ -61,7 +64,7 @@ class RewardStage(Stage):
             rejected.append(r.float().cpu())
             kinds += batch["kinds"]
         metrics = reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
-        groups = sampled_groups(self.data.val)
+        groups = ranked_groups(self.data.val)
         if groups:
             metrics["val_top1_best"] = top1_best(model, groups, self.pad_id)
         return metrics
@@ -70,17 +73,22 @@ class RewardStage(Stage):
         return model_size(self.model.config).flops_per_token
 
 
-def sampled_groups(pairs: list[PairExample]) -> list[tuple[list[list[int]], set[tuple[int, ...]]]]:
-    """Per prompt of the rater-ranked samples: every reply seen (prompt + reply ids) and the rater's best ones."""
+def ranked_groups(pairs: list[PairExample]) -> list[tuple[list[list[int]], set[tuple[int, ...]]]]:
+    """Per ranked prompt (one ranking, or the rater-ranked samples of one prompt): every reply seen (prompt +
+    reply ids) and the best ones, those never ranked below another."""
     groups: dict[tuple, tuple[dict, set]] = {}
     for pair in pairs:
-        if not pair.kind.startswith(SAMPLE_KIND):
+        if pair.group:
+            key = ("ranking", pair.group)
+        elif pair.kind.startswith(SAMPLE_KIND):
+            key = ("prompt", tuple(pair.prompt))
+        else:
             continue
-        replies, best = groups.setdefault(tuple(pair.prompt), ({}, set()))
+        replies, worse = groups.setdefault(key, ({}, set()))
         for reply in (pair.chosen, pair.rejected):
             replies.setdefault(tuple(pair.prompt + reply), None)
-        best.add(tuple(pair.prompt + pair.chosen))
-    return [([list(seq) for seq in replies], best) for replies, best in groups.values()]
+        worse.add(tuple(pair.prompt + pair.rejected))
+    return [([list(seq) for seq in replies], set(replies) - worse) for replies, worse in groups.values()]
 
 
 @torch.no_grad()

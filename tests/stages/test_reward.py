@@ -18,10 +18,25 @@ def test_bradley_terry_loss_by_hand(monkeypatch):
     stage.cfg = SimpleNamespace(margin=0.5, center_coef=0.01)
     # two pairs: chosen ahead by 1 (r = 2 vs 1), and behind by 0.5 (r = 0 vs 0.5)
     monkeypatch.setattr(reward, "pair_rewards", lambda model, batch: (torch.tensor([2.0, 0.0]), torch.tensor([1.0, 0.5])))
-    out = stage.loss(None, {"attention_mask": torch.ones(4, 3, dtype=torch.bool)})
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    out = stage.loss(None, {"attention_mask": mask, "weights": torch.ones(2)})
     expected = (math.log1p(math.exp(-(1.0 - 0.5))) + 0.01 * 3.0**2) + (math.log1p(math.exp(-(-0.5 - 0.5))) + 0.01 * 0.5**2)
     assert out.count == 2 and out.loss.item() == pytest.approx(expected, rel=1e-6)
     assert float(out.metrics["accuracy"]) == 1.0 and float(out.metrics["margin"]) == pytest.approx(0.5)
+    # the same two pairs from one ranking: each weighs 1/2, so the ranking counts as one item
+    grouped = stage.loss(None, {"attention_mask": mask, "weights": torch.tensor([0.5, 0.5])})
+    assert grouped.count == 1 and grouped.loss.item() == pytest.approx(expected / 2, rel=1e-6)
+    assert float(grouped.metrics["accuracy"]) == 0.5
+
+
+def test_pairs_of_one_ranking_share_a_batch_slot_weighted_to_count_once():
+    from llm.data.pairs import PairExample, collate_units, units
+
+    pairs = [PairExample([1], [2], [3], group="r1"), PairExample([1], [4], [5]), PairExample([1], [2], [5], group="r1"),
+             PairExample([1], [3], [5], group="r1")]
+    slots = units(pairs)
+    assert [[p.rejected for p in slot] for slot in slots] == [[[3], [5], [5]], [[5]]]
+    assert collate_units(slots, 0)["weights"].tolist() == pytest.approx([1 / 3] * 3 + [1.0])
 
 
 def test_reward_metrics_by_hand():
@@ -106,7 +121,7 @@ def test_reward_resume_after_kill_reproduces_losses(sft_run, tmp_path):
 def test_top1_best_counts_prompts_whose_highest_scored_reply_the_rater_ranks_best():
     from llm.data.pairs import PairExample
     from llm.data.sampled_pairs import KIND, STYLE_KIND
-    from llm.stages.reward import sampled_groups, top1_best
+    from llm.stages.reward import ranked_groups, top1_best
 
     class LastToken(torch.nn.Module):  # a sequence's reward is its last token id
         def __init__(self):
@@ -121,6 +136,6 @@ def test_top1_best_counts_prompts_whose_highest_scored_reply_the_rater_ranks_bes
         PairExample([2], [3], [8], KIND),  # a worse reply scored highest
         PairExample([3], [4], [2], "off_by_one"),  # a hand-made pair: not a sampled group
     ]
-    groups = sampled_groups(pairs)
+    groups = ranked_groups(pairs)
     assert [sorted(map(tuple, seqs)) for seqs, _ in groups] == [[(1, 5), (1, 7), (1, 9)], [(2, 3), (2, 8)]]
     assert top1_best(LastToken(), groups, pad_id=0) == 0.5

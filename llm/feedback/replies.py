@@ -1,0 +1,35 @@
+"""K replies to a prompt, sampled from a checkpoint the way chat.py samples (same template, same cut)."""
+
+from __future__ import annotations
+
+import threading
+
+import torch
+
+from llm.chat import fit_prompt
+from llm.feedback.rankings import Reply
+from llm.feedback.session import Sample
+from llm.generate import SamplingParams, generate
+from llm.model import GPT
+from llm.tokenizer import Tokenizer
+
+
+def model_sampler(model: GPT, tok: Tokenizer, k: int, params: SamplingParams,
+                  lock: threading.Lock | None = None) -> Sample:
+    """A `Sample` for RankingSession; `lock` serialises use of the model with others (the chat page)."""
+    lock = lock or threading.Lock()
+    device = next(model.parameters()).device
+
+    def sample(prompts: list[list[dict]], seed: int) -> list[list[Reply]]:
+        ids = [fit_prompt(tok, prompt, model.config.block_size, params.max_new_tokens) for prompt in prompts]
+        generator = torch.Generator(device=device).manual_seed(seed)
+        with lock:
+            out = generate(model, [row for row in ids for _ in range(k)], params, tok.pad_id, generator=generator)
+        replies = [Reply(tok.decode(tokens), finished) for tokens, finished in zip(out.tokens, out.finished)]
+        return [replies[i * k : (i + 1) * k] for i in range(len(prompts))]
+
+    return sample
+
+
+def sampling_params(tok: Tokenizer, max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> SamplingParams:
+    return SamplingParams(max_new_tokens, temperature, top_k, top_p, (tok.end_id, tok.eos_id))

@@ -1,0 +1,98 @@
+"""The rankings file: its appends survive concurrency and interruption, an undo withdraws, rankings become pairs."""
+
+import json
+import threading
+
+import pytest
+
+from llm.errors import DataError
+from llm.feedback.rankings import Ranking, RankingFile, Reply, in_validation, load_rankings, ranking_pairs, read_lines
+
+PROMPT = [{"role": "user", "content": "Say cat 2 times."}]
+
+
+def ranking(order, prompt=PROMPT, texts=("a", "b", "c", "d"), status="ranked"):
+    return Ranking(prompt, [Reply(t) for t in texts], order, status)
+
+
+def test_a_strict_ranking_of_k_replies_gives_k_choose_2_pairs_best_over_worse():
+    pairs = ranking_pairs(ranking([[2], [0], [3], [1]]))
+    assert [(p.chosen, p.rejected) for p in pairs] == [("c", "a"), ("c", "d"), ("c", "b"), ("a", "d"), ("a", "b"), ("d", "b")]
+    assert {p.group for p in pairs} == {ranking([[0], [1], [2], [3]]).id}
+
+
+def test_tied_replies_give_no_pair_and_skipped_or_all_bad_give_none():
+    pairs = ranking_pairs(ranking([[0, 1], [2, 3]]))
+    assert sorted((p.chosen, p.rejected) for p in pairs) == [("a", "c"), ("a", "d"), ("b", "c"), ("b", "d")]
+    assert ranking_pairs(ranking([], status="skipped")) == []
+    assert ranking_pairs(ranking([], status="all_bad")) == []
+
+
+def test_identical_replies_ranked_apart_give_no_pair_and_an_unfinished_reply_keeps_its_flag():
+    entry = Ranking(PROMPT, [Reply("x"), Reply("x"), Reply("x", finished=False)], [[0], [1], [2]])
+    pairs = ranking_pairs(entry)
+    assert [(p.chosen_complete, p.rejected_complete) for p in pairs] == [(True, False), (True, False)]
+
+
+@pytest.mark.parametrize("order", [[[0], [1], [2]], [[0], [1], [2], [3], [3]], [[0, 1], [], [2, 3]], [[0], [1], [2], [4]]])
+def test_a_ranking_that_does_not_place_every_reply_once_is_refused(order):
+    with pytest.raises(ValueError, match="exactly once"):
+        ranking(order)
+
+
+def test_appends_reload_and_an_undo_withdraws_the_latest_entry_for_its_prompt(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = RankingFile(path)
+    first = store.add(ranking([[0], [1], [2], [3]]))
+    other = store.add(ranking([[1], [0], [2], [3]], prompt=[{"role": "user", "content": "Say dog 2 times."}]))
+    store.undo(first.id)
+    assert list(RankingFile(path).in_force()) == [other.id]
+    store.add(ranking([[3], [2], [1], [0]]))
+    entries = load_rankings(path)
+    assert [e.ranking for e in entries] == [[[3], [2], [1], [0]], [[1], [0], [2], [3]]]  # in the order prompts were first given
+    assert all(json.loads(line) for line in path.read_text().splitlines())
+
+
+def test_two_threads_and_two_files_on_one_path_never_interleave_lines(tmp_path):
+    path = tmp_path / "r.jsonl"
+    stores = [RankingFile(path), RankingFile(path)]
+    long = ("word " * 2000,) * 4  # lines longer than a page
+
+    def write(store, n):
+        for i in range(40):
+            store.add(ranking([[0], [1], [2], [3]], [{"role": "user", "content": f"{n}-{i}"}], long))
+
+    threads = [threading.Thread(target=write, args=(stores[n % 2], n)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(load_rankings(path)) == 160
+    assert len(path.read_text().splitlines()) == 160
+
+
+def test_an_unfinished_last_line_is_ignored_by_readers_and_cut_by_the_next_writer(tmp_path):
+    path = tmp_path / "r.jsonl"
+    RankingFile(path).add(ranking([[0], [1], [2], [3]]))
+    whole = path.read_bytes()
+    path.write_bytes(whole + b'{"id": "abc", "prom')  # a write killed half way
+    assert len(read_lines(path)) == 1
+    RankingFile(path)
+    assert path.read_bytes() == whole
+
+
+def test_a_malformed_complete_line_names_the_file_and_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    RankingFile(path).add(ranking([[0], [1], [2], [3]]))
+    with path.open("a") as f:
+        f.write('{"prompt": [], "replies": [{"text": "a"}], "ranking": [[5]]}\n')
+    with pytest.raises(DataError, match=rf"{path}:2: not a ranking record"):
+        load_rankings(path)
+
+
+def test_the_held_out_split_is_by_prompt_and_stable():
+    ids = [f"{i:016x}" for i in range(2000)]
+    held = [i for i in ids if in_validation(i, 0.1, 0)]
+    assert 150 < len(held) < 250
+    assert held == [i for i in ids if in_validation(i, 0.1, 0)]
+    assert held != [i for i in ids if in_validation(i, 0.1, 1)]

@@ -1,0 +1,100 @@
+"""The ranking session: tabs hold distinct prompts, a restart never repeats one, undo puts it back."""
+
+import itertools
+
+import pytest
+
+from llm.feedback.rankings import RankingFile, Reply
+from llm.feedback.session import Item, RankingSession, builtin_items, file_items
+from llm.errors import DataError
+
+
+def fake_sample(prompts, seed):
+    return [[Reply(f"{p[-1]['content']} #{seed % 97} r{i}") for i in range(3)] for p in prompts]
+
+
+def items(n=10):
+    return iter([Item([{"role": "user", "content": f"q{i}"}]) for i in range(n)])
+
+
+def session(path, n=10):
+    return RankingSession(RankingFile(path), items(n), fake_sample, target=5, checkpoint="ck", sampling={"k": 3})
+
+
+def test_each_tab_keeps_its_prompt_across_reloads_and_two_tabs_never_share_one(tmp_path):
+    s = session(tmp_path / "r.jsonl")
+    a, b = s.current("tab-a"), s.current("tab-b")
+    assert a.id != b.id
+    assert s.current("tab-a") is a and s.current("tab-a").replies == a.replies
+
+
+def test_a_restart_never_shows_a_prompt_already_given(tmp_path):
+    path = tmp_path / "r.jsonl"
+    s = session(path)
+    shown = []
+    for status in ("ranked", "skipped", "all_bad"):
+        item = s.current()
+        shown.append(item.prompt[0]["content"])
+        s.give(item.id, [[0], [2], [1]] if status == "ranked" else [], status)
+    assert shown == ["q0", "q1", "q2"]
+    assert s.progress() == {"ranked": 1, "done": 3, "target": 5}
+    restarted = session(path)
+    assert restarted.current().prompt[0]["content"] == "q3"
+    records = RankingFile(path).in_force()
+    assert [r.status for r in records.values()] == ["ranked", "skipped", "all_bad"]
+    assert all(r.checkpoint == "ck" and r.sampling == {"k": 3} for r in records.values())
+
+
+def test_giving_for_a_prompt_the_tab_does_not_hold_is_refused(tmp_path):
+    s = session(tmp_path / "r.jsonl")
+    a, b = s.current("a"), s.current("b")
+    with pytest.raises(ValueError, match="not the one this tab shows"):
+        s.give(b.id, [[0], [1], [2]], tab="a")
+    s.give(a.id, [[0], [1], [2]], tab="a")
+    with pytest.raises(ValueError, match="not the one this tab shows"):
+        s.give(a.id, [[0], [1], [2]], tab="a")  # a second submit of the same ranking
+
+
+def test_undo_withdraws_the_tabs_last_ranking_and_shows_its_replies_again(tmp_path):
+    path = tmp_path / "r.jsonl"
+    s = session(path)
+    first = s.current()
+    s.give(first.id, [[2], [1], [0]])
+    s.current()  # the next prompt, now held
+    back = s.undo()
+    assert back.id == first.id and back.replies == first.replies
+    assert RankingFile(path).in_force() == {}
+    assert s.undo() is None
+    s.give(first.id, [[0], [1], [2]])
+    assert s.current().prompt[0]["content"] == "q1"  # the prompt the undo displaced
+
+
+def test_a_typed_prompt_becomes_the_tabs_and_the_displaced_one_comes_back(tmp_path):
+    s = session(tmp_path / "r.jsonl")
+    held = s.current()
+    mine = s.type_prompt("  What is Python? ")
+    assert mine.prompt == [{"role": "user", "content": "What is Python?"}] and len(mine.replies) == 3
+    s.give(mine.id, [[0], [1], [2]])
+    assert s.current().id == held.id
+    with pytest.raises(ValueError, match="already in the rankings file"):
+        s.type_prompt("What is Python?")
+
+
+def test_prompts_run_out_when_every_one_is_done(tmp_path):
+    s = session(tmp_path / "r.jsonl", n=2)
+    for _ in range(2):
+        s.give(s.current().id, [], "skipped")
+    assert s.current() is None
+
+
+def test_builtin_prompts_carry_their_task_and_files_give_prompts(tmp_path):
+    first = list(itertools.islice(builtin_items(), 3))
+    assert all(i.task and i.prompt[0]["content"] == i.task.prompt for i in first)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hello"}\n\n{"prompt": [{"role": "user", "content": "hi"}]}\n')
+    assert [i.prompt for i in file_items(tmp_path / "p.jsonl")] == [[{"role": "user", "content": "hello"}],
+                                                                     [{"role": "user", "content": "hi"}]]
+    (tmp_path / "p.txt").write_text("one\ntwo\n")
+    assert len(list(file_items(tmp_path / "p.txt"))) == 2
+    (tmp_path / "bad.jsonl").write_text('{"text": "x"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:1: expected a JSON object with a 'prompt'"):
+        list(file_items(tmp_path / "bad.jsonl"))
