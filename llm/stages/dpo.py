@@ -5,42 +5,30 @@ With h = beta * [(log pi(y_c) - log ref(y_c)) - (log pi(y_r) - log ref(y_r))]:
                                          -(1 - e) log sigmoid(h) - e log sigmoid(-h)
   ipo (Azar et al. 2023):                (h' - 1 / (2 beta))^2, h' built from per-token average log-probs
 With `dpo.nll_coef` > 0 the chosen reply's per-token NLL is added (RPO, Pang et al. 2024).
-The reference log-probabilities never change, so they are computed once and cached in the run folder.
+The reference's log-probabilities come from a forward pass of the frozen reference on each training
+batch (TRL's default), so only the pairs trained on pay for one; the fixed validation batches keep theirs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from llm.config import DPOConfig
 from llm.data.batching import EpochBatches, fixed_batches
-from llm.data.pairs import PairExample, collate_pairs, load_pair_data
+from llm.data.pairs import collate_pairs, load_pair_data
 from llm.load import load_gpt, load_reward_model, read
 from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
-from llm.model import model_size, weights_digest
+from llm.model import model_size
 from llm.eval.policy import PolicyEvaluator
 from llm.eval.tasks import rater_ranked_sampler
 from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
-
-
-@dataclass(frozen=True)
-class IndexedPair:
-    index: int
-    pair: PairExample
-
-    def __len__(self) -> int:
-        return len(self.pair)
 
 
 def reply_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,32 +43,29 @@ class DPOStage(Stage):
     name = "dpo"
     early_stop_metric = "val_loss"
 
-    def __init__(self, cfg: DPOConfig, policy, reference_logps: dict[str, torch.Tensor], train_pairs, val_pairs, pad_id: int,
+    def __init__(self, cfg: DPOConfig, policy, reference, train_pairs, val_pairs, pad_id: int,
                  evaluator: PolicyEvaluator | None, runtime: Runtime):
         self.cfg, self.s, self.model, self.pad_id, self.evaluator = cfg, cfg.dpo, policy, pad_id, evaluator
-        self.device, self.reference_logps = runtime.device, reference_logps
-        train_items = [IndexedPair(i, p) for i, p in enumerate(train_pairs)]
-        self.source = EpochBatches(train_items, [len(p) for p in train_pairs], cfg.train.batch_size, cfg.train.seed,
-                                   self.collate_train, runtime.dist.rank, runtime.dist.world_size)
-        val_items = [IndexedPair(i, p) for i, p in enumerate(val_pairs)]
-        self.val_batches = fixed_batches(val_items, [len(p) for p in val_pairs], cfg.train.batch_size, self.collate_val)
+        self.device, self.reference = runtime.device, reference
+        self.source = EpochBatches(train_pairs, [len(p) for p in train_pairs], cfg.train.batch_size, cfg.train.seed,
+                                   self.collate, runtime.dist.rank, runtime.dist.world_size)
+        self.val_batches = fixed_batches(val_pairs, [len(p) for p in val_pairs], cfg.train.batch_size, self.collate)
 
-    def collate(self, items: list[IndexedPair], split: str) -> dict:
-        batch = collate_pairs([item.pair for item in items], self.pad_id)
-        index = torch.tensor([item.index for item in items])
-        batch["ref_logps"] = torch.cat([self.reference_logps[f"{split}_chosen"][index], self.reference_logps[f"{split}_rejected"][index]])
-        return batch
+    def collate(self, pairs) -> dict:
+        return collate_pairs(pairs, self.pad_id)
 
-    def collate_train(self, items):
-        return self.collate(items, "train")
-
-    def collate_val(self, items):
-        return self.collate(items, "val")
+    @torch.no_grad()
+    def reference_logps(self, batch) -> torch.Tensor:
+        """The frozen reference's summed reply log-probs for a batch (kept in a batch that already has them)."""
+        if "ref_logps" not in batch:
+            batch["ref_logps"] = reply_logps(self.reference, batch)[0]
+        return batch["ref_logps"]
 
     def loss(self, model, batch) -> LossOutput:
         logps, lengths = reply_logps(model, batch)
-        losses = dpo_losses(logps, batch["ref_logps"], lengths, self.s.beta, self.s.loss, self.s.label_smoothing)
-        metrics = dpo_pair_stats(logps, batch["ref_logps"], self.s.beta)
+        reference = self.reference_logps(batch)
+        losses = dpo_losses(logps, reference, lengths, self.s.beta, self.s.loss, self.s.label_smoothing)
+        metrics = dpo_pair_stats(logps, reference, self.s.beta)
         if self.s.nll_coef:
             # keeps the chosen reply likely: without it DPO can lower both sides, and a rejected reply
             # that is a prefix of the chosen one drags the chosen one down with it
@@ -92,8 +77,9 @@ class DPOStage(Stage):
 
     def evaluate(self, model) -> dict:
         total, count, sums = 0.0, 0, {}
-        for batch in self.val_batches:
-            out = self.loss(model, to_device(batch, self.device))
+        for i, batch in enumerate(self.val_batches):
+            self.val_batches[i] = batch = to_device(batch, self.device)  # its reference log-probs stay with it
+            out = self.loss(model, batch)
             total += float(out.loss)
             count += out.count
             for key, value in out.metrics.items():
@@ -117,39 +103,6 @@ class DPOStage(Stage):
         return model_size(self.model.config).flops_per_token
 
 
-@torch.no_grad()
-def reference_logps(reference, pairs: list[PairExample], pad_id: int, batch_size: int, precision) -> tuple[torch.Tensor, torch.Tensor]:
-    device = next(reference.parameters()).device
-    chosen, rejected = torch.empty(len(pairs)), torch.empty(len(pairs))
-    for start in range(0, len(pairs), batch_size):
-        batch = to_device(collate_pairs(pairs[start : start + batch_size], pad_id), device)
-        with precision.autocast():
-            logps, _ = reply_logps(reference, batch)
-        half = logps.shape[0] // 2
-        chosen[start : start + half], rejected[start : start + half] = logps[:half].float().cpu(), logps[half:].float().cpu()
-    return chosen, rejected
-
-
-def cached_reference_logps(run_dir: Path, reference, data, pad_id: int, batch_size: int, precision) -> dict[str, torch.Tensor]:
-    """Reference log-probs of every pair, from `ref_logps.safetensors` when it matches this data and reference."""
-    pairs = repr([(p.prompt, p.chosen, p.rejected) for p in data.train + data.val])
-    key = hashlib.sha256((pairs + weights_digest(reference)).encode()).hexdigest()
-    path = run_dir / "ref_logps.safetensors"
-    if path.is_file():
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            if (handle.metadata() or {}).get("key") == key:
-                return load_file(str(path))
-    tensors = {}
-    for split, pairs in (("train", data.train), ("val", data.val)):
-        tensors[f"{split}_chosen"], tensors[f"{split}_rejected"] = reference_logps(reference, pairs, pad_id, batch_size, precision)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks of one job may write at once
-    save_file(tensors, str(tmp), metadata={"key": key})
-    tmp.replace(path)
-    return tensors
-
-
 def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
     if not cfg.init_from:
         from llm.errors import ConfigError
@@ -165,12 +118,11 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     data = load_pair_data(cfg.data, tok, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
     if runtime.dist.is_main:
         write_json(cfg.run_dir / "data.json", data.log)
-    ref_logps = cached_reference_logps(cfg.run_dir, reference, data, tok.pad_id, cfg.train.batch_size, runtime.precision)
     evaluator = None
     if cfg.eval.n_prompts:
         judge = load_reward_model(cfg.eval.reward_model, runtime.device)[0] if cfg.eval.reward_model else None
         with runtime.precision.autocast():
             evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval)
-    stage = DPOStage(cfg, policy.model.train(), ref_logps, data.train, data.val, tok.pad_id, evaluator, runtime)
+    stage = DPOStage(cfg, policy.model.train(), reference, data.train, data.val, tok.pad_id, evaluator, runtime)
     runtime.say(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}")
     return train(stage, cfg, runtime, tok.to_json(), resume)
