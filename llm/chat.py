@@ -46,8 +46,17 @@ class ChatSession:
         """The assistant's answer to `text`, streamed through `on_token`; whether it ended with <|end|>."""
         self.messages.append({"role": "user", "content": text})
         params = SamplingParams(self.max_new_tokens, self.temperature, self.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
-        out = generate(self.model, [self.prompt_ids()], params, self.tok.pad_id, generator=self.generator,
-                       on_token=(lambda row, token: on_token(token)) if on_token else None)
-        answer = self.tok.decode(out.tokens[0])
+        answer, finished = reply_to(self.model, self.tok, self.messages, params, self.generator, on_token, self.system)
         self.messages.append({"role": "assistant", "content": answer})
-        return answer, out.finished[0]
+        return answer, finished
+
+
+def reply_to(model: GPT, tok: Tokenizer, messages: list[dict], params: SamplingParams, generator: torch.Generator | None,
+             on_token: Callable[[int], None] | None = None, system: str = "") -> tuple[str, bool]:
+    """The assistant's next turn after `messages` (cut to fit as `fit_prompt` does); whether it ended by itself.
+
+    The terminal chat and the chat page both answer through this, so they share the template and the stops."""
+    ids = fit_prompt(tok, messages, model.config.block_size, params.max_new_tokens, system)
+    out = generate(model, [ids], params, tok.pad_id, generator=generator,
+                   on_token=(lambda row, token: on_token(token)) if on_token else None)
+    return tok.decode(out.tokens[0]), out.finished[0]
