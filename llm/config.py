@@ -296,6 +296,9 @@ class PreferenceDataConfig(Checked):
     sample_max_new_tokens: int = 32
     prefer_style: str = "plain"  # the built-in rater ranks replies: correct first, then this style ("" = correctness only)
     styles: StyleMix = field(default_factory=StyleMix)  # styles of the built-in pairs' replies, as in the SFT data
+    # source rankings:FILE: a ranking's pairs share one batch slot and one unit of weight (InstructGPT);
+    # false trains on them as if each comparison had been given alone
+    ranking_groups: bool = True
     seed: int = 0
     section = "data."
 
@@ -559,6 +562,8 @@ def build(schema: type[C], raw: dict[str, Any], source: str, prefix: str = "") -
 
 def coerce(hint: Any, value: Any, source: str, dotted: str) -> Any:
     if dataclasses.is_dataclass(hint):
+        if hint is SourceConfig and isinstance(value, str):  # data.sources=[builtin, rankings:feedback/x.jsonl]
+            value = {"path": value}
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: key '{dotted}' is a section; set its fields as '{dotted}.<name>'")
         return build(hint, value, source, dotted + ".")

@@ -1,6 +1,8 @@
 """Score a reply with a reward model: python scripts/score.py --checkpoint runs/reward-tiny --prompt "What is 2+3?" --response "5"
 
-Several --response flags score several replies to the same prompt, best first.
+Several --response flags score several replies to the same prompt, best first. With --rankings FILE it
+scores every ranking in a rankings file (scripts/rank.py, scripts/serve.py) and prints how often the
+reward model orders a pair as the ranker did, and how often its top-scored reply is one ranked best.
 """
 
 import argparse
@@ -11,11 +13,14 @@ from llm.cli import main
 def entry() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="a reward run folder or checkpoint")
-    parser.add_argument("--prompt", required=True)
-    parser.add_argument("--response", action="append", required=True, help="a reply to score; repeat for several")
+    parser.add_argument("--prompt")
+    parser.add_argument("--response", action="append", help="a reply to score; repeat for several")
+    parser.add_argument("--rankings", help="a rankings file to measure agreement with, instead of --prompt/--response")
     parser.add_argument("--unfinished", action="store_true", help="score the replies as cut off (no end-of-turn token)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    if not args.rankings and not (args.prompt and args.response):
+        parser.error("give --prompt and --response, or --rankings FILE")
     from llm.settings_checks import check_flags
 
     check_flags(args)  # --device, before torch and the checkpoint load
@@ -26,11 +31,24 @@ def entry() -> int:
     from llm.tokenizer import render_prompt
 
     model, tok, _ = load_reward_model(args.checkpoint, pick_device(args.device))
+    if args.rankings:
+        return agreement(model, tok, args.rankings)
     prompt = render_prompt(tok, [{"role": "user", "content": args.prompt}])
     sequences = [prompt + reply_ids(tok, r, not args.unfinished) for r in args.response]
     scores = score_sequences(model, sequences, tok.pad_id)
     for score, response in sorted(zip(scores, args.response), reverse=True):
         print(f"{score:+.4f}\t{response}")
+    return 0
+
+
+def agreement(model, tok, path: str) -> int:
+    import json
+
+    from llm.eval.rankings import rankings_agreement
+    from llm.feedback.rankings import load_rankings
+
+    result = rankings_agreement(model, tok, load_rankings(path), model.config.block_size, tok.pad_id)
+    print(json.dumps({"rankings_file": path, **result}))
     return 0
 
 

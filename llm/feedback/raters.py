@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from llm.data.styles import STYLES, judge, rank_key
 from llm.data.tasks import Task
+from llm.errors import ConfigError
 from llm.feedback.rankings import Reply
 
 RATERS = {"checker": "", **{style: style for style in STYLES}}  # name -> preferred style ("" = none)
@@ -24,9 +25,9 @@ RATERS = {"checker": "", **{style: style for style in STYLES}}  # name -> prefer
 
 def check_rater(name: str, noise: float = 0.0) -> None:
     if name not in RATERS:
-        raise ValueError(f"unknown rater {name!r}; raters are {', '.join(RATERS)}")
+        raise ConfigError(f"unknown rater {name!r}; raters are {', '.join(RATERS)}")
     if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"rater noise must be between 0 and 1; got {noise}")
+        raise ConfigError(f"rater noise must be between 0 and 1; got {noise}")
 
 
 def rate(task: Task, replies: Sequence[Reply], rater: str) -> list[list[int]]:

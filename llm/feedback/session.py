@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,11 +42,12 @@ class Item:
 Sample = Callable[[list[list[dict]], int], list[list[Reply]]]  # (prompts' messages, seed) -> K replies to each
 
 
-def builtin_items(seed: int = 0, chunk: int = 500) -> Iterator[Item]:
-    """The built-in tasks' questions, endlessly, in a fixed order for a given seed."""
+def builtin_items(seed: int = 0, split: str = "train", kinds: Sequence[str] | None = None, chunk: int = 500) -> Iterator[Item]:
+    """The built-in tasks' questions (of `kinds`, None = all), endlessly, in a fixed order for a given seed;
+    split "val" gives the held-out tasks, which no training source asks (for a test set of rankings)."""
     round_ = 0
     while True:
-        for task in builtin_tasks("train", chunk, seed * 1_000_003 + round_):
+        for task in builtin_tasks(split, chunk, seed * 1_000_003 + round_, kinds):
             yield Item([{"role": "user", "content": task.prompt}], task)
         round_ += 1
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
+from llm.errors import ConfigError
 from llm.feedback.raters import check_rater, noisy, rate
 from llm.feedback.rankings import Ranking, RankingFile
 from llm.feedback.session import Item, Sample
@@ -18,7 +19,8 @@ def simulate(store: RankingFile, items: Iterator[Item], sample: Sample, rater: s
     Prompts are sampled `batch` at a time (one generate call), then ranked and appended one by one, so an
     interrupted run keeps every ranking it gave and a rerun continues."""
     check_rater(rater, noise)
-    rng = random.Random(seed)
+    # two streams, so the same seed samples the same replies at any noise: a noisy file differs only in its reversals
+    rng, noise_rng = random.Random(seed), random.Random(seed + 1)
     done = set(store.in_force())
     added = 0
     while len(done) < count:
@@ -27,9 +29,9 @@ def simulate(store: RankingFile, items: Iterator[Item], sample: Sample, rater: s
             break
         for item in chunk:
             if item.task is None:
-                raise ValueError(f"rater {rater!r} needs built-in prompts, whose answers it checks; got {item.prompt}")
+                raise ConfigError(f"rater {rater!r} needs built-in prompts, whose answers it checks; got {item.prompt}")
         for item, replies in zip(chunk, sample([item.prompt for item in chunk], rng.randrange(2**31))):
-            ranking = noisy(rate(item.task, replies, rater), noise, rng)
+            ranking = noisy(rate(item.task, replies, rater), noise, noise_rng)
             store.add(Ranking(item.prompt, replies, ranking, "ranked", f"{rater} noise={noise:g}" if noise else rater,
                               checkpoint, sampling or {}))
             added += 1

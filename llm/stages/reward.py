@@ -14,13 +14,13 @@ import torch
 
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
-from llm.data.pairs import PairData, PairExample, collate_pairs, collate_units, load_pair_data, units
-from llm.data.sampled_pairs import KIND as SAMPLE_KIND
+from llm.data.pairs import PairData, collate_pairs, collate_units, load_pair_data, units
 from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
-from llm.reward_model import RewardModel, score_sequences, sequence_rewards
+from llm.reward_model import RewardModel, sequence_rewards
 from llm.run_files import write_json
 from llm.load import load_for_finetuning
+from llm.eval.rankings import ranked_groups, top1_best
 from llm.eval.tasks import rater_ranked_sampler
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
@@ -41,7 +41,7 @@ class RewardStage(Stage):
     def __init__(self, cfg: RewardConfig, model: RewardModel, pad_id: int, data: PairData, runtime: Runtime):
         self.cfg, self.data, self.device, self.pad_id = cfg, data, runtime.device, pad_id
         self.model = model
-        train = units(data.train)
+        train = units(data.train) if cfg.data.ranking_groups else [[example] for example in data.train]
         lengths = [max(len(e) for e in unit) for unit in train]
         self.source = EpochBatches(train, lengths, cfg.train.batch_size, cfg.train.seed,
                                    lambda batch: collate_units(batch, pad_id), runtime.dist.rank, runtime.dist.world_size)
@@ -71,34 +71,6 @@ class RewardStage(Stage):
 
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
-
-
-def ranked_groups(pairs: list[PairExample]) -> list[tuple[list[list[int]], set[tuple[int, ...]]]]:
-    """Per ranked prompt (one ranking, or the rater-ranked samples of one prompt): every reply seen (prompt +
-    reply ids) and the best ones, those never ranked below another."""
-    groups: dict[tuple, tuple[dict, set]] = {}
-    for pair in pairs:
-        if pair.group:
-            key = ("ranking", pair.group)
-        elif pair.kind.startswith(SAMPLE_KIND):
-            key = ("prompt", tuple(pair.prompt))
-        else:
-            continue
-        replies, worse = groups.setdefault(key, ({}, set()))
-        for reply in (pair.chosen, pair.rejected):
-            replies.setdefault(tuple(pair.prompt + reply), None)
-        worse.add(tuple(pair.prompt + pair.rejected))
-    return [([list(seq) for seq in replies], set(replies) - worse) for replies, worse in groups.values()]
-
-
-@torch.no_grad()
-def top1_best(model: RewardModel, groups, pad_id: int) -> float:
-    """The share of held-out prompts on which the reward model scores one of the rater's best replies highest."""
-    hits = 0
-    for sequences, best in groups:
-        scores = score_sequences(model, sequences, pad_id)
-        hits += tuple(sequences[max(range(len(scores)), key=scores.__getitem__)]) in best
-    return hits / len(groups)
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str], margin: float = 0.0) -> dict:

@@ -30,7 +30,8 @@ def test_noise_reverses_about_that_share_of_rankings():
 
 
 def test_an_unknown_rater_is_named():
+    from llm.errors import ConfigError
     from llm.feedback.raters import check_rater
 
-    with pytest.raises(ValueError, match="unknown rater 'kind'; raters are checker, plain, filler, disclaimer"):
+    with pytest.raises(ConfigError, match="unknown rater 'kind'; raters are checker, plain, filler, disclaimer"):
         check_rater("kind")

@@ -121,7 +121,7 @@ def test_reward_resume_after_kill_reproduces_losses(sft_run, tmp_path):
 def test_top1_best_counts_prompts_whose_highest_scored_reply_the_rater_ranks_best():
     from llm.data.pairs import PairExample
     from llm.data.sampled_pairs import KIND, STYLE_KIND
-    from llm.stages.reward import ranked_groups, top1_best
+    from llm.eval.rankings import ranked_groups, top1_best
 
     class LastToken(torch.nn.Module):  # a sequence's reward is its last token id
         def __init__(self):

@@ -1,0 +1,64 @@
+"""scripts/rank.py: a person ranks in the terminal, or a rater program fills the file; the reward stage learns it."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest_helpers import PYTHON, REPO, read_metrics, reward_overrides
+from llm.feedback.rankings import load_rankings
+
+FLAGS = ["--k", "3", "--max-new-tokens", "8", "--kinds", "first_word,last_word", "--device", "cpu"]
+
+
+def rank(sft_run, path, *extra, stdin=""):
+    done = subprocess.run([PYTHON, "scripts/rank.py", "--checkpoint", str(sft_run), "--rank", str(path), *FLAGS, *extra],
+                          cwd=REPO, input=stdin, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_parse_order_reads_ties_and_names_what_is_wrong():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rank_script", REPO / "scripts/rank.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.parse_order("2=1 4 3", 4) == [[1, 0], [3], [2]]
+    for bad, reason in (("1 2 3", "exactly once"), ("1 1 2 3", "exactly once"), ("1 2 x 3", "not an order")):
+        with pytest.raises(ValueError, match=reason):
+            script.parse_order(bad, 4)
+
+
+def test_a_person_ranks_skips_and_undoes_in_the_terminal_and_a_rerun_continues(sft_run, tmp_path):
+    path = tmp_path / "r.jsonl"
+    # rank, a bad line (asked again), skip, undo the skip, all bad, quit
+    done = rank(sft_run, path, stdin="2 1 3\n1 1 2\ns\nu\nb\nq\n")
+    assert "exactly once" in done.stdout and "(undone)" in done.stdout
+    entries = load_rankings(path)
+    assert [(e.status, e.ranking) for e in entries] == [("ranked", [[1], [0], [2]]), ("all_bad", [])]
+    assert len(path.read_text().splitlines()) == 4  # ranked, skipped, the undo, all bad: nothing rewritten
+    again = rank(sft_run, path, stdin="3=2 1\n")  # a rerun: a new prompt, then end of input
+    prompts = [e.prompt[0]["content"] for e in load_rankings(path)]
+    assert len(prompts) == 3 and len(set(prompts)) == 3 and prompts[-1] in again.stdout
+
+
+def test_a_rater_fills_the_file_and_the_reward_stage_learns_its_rankings(sft_run, tmp_path):
+    from llm.config import RewardConfig, load_config
+    from llm.stages.reward import run
+
+    path = tmp_path / "r.jsonl"
+    rank(sft_run, path, "--rater", "plain", "--target", "120")
+    entries = load_rankings(path)
+    assert len(entries) == 120 and {e.rater for e in entries} == {"plain"}
+    overrides = [o for o in reward_overrides(sft_run, tmp_path) if not o.startswith("data.")]
+    cfg = load_config(RewardConfig, REPO / "configs/reward/tiny_rankings.yaml",
+                      overrides + [f"data.sources=[rankings:{path}]", "data.val_fraction=0.25", "train.max_steps=30"])
+    run(cfg)
+    log = json.loads((cfg.run_dir / "data.json").read_text())
+    (source,) = log["sources"]
+    # every two replies in different groups make a pair (same text means same group, so none is dropped)
+    pairs = sum((3**2 - sum(len(g) ** 2 for g in e.ranking)) // 2 for e in entries)
+    assert source["path"] == f"rankings:{path}" and source["train"] + source["val"] == pairs > 0
+    evals = read_metrics(cfg.run_dir, "eval")
+    assert "val_top1_best" in evals[-1] and evals[-1]["val_loss"] < evals[0]["val_loss"]
