@@ -16,6 +16,7 @@ def entry() -> int:
     parser.add_argument("--prompt")
     parser.add_argument("--response", action="append", help="a reply to score; repeat for several")
     parser.add_argument("--rankings", help="a rankings file to measure agreement with, instead of --prompt/--response")
+    parser.add_argument("--against", help="with --rankings: a second reward model, compared pair by pair (sign test)")
     parser.add_argument("--unfinished", action="store_true", help="score the replies as cut off (no end-of-turn token)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
@@ -32,7 +33,8 @@ def entry() -> int:
 
     model, tok, _ = load_reward_model(args.checkpoint, pick_device(args.device))
     if args.rankings:
-        return agreement(model, tok, args.rankings)
+        other = load_reward_model(args.against, pick_device(args.device))[:2] if args.against else None
+        return agreement(model, tok, args.rankings, other)
     prompt = render_prompt(tok, [{"role": "user", "content": args.prompt}])
     sequences = [prompt + reply_ids(tok, r, not args.unfinished) for r in args.response]
     scores = score_sequences(model, sequences, tok.pad_id)
@@ -41,14 +43,21 @@ def entry() -> int:
     return 0
 
 
-def agreement(model, tok, path: str) -> int:
+def agreement(model, tok, path: str, other=None) -> int:
     import json
 
     from llm.eval.rankings import rankings_agreement
+    from llm.eval.stats import paired_comparison
     from llm.feedback.rankings import load_rankings
 
-    result = rankings_agreement(model, tok, load_rankings(path), model.config.block_size, tok.pad_id)
+    rankings = load_rankings(path)
+    result = rankings_agreement(model, tok, rankings, model.config.block_size, tok.pad_id)
+    verdicts = result.pop("verdicts")
     print(json.dumps({"rankings_file": path, **result}))
+    if other is not None:
+        against = rankings_agreement(other[0], other[1], rankings, other[0].config.block_size, other[1].pad_id)
+        paired = paired_comparison(against.pop("verdicts"), verdicts)  # fixed: pairs this model gets and --against misses
+        print(json.dumps({"against": {**against}, "paired": paired}))
     return 0
 
 
