@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm.data.builtin_tasks import builtin_tasks
+from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
 from llm.feedback.rankings import Ranking, RankingFile, Reply, prompt_id
@@ -53,24 +54,27 @@ def builtin_items(seed: int = 0, split: str = "train", kinds: Sequence[str] | No
 
 
 def file_items(path: str | Path) -> Iterator[Item]:
-    """Prompts from a file: JSON Lines with a "prompt" (text or a message list), or plain text, one per line."""
+    """Prompts from a file: JSON Lines with a "prompt" (text or a message list), or plain text, one per line.
+    The whole file is read and checked now, so a bad line fails at start, naming file:line."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DataError(f"{path}: no such prompts file") from None
+    items = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         if path.suffix == ".jsonl":
             try:
                 prompt = json.loads(line)["prompt"]
+                messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, "prompt")
             except (ValueError, KeyError, TypeError) as err:
                 raise DataError(f"{path}:{number}: expected a JSON object with a 'prompt' ({type(err).__name__}: {err})") from None
-            messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         else:
             messages = [{"role": "user", "content": line.strip()}]
-        yield Item(messages)
+        items.append(Item(messages))
+    return iter(items)
 
 
 def seed_for(item_id: str, seed: int) -> int:

@@ -95,6 +95,6 @@ def test_builtin_prompts_carry_their_task_and_files_give_prompts(tmp_path):
                                                                      [{"role": "user", "content": "hi"}]]
     (tmp_path / "p.txt").write_text("one\ntwo\n")
     assert len(list(file_items(tmp_path / "p.txt"))) == 2
-    (tmp_path / "bad.jsonl").write_text('{"text": "x"}\n')
-    with pytest.raises(DataError, match=r"bad.jsonl:1: expected a JSON object with a 'prompt'"):
-        list(file_items(tmp_path / "bad.jsonl"))
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{"prompt": [{"role": "robot", "content": "x"}]}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2: expected a JSON object with a 'prompt'.*robot"):
+        file_items(tmp_path / "bad.jsonl")  # at once, not when the bad prompt's turn comes
