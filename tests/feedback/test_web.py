@@ -263,7 +263,9 @@ def browser():
 @pytest.fixture(scope="module")
 def server(sft_run, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
-    proc, url = start_server(sft_run, folder / "server.log", "--rank", str(folder / "rankings.jsonl"), "--k", "3",
+    # LLM_SCREENSHOT_CHECKPOINT: the README's screenshots come from the demo's SFT model, not the test's tiny one
+    checkpoint = os.environ.get("LLM_SCREENSHOT_CHECKPOINT") or sft_run
+    proc, url = start_server(checkpoint, folder / "server.log", "--rank", str(folder / "rankings.jsonl"), "--k", "3",
                              "--max-new-tokens", "12", "--target", "20")
     yield url, folder / "rankings.jsonl"
     stop_server(proc)
