@@ -12,8 +12,6 @@ batch (TRL's default), so only the pairs trained on pay for one; the fixed valid
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import torch
 
@@ -90,11 +88,8 @@ class DPOStage(Stage):
             metrics.update(policy_metrics)
         return metrics
 
-    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
-        if self.evaluator is None:
-            return
-        with open(run_dir / "samples.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}) + "\n")
+    def samples(self, model) -> list[dict] | None:
+        return self.evaluator.side_by_side(self.last_replies) if self.evaluator is not None else None
 
     def eval_items(self) -> dict[str, dict[str, bool]] | None:
         return self.evaluator.last_items if self.evaluator is not None else None

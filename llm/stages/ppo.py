@@ -11,7 +11,6 @@ state, so a checkpoint taken in the middle of an iteration resumes exactly.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 
@@ -250,10 +249,8 @@ class PPOStage(Stage):
     def eval_items(self) -> dict[str, dict[str, bool]]:
         return self.evaluator.last_items
 
-    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
-        record = {"step": step, "samples": self.evaluator.side_by_side(self.last_replies)}
-        with open(run_dir / "samples.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    def samples(self, model) -> list[dict]:
+        return self.evaluator.side_by_side(self.last_replies)
 
     def log_extras(self) -> dict:
         return dict(self.source.stats)

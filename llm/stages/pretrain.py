@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -62,10 +60,8 @@ class PretrainStage(Stage):
             n_bytes += float(self.token_bytes[targets.flatten().cpu()].sum())
         return nats, tokens, n_bytes
 
-    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
-        samples = sample_texts(model, self.tokenizer, self.cfg, self.device)
-        with open(run_dir / "samples.jsonl", "a") as handle:
-            handle.write(json.dumps({"step": step, "samples": samples}) + "\n")
+    def samples(self, model) -> list[str]:
+        return sample_texts(model, self.tokenizer, self.cfg, self.device)
 
     def flops_per_token(self) -> float:
         return model_size(self.cfg.model).flops_per_token

@@ -9,9 +9,7 @@ the share of replies that end with <|end|>.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -103,12 +101,10 @@ class SFTStage(Stage):
     def eval_items(self) -> dict[str, dict[str, bool]]:
         return self.last_items
 
-    def after_evaluate(self, model, step: int, metrics: dict, run_dir: Path) -> None:
+    def samples(self, model) -> list[dict]:
         prompts = self.cfg.eval.prompts
         replies = generate_replies(model, self.tok, prompts, self.cfg.eval.max_new_tokens)
-        record = {"step": step, "samples": [{"prompt": p, "reply": r.text, "finished": r.finished} for p, r in zip(prompts, replies)]}
-        with open(run_dir / "samples.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        return [{"prompt": p, "reply": r.text, "finished": r.finished} for p, r in zip(prompts, replies)]
 
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token

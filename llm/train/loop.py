@@ -74,8 +74,10 @@ class Stage:
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         return {}
 
-    def after_evaluate(self, model: nn.Module, step: int, metrics: dict, run_dir: Path) -> None:
-        """Called on the main process after each evaluation, e.g. to write samples."""
+    def samples(self, model: nn.Module) -> list | None:
+        """Replies to show after each evaluation (main process only): the loop writes them to samples.jsonl
+        and the trackers; None = none."""
+        return None
 
     def eval_items(self) -> dict[str, dict[str, bool]] | None:
         """The last evaluation's verdicts on each held-out item, by measure ({"items": {item: correct}, ...}),
@@ -191,9 +193,11 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
             if self.tokenizer_json is not None:
                 (self.run_dir / "tokenizer.json").write_text(self.tokenizer_json)
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", self.state.step if resume else None) if self.is_main else None
-        self.items_log = EvalItemsLog(self.run_dir / "eval_items.json", self.state.step if resume else None,
-                                      self.state.best_checkpoint) if self.is_main else None
+        # a resume that found no checkpoint starts over: the old lines would repeat the steps it redoes
+        resume_step = self.state.step if resumed_from is not None else None
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", resume_step) if self.is_main else None
+        self.samples_log = MetricsLog(self.run_dir / "samples.jsonl", resume_step) if self.is_main else None
+        self.items_log = EvalItemsLog(self.run_dir / "eval_items.json", resume_step, self.state.best_checkpoint) if self.is_main else None
         self.train_model = self.wrap(self.model)
         if resumed_from is not None:
             self.say(f"resumed from {resumed_from} at step {self.state.step}")
@@ -355,9 +359,10 @@ class Trainer:
         state.last_metrics = metrics
         improved = self.track_best(metrics)
         if self.is_main:
-            self.stage.after_evaluate(self.model, state.step, metrics, self.run_dir)
-            if self.log is not None:
-                self.log.write({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
+            samples = self.stage.samples(self.model)
+            if samples is not None:
+                self.samples_log.write({"step": state.step, "samples": samples})
+            self.log.write({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
             self.say(f"step {state.step}: " + ", ".join(f"{k} {format_metric(v)}" for k, v in metrics.items() if not isinstance(v, dict)))
         saves_best = improved and self.cfg.checkpoint.keep_best and state.step > 0
         if self.items_log is not None and (items := self.stage.eval_items()):
