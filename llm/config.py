@@ -41,7 +41,9 @@ class ModelConfig(Checked):
     dropout: float = 0.0
     bias: bool = False
     norm: str = "rmsnorm"  # rmsnorm | layernorm
-    mlp: str = "swiglu"  # swiglu | gelu
+    norm_eps: float = 0.0  # 0: 1e-6 for rmsnorm, 1e-5 (PyTorch's default) for layernorm
+    mlp: str = "swiglu"  # swiglu | gelu | gelu_tanh (GPT-2's tanh approximation)
+    mlp_hidden: int = 0  # 0: 4 * n_embd for gelu, 8/3 * n_embd rounded up to 64 for swiglu
     position: str = "rope"  # rope | learned
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
@@ -49,8 +51,9 @@ class ModelConfig(Checked):
 
     def check(self) -> None:
         check_ranges(self, {"vocab_size": NON_NEGATIVE, "block_size": AT_LEAST_1, "n_layer": AT_LEAST_1, "n_head": AT_LEAST_1,
-                            "n_embd": AT_LEAST_1, "dropout": BELOW_1, "rope_theta": POSITIVE})
-        check_choices(self, {"norm": ("rmsnorm", "layernorm"), "mlp": ("swiglu", "gelu"), "position": ("rope", "learned")})
+                            "n_embd": AT_LEAST_1, "dropout": BELOW_1, "rope_theta": POSITIVE, "norm_eps": NON_NEGATIVE,
+                            "mlp_hidden": NON_NEGATIVE})
+        check_choices(self, {"norm": ("rmsnorm", "layernorm"), "mlp": ("swiglu", "gelu", "gelu_tanh"), "position": ("rope", "learned")})
         if self.n_embd % self.n_head:
             raise BadValue("n_embd", f"must be divisible by model.n_head ({self.n_head})", self.n_embd)
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:

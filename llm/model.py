@@ -24,10 +24,16 @@ def make_dropout(p: float) -> nn.Module:
     return nn.Dropout(p) if p > 0 else nn.Identity()
 
 
+def norm_eps(cfg: ModelConfig) -> float:
+    if cfg.norm_eps:
+        return cfg.norm_eps
+    return 1e-6 if cfg.norm == "rmsnorm" else 1e-5
+
+
 def make_norm(cfg: ModelConfig) -> nn.Module:
     if cfg.norm == "rmsnorm":
-        return nn.RMSNorm(cfg.n_embd, eps=1e-6)
-    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        return nn.RMSNorm(cfg.n_embd, eps=norm_eps(cfg))
+    return nn.LayerNorm(cfg.n_embd, eps=norm_eps(cfg), bias=cfg.bias)
 
 
 def swiglu_hidden(n_embd: int) -> int:
@@ -35,11 +41,19 @@ def swiglu_hidden(n_embd: int) -> int:
     return 64 * math.ceil(int(8 * n_embd / 3) / 64)
 
 
+def mlp_hidden(cfg: ModelConfig) -> int:
+    if cfg.mlp_hidden:
+        return cfg.mlp_hidden  # an imported model's own size (TinyLlama's 5,632 is not 8/3 of 2,048 rounded)
+    return swiglu_hidden(cfg.n_embd) if cfg.mlp == "swiglu" else 4 * cfg.n_embd
+
+
 class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.gated = cfg.mlp == "swiglu"
-        hidden = swiglu_hidden(cfg.n_embd) if self.gated else 4 * cfg.n_embd
+        # GPT-2 was trained with the tanh approximation of GELU; its weights are imported with it
+        self.approximate = "tanh" if cfg.mlp == "gelu_tanh" else "none"
+        hidden = mlp_hidden(cfg)
         self.up = nn.Linear(cfg.n_embd, hidden * (2 if self.gated else 1), bias=cfg.bias)
         self.down = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = make_dropout(cfg.dropout)
@@ -50,7 +64,7 @@ class MLP(nn.Module):
             gate, value = h.chunk(2, dim=-1)
             h = F.silu(gate) * value
         else:
-            h = F.gelu(h)
+            h = F.gelu(h, approximate=self.approximate)
         return self.dropout(self.down(h))
 
 
@@ -271,7 +285,7 @@ class ModelSize:
 def model_size(cfg: ModelConfig) -> ModelSize:
     """Parameter count and training FLOPs per token as functions of the config alone."""
     C, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
-    hidden = swiglu_hidden(C) if cfg.mlp == "swiglu" else 4 * C
+    hidden = mlp_hidden(cfg)
     mlp = C * hidden * (3 if cfg.mlp == "swiglu" else 2)
     attn = 4 * C * C
     bias = (3 * C + C + hidden * (2 if cfg.mlp == "swiglu" else 1) + C) if cfg.bias else 0

@@ -9,6 +9,8 @@ VARIANTS = [
     dict(position="rope", mlp="swiglu", norm="rmsnorm", bias=False, tie_embeddings=True),
     dict(position="learned", mlp="gelu", norm="layernorm", bias=True, tie_embeddings=False),
     dict(position="rope", mlp="gelu", norm="layernorm", bias=True, tie_embeddings=True),
+    # GPT-2 as imported from transformers: its tanh GELU, and a hidden size and epsilon of its own
+    dict(position="learned", mlp="gelu_tanh", norm="layernorm", bias=True, tie_embeddings=True, mlp_hidden=48, norm_eps=1e-3),
 ]
 
 
@@ -82,3 +84,17 @@ def test_bad_options_are_config_errors():
 def test_too_long_input_is_rejected():
     with pytest.raises(ValueError, match="block_size"):
         GPT(small())(torch.zeros(1, 25, dtype=torch.long))
+
+
+def test_gelu_tanh_is_gpt2s_approximation_and_the_imported_sizes_reach_the_layers():
+    model = GPT(small(position="learned", norm="layernorm", mlp="gelu_tanh", mlp_hidden=32, norm_eps=1e-3)).eval()  # no biases
+    mlp = model.blocks[0].mlp
+    with torch.no_grad():  # up and down as identities: the MLP is its activation alone
+        mlp.up.weight.copy_(torch.eye(32))
+        mlp.down.weight.copy_(torch.eye(32))
+        x = torch.linspace(-3, 3, 32)
+        by_hand = 0.5 * x * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (x + 0.044715 * x**3)))
+        assert torch.allclose(mlp(x), by_hand, atol=1e-6)
+        assert (mlp(x) - torch.nn.functional.gelu(x)).abs().max() > 1e-4  # not the exact GELU
+    assert model.blocks[0].norm1.eps == 1e-3 and model.norm_f.eps == 1e-3
+    assert GPT(small()).norm_f.eps == 1e-6 and GPT(small(norm="layernorm")).norm_f.eps == 1e-5  # the defaults, unchanged
