@@ -15,6 +15,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.errors import CheckpointError, ConfigError
+from llm.hf import PREFIX as HF_PREFIX
 from llm.model import GPT
 from llm.tokenizer import Tokenizer
 from llm.train import checkpoint as ckpt
@@ -35,6 +36,11 @@ class LoadedModel:
 
 
 def read(path: str | Path, prefer: str = "best") -> ckpt.LoadedCheckpoint:
+    """A run or checkpoint folder, or with hf:NAME_OR_PATH a transformers model (llm.hf.read)."""
+    if str(path).startswith(HF_PREFIX):
+        from llm.hf.read import read_hf  # transformers is an optional extra: imported only when asked for
+
+        return read_hf(str(path)[len(HF_PREFIX):])
     return ckpt.load(path, prefer)
 
 

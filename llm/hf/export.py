@@ -1,0 +1,114 @@
+"""Write a checkpoint as a folder transformers loads with AutoModelForCausalLM (or, for a reward model,
+AutoModelForSequenceClassification) and AutoTokenizer, with no custom code.
+
+The folder: config.json, model.safetensors (a tied head stored once, as transformers expects),
+generation_config.json (stops at <|end|> and <|eos|>, as scripts/sample.py --chat does), and the tokenizer
+files with the chat template in tokenizer_config.json. The model is built by transformers from that config
+and loaded strictly from our converted tensors, so a name or shape we got wrong fails here, not in a user's
+hands. The folder is written beside its destination and renamed into place, so a failure leaves no half of it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from llm.errors import ConfigError
+from llm.hf import require_transformers
+from llm.hf.configs import architecture_of, transformers_config
+from llm.hf.read import SCORE_BIAS
+from llm.hf.tokenizer import save_tokenizer
+from llm.hf.weights import to_transformers
+from llm.load import gpt_from, read, reward_model_from, tokenizer_of
+from llm.model import GPT
+from llm.tokenizer import Tokenizer
+
+CLASSES = {("llama", False): "LlamaForCausalLM", ("gpt2", False): "GPT2LMHeadModel",
+           ("llama", True): "LlamaForSequenceClassification", ("gpt2", True): "GPT2ForSequenceClassification"}
+
+
+@dataclass
+class Exported:
+    folder: Path
+    source: Path  # the checkpoint folder read
+    kind: str  # the checkpoint's kind: gpt, actor_critic (its policy is exported) or reward
+    model_class: str
+    params: int
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Exported:
+    """Export the best (else newest) checkpoint of a run folder, or a checkpoint folder, to a new folder `out`."""
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder")
+    loaded = read(checkpoint)
+    kind = loaded.meta.get("kind", "gpt")
+    if kind == "reward":
+        reward = reward_model_from(loaded)
+        hf_model = write_folder(reward.trunk, reward.head, tokenizer_of(loaded), out)
+    else:
+        hf_model = write_folder(gpt_from(loaded), None, tokenizer_of(loaded), out)  # a PPO checkpoint's policy
+    return Exported(out, loaded.folder, kind, type(hf_model).__name__, sum(p.numel() for p in hf_model.parameters()))
+
+
+def write_folder(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer, out: Path):
+    """Build the transformers model and write it with its tokenizer to `out`; returns the model."""
+    hf_model = build(gpt, head, tok)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        hf_model.save_pretrained(str(staging))
+        save_tokenizer(tok, staging, gpt.config.block_size)
+        if out.exists():
+            out.rmdir()  # empty, checked by the caller
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return hf_model
+
+
+def build(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer):
+    """The transformers model computing what `gpt` (with a reward `head`, or its LM head) computes."""
+    transformers = require_transformers()
+    cfg = gpt.config
+    architecture = architecture_of(cfg)
+    ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
+    config_class = transformers.LlamaConfig if architecture == "llama" else transformers.GPT2Config
+    config = config_class(**transformers_config(cfg, architecture, ids), num_labels=1)
+    hf_model = getattr(transformers, CLASSES[architecture, head is not None])(config)
+    tensors = to_transformers(gpt.state_dict(), architecture, cfg.n_layer)
+    # GPT-2 always has biases; a model without them computes the same with zeros there
+    tensors.update({name: torch.zeros_like(t) for name, t in hf_model.state_dict().items() if name.endswith(".bias") and name not in tensors})
+    if head is None:
+        tensors["lm_head.weight"] = gpt.lm_head.weight.detach()  # the embedding itself when tied
+        hf_model.generation_config = transformers.GenerationConfig(
+            bos_token_id=tok.bos_id, eos_token_id=[tok.end_id, tok.eos_id], pad_token_id=tok.pad_id)
+    else:
+        tensors["score.weight"], bias = reward_head(head, tensors, architecture)
+        if bias:
+            setattr(config, SCORE_BIAS, bias)
+    hf_model.load_state_dict(tensors, strict=True)
+    return hf_model.eval()
+
+
+@torch.no_grad()
+def reward_head(head: torch.nn.Linear, tensors: dict[str, torch.Tensor], architecture: str) -> tuple[torch.Tensor, float]:
+    """The score layer's weight, and the part of our head's bias it cannot hold (transformers' has no bias).
+
+    GPT-2's final LayerNorm has a bias, which in a classifier feeds only the score: moving b * w / |w|^2 into it
+    adds exactly b to every score. Llama's RMSNorm has none, so the bias is written to config.json instead and
+    the exported scores are ours minus it: rankings and differences are unchanged."""
+    weight, bias = head.weight.detach().clone(), float(head.bias)
+    if architecture == "gpt2":
+        tensors["transformer.ln_f.bias"] = tensors["transformer.ln_f.bias"] + bias * weight[0] / weight[0].dot(weight[0])
+        return weight, 0.0
+    if bias:
+        warnings.warn(f"LlamaForSequenceClassification's score has no bias: exported scores are this model's minus {bias:.6g} "
+                      f"(kept in config.json as {SCORE_BIAS}); rankings and differences are unchanged")
+    return weight, bias

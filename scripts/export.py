@@ -1,0 +1,33 @@
+"""Export a checkpoint as a Hugging Face transformers folder (Llama or GPT-2 architecture, no custom code).
+
+python scripts/export.py --checkpoint runs/tiny/sft --out exports/tiny-sft
+python -c "from transformers import AutoModelForCausalLM, AutoTokenizer; AutoModelForCausalLM.from_pretrained('exports/tiny-sft')"
+
+A PPO checkpoint exports its policy; a reward model exports as ...ForSequenceClassification with one label.
+"""
+
+import argparse
+
+from llm.cli import main
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Export a run or checkpoint folder as a transformers model folder.")
+    parser.add_argument("--checkpoint", required=True, help="a run folder (uses its best checkpoint) or a checkpoint folder")
+    parser.add_argument("--out", required=True, help="a new folder to write the transformers model into")
+    return parser.parse_args()
+
+
+def entry() -> int:
+    args = parse_args()
+    from llm.hf import require_transformers
+    from llm.hf.export import export_checkpoint
+
+    require_transformers().utils.logging.disable_progress_bar()  # a bar for writing one small file is noise
+    done = export_checkpoint(args.checkpoint, args.out)
+    print(f"exported {done.source} ({done.kind}) as {done.model_class}, {done.params:,} parameters, to {done.folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    main(entry)
