@@ -176,6 +176,19 @@ class SamplingConfig(Checked):
 
 
 @dataclass
+class LogConfig(Checked):
+    """Where the figures of metrics.jsonl also go, for a person to watch and compare runs (llm/train/trackers.py)."""
+
+    tensorboard: str | bool = "auto"  # auto: event files in the run folder when tensorboard is installed | true | false
+    wandb: bool = False  # a W&B run per stage; W&B's own variables set the rest (WANDB_PROJECT, WANDB_MODE=offline, ...)
+    section = "log."
+
+    def check(self) -> None:
+        if self.tensorboard not in ("auto", True, False):
+            raise BadValue("tensorboard", "must be one of auto, true, false", self.tensorboard)
+
+
+@dataclass
 class RunConfig(Checked):
     """Fields shared by every stage's config."""
 
@@ -186,6 +199,7 @@ class RunConfig(Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     @property
     def run_dir(self) -> Path:

@@ -117,6 +117,8 @@ BAD_VALUES = [
     (PretrainConfig, "sampling.top_k=-1", "sampling.top_k"),
     (PretrainConfig, "sampling.max_new_tokens=0", "sampling.max_new_tokens"),
     (PretrainConfig, "sampling.prompts=[]", "sampling.prompts"),
+    (PretrainConfig, "log.tensorboard=maybe", "log.tensorboard"),
+    (PretrainConfig, "log.tensorboard=1", "log.tensorboard"),  # read as the string '1', not as true
     (SFTConfig, "name=", "name"),
     (SFTConfig, "data.sources=[{path: a.jsonl, format: csv}]", "data.sources[0].format"),
     (SFTConfig, "data.sources=[{path: a.jsonl, max_records: -1}]", "data.sources[0].max_records"),
@@ -234,6 +236,7 @@ EDGE_VALUES = [
     (PretrainConfig, ["train.max_steps=0", "train.eval_every=0", "train.log_every=0", "train.max_time_s=0", "checkpoint.save_every=0"]),
     (PretrainConfig, ["tokenizer.vocab_size=263", "model.vocab_size=263", "train.device=cuda:1", "train.early_stop_mode=max"]),
     (PretrainConfig, ["tokenizer.vocab_size=4096", "model.vocab_size=300"]),  # a small corpus trains fewer than asked
+    (PretrainConfig, ["log.tensorboard=false", "log.wandb=true"]),
     (SFTConfig, ["data.val_fraction=0", "eval.n_tasks=0", "eval.prompts=[]", "data.builtin_kinds=[first_word]"]),
     (PPOConfig, ["ppo.gamma=1", "ppo.lam=0", "ppo.kl_coef=0", "ppo.temperature=0", "ppo.advantage=rloo", "ppo.samples_per_prompt=2"]),
     (PPOConfig, ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.rewards=[{source: checker, weight: 0}, {source: model}]"]),

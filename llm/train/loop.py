@@ -32,6 +32,7 @@ from llm.train.distributed import any_across, sum_across
 from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
+from llm.train.trackers import Trackers, open_trackers
 from llm.train.throughput import Interval
 
 
@@ -198,12 +199,16 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", resume_step) if self.is_main else None
         self.samples_log = MetricsLog(self.run_dir / "samples.jsonl", resume_step) if self.is_main else None
         self.items_log = EvalItemsLog(self.run_dir / "eval_items.json", resume_step, self.state.best_checkpoint) if self.is_main else None
+        self.trackers = open_trackers(self.cfg, resume_step, self.say) if self.is_main else Trackers([])
         self.train_model = self.wrap(self.model)
         if resumed_from is not None:
             self.say(f"resumed from {resumed_from} at step {self.state.step}")
-        with SignalGuard() as guard:
-            reason = self.loop(guard)
-        return self.finish(reason)
+        try:
+            with SignalGuard() as guard:
+                reason = self.loop(guard)
+            return self.finish(reason)
+        finally:
+            self.trackers.close()
 
     def restore(self) -> Path | None:
         loaded = ckpt.load_newest(self.checkpoints)
@@ -336,8 +341,13 @@ class Trainer:
         if mfu is not None:
             line["mfu"] = mfu
         line.update(self.stage.log_extras())
+        self.write_line(line)
+
+    def write_line(self, line: dict) -> None:
+        """A metrics.jsonl line, its figures to TensorBoard and W&B too (the main process's)."""
         if self.log is not None:
             self.log.write(line)
+            self.trackers.record(line)
 
     def mfu(self, tokens_per_s: float) -> float | None:
         peak = peak_flops(self.rt.device, self.rt.precision.dtype)
@@ -362,7 +372,8 @@ class Trainer:
             samples = self.stage.samples(self.model)
             if samples is not None:
                 self.samples_log.write({"step": state.step, "samples": samples})
-            self.log.write({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
+                self.trackers.samples(state.step, samples)
+            self.write_line({"kind": "eval", "step": state.step, "tokens_seen": state.tokens_seen, **metrics})
             self.say(f"step {state.step}: " + ", ".join(f"{k} {format_metric(v)}" for k, v in metrics.items() if not isinstance(v, dict)))
         saves_best = improved and self.cfg.checkpoint.keep_best and state.step > 0
         if self.items_log is not None and (items := self.stage.eval_items()):
@@ -399,6 +410,7 @@ class Trainer:
         folder = self.checkpoints / ckpt.step_dir_name(state.step)
         if self.is_main:
             self.check_finite_weights()
+            self.trackers.flush()
             state.last_save_step = state.step
             contents = ckpt.CheckpointContents(
                 model=self.model,

@@ -16,6 +16,7 @@ from llm.config import RunConfig
 from llm.device import Precision, pick_device, pick_precision, seed_everything
 from llm.errors import LLMError
 from llm.train import checkpoint as ckpt
+from llm.train import trackers
 from llm.train.distributed import DistInfo, init_distributed
 
 
@@ -39,6 +40,8 @@ def setup_runtime(cfg: RunConfig) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     seed_everything(cfg.train.seed + info.rank)
+    if info.is_main:
+        trackers.require(cfg.log)  # a tracker asked for and not installed fails here, before any model loads
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     runtime = Runtime(device, pick_precision(device, cfg.train.dtype), info)
