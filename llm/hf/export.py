@@ -10,6 +10,7 @@ hands. The folder is written beside its destination and renamed into place, so a
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import warnings
@@ -61,6 +62,9 @@ def write_folder(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer, out: Pa
     hf_model = build(gpt, head, tok)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the export is a folder like any other
     try:
         hf_model.save_pretrained(str(staging))
         save_tokenizer(tok, staging, gpt.config.block_size)
@@ -80,7 +84,7 @@ def build(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer):
     architecture = architecture_of(cfg)
     ids = {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id, "pad_token_id": tok.pad_id}
     config_class = transformers.LlamaConfig if architecture == "llama" else transformers.GPT2Config
-    config = config_class(**transformers_config(cfg, architecture, ids), num_labels=1)
+    config = config_class(**transformers_config(cfg, architecture, ids), **({"num_labels": 1} if head is not None else {}))
     hf_model = getattr(transformers, CLASSES[architecture, head is not None])(config)
     tensors = to_transformers(gpt.state_dict(), architecture, cfg.n_layer)
     # GPT-2 always has biases; a model without them computes the same with zeros there
@@ -109,6 +113,6 @@ def reward_head(head: torch.nn.Linear, tensors: dict[str, torch.Tensor], archite
         tensors["transformer.ln_f.bias"] = tensors["transformer.ln_f.bias"] + bias * weight[0] / weight[0].dot(weight[0])
         return weight, 0.0
     if bias:
-        warnings.warn(f"LlamaForSequenceClassification's score has no bias: exported scores are this model's minus {bias:.6g} "
-                      f"(kept in config.json as {SCORE_BIAS}); rankings and differences are unchanged")
+        warnings.warn(f"LlamaForSequenceClassification's score has no bias: its scores are this model's less the head's bias "
+                      f"{bias:.6g}, kept in config.json as {SCORE_BIAS} to add back; rankings and differences are unchanged")
     return weight, bias

@@ -10,6 +10,7 @@ apply_chat_template gives the same ids.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tokenizers import AddedToken
@@ -36,18 +37,22 @@ def chat_template() -> str:
     )
 
 
+def tokenizer_config(max_length: int) -> dict:
+    """tokenizer_config.json, written here rather than by transformers: transformers 5 saves its own class name
+    (TokenizersBackend) and extra_special_tokens, which 4.x cannot read; both read this form."""
+    return {
+        "tokenizer_class": "PreTrainedTokenizerFast",  # tokenizer.json taken as it is
+        "bos_token": BOS, "eos_token": EOS, "pad_token": PAD,
+        "additional_special_tokens": [*ROLE_TOKENS.values(), END],
+        "model_max_length": max_length,
+        "clean_up_tokenization_spaces": False,  # decode as llm.tokenizer does: " ." stays " ."
+        "chat_template": chat_template(),
+    }
+
+
 def save_tokenizer(tok: Tokenizer, folder: Path, max_length: int) -> None:
-    """tokenizer.json, tokenizer_config.json (with the chat template) and the special tokens map."""
-    transformers = require_transformers()
-    fast = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=HFTokenizer.from_str(tok.to_json()),
-        bos_token=BOS, eos_token=EOS, pad_token=PAD,
-        additional_special_tokens=[*ROLE_TOKENS.values(), END],
-        model_max_length=max_length,
-        clean_up_tokenization_spaces=False,  # decode as llm.tokenizer does: " ." stays " ."
-    )
-    fast.chat_template = chat_template()
-    fast.save_pretrained(str(folder), save_jinja_files=False)  # the template inside tokenizer_config.json, as 4.x writes it
+    (folder / "tokenizer.json").write_text(tok.to_json())
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config(max_length), indent=2, ensure_ascii=False) + "\n")
 
 
 def load_tokenizer(source: str, where: str) -> tuple[Tokenizer, list[int]]:
