@@ -25,7 +25,8 @@ def entry() -> int:
 
     require_transformers().utils.logging.disable_progress_bar()  # a bar for writing one small file is noise
     done = export_checkpoint(args.checkpoint, args.out)
-    print(f"exported {done.source} ({done.kind}) as {done.model_class}, {done.params:,} parameters, to {done.folder}")
+    what = {"gpt": "a language model", "actor_critic": "its PPO policy", "reward": "a reward model"}.get(done.kind, done.kind)
+    print(f"exported {done.source} ({what}) as {done.model_class}, {done.params:,} parameters, to {done.folder}")
     return 0
 
 
