@@ -10,7 +10,7 @@ without them exports with zeros there. Dropout is a training setting and is not 
 from __future__ import annotations
 
 from llm.config import ModelConfig
-from llm.errors import ConfigError, CheckpointError
+from llm.errors import CheckpointError, ConfigError
 from llm.model import mlp_hidden, norm_eps
 
 SUPPORTED = ("gpt2", "llama")

@@ -41,7 +41,9 @@ def read_hf(source: str) -> LoadedCheckpoint:
     weights["wte.weight"] = with_new_rows(weights["wte.weight"], vocab_size, added_ids)
     if cfg.tie_embeddings:
         weights["lm_head.weight"] = weights["wte.weight"]
-    elif not reward:
+    elif reward:  # a classifier has no LM head; the trunk's is never read when scoring
+        weights["lm_head.weight"] = weights["wte.weight"].clone()
+    else:
         weights["lm_head.weight"] = with_new_rows(theirs["lm_head.weight"], vocab_size, added_ids)
     cfg = dataclasses.replace(cfg, vocab_size=vocab_size)
     if reward:

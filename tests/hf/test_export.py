@@ -90,7 +90,7 @@ def test_chat_template_gives_the_ids_of_render_conversation_and_render_prompt(to
         hf_tok.apply_chat_template([{"role": "robot", "content": "hi"}], tokenize=False)
 
 
-@pytest.mark.parametrize("options, exact", [(GPT2, True), (LLAMA, False)])
+@pytest.mark.parametrize("options, exact", [(GPT2, True), (LLAMA, False), (LLAMA_BIASED, False)])
 def test_an_exported_reward_model_scores_as_score_sequences(tokenizer, tmp_path, options, exact):
     from transformers import AutoModelForSequenceClassification
 
