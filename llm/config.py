@@ -92,7 +92,8 @@ class DataConfig(Checked):
 
 @dataclass
 class OptimConfig(Checked):
-    lr: float = 1e-3  # peak learning rate
+    name: str = "adamw"  # adamw | muon (Muon for the blocks' 2-D matrices, AdamW at `lr` for the rest)
+    lr: float = 1e-3  # peak learning rate (of AdamW's parameters under muon)
     min_lr_ratio: float = 0.1  # the schedule ends at lr * min_lr_ratio
     schedule: str = "cosine"  # cosine | wsd | constant
     warmup_steps: int = 100
@@ -103,13 +104,18 @@ class OptimConfig(Checked):
     eps: float = 1e-8
     grad_clip: float = 1.0  # 0 disables clipping
     fused: str | bool = "auto"  # auto | true | false (auto: fused AdamW on CUDA and the CPU)
+    # name=muon: the transformer blocks' matrices; the schedule scales this peak as it scales `lr`
+    muon_lr: float = 0.02
+    muon_momentum: float = 0.95
+    muon_weight_decay: float = 0.0
     section = "optim."
 
     def check(self) -> None:
         # torch's AdamW takes betas in [0, 1); a negative grad_clip would silently mean no clipping
         check_ranges(self, {"lr": POSITIVE, "min_lr_ratio": FRACTION, "warmup_steps": NON_NEGATIVE, "decay_fraction": Range(0, 1, "(]"),
                             "weight_decay": NON_NEGATIVE, "beta1": BELOW_1, "beta2": BELOW_1, "eps": NON_NEGATIVE, "grad_clip": NON_NEGATIVE})
-        check_choices(self, {"schedule": ("cosine", "wsd", "constant")})
+        check_choices(self, {"schedule": ("cosine", "wsd", "constant"), "name": ("adamw", "muon")})
+        check_ranges(self, {"muon_lr": POSITIVE, "muon_momentum": BELOW_1, "muon_weight_decay": NON_NEGATIVE})
         if self.fused not in ("auto", True, False):
             raise BadValue("fused", "must be one of auto, true, false", self.fused)
 

@@ -178,7 +178,7 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         self.tokenizer_json = tokenizer_json
         self.model = stage.model.to(runtime.device).train()
-        self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device)
+        self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device, runtime.precision.dtype)
         self.total_steps = stage.total_steps(cfg)
         self.state = LoopState()
         self.accum = accumulation_steps(cfg)
@@ -264,7 +264,7 @@ class Trainer:
         cfg, rt = self.cfg, self.rt
         lr = lr_at(self.state.step, cfg.optim, self.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices have their own peak
         started = time.perf_counter()
         loss_sum, count, tokens, metric_sums, finite = 0.0, 0.0, 0, {}, True
         for micro in range(self.accum):

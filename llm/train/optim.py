@@ -1,4 +1,11 @@
-"""Parameter groups, the AdamW optimizer and learning-rate schedules."""
+"""Parameter groups, the optimizers (AdamW, or Muon with AdamW) and learning-rate schedules.
+
+Muon (Jordan et al. 2024; llm/train/muon.py) orthogonalises each 2-D weight matrix's momentum with a few
+Newton-Schulz iterations, so every direction of the update moves at about the same rate. It is meant
+for the hidden matrices only: embeddings, the output head, norms and biases stay with AdamW, as in
+modded-nanogpt and nanochat. Under DDP every rank holds whole gradients after the all-reduce, so each
+computes the same orthogonalisation; a sharded optimizer would need the whole matrix first.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,8 @@ import torch
 import torch.nn as nn
 
 from llm.config import OptimConfig
+from llm.errors import CheckpointError, ConfigError
+from llm.train.muon import Muon
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -33,16 +42,66 @@ def use_fused(cfg: OptimConfig, device: torch.device) -> bool:
     return device.type in ("cuda", "cpu")
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device, compute_dtype: torch.dtype = torch.float32):
+    """`compute_dtype`: the precision the model trains in, which Muon's orthogonalisation also uses."""
+    if cfg.name == "muon":
+        return MuonWithAdamW(model, cfg, device, compute_dtype)
+    return adamw(param_groups(model, cfg.weight_decay), cfg, device)
+
+
+def adamw(groups: list[dict], cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     fused = use_fused(cfg, device)
-    return torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        eps=cfg.eps,
-        fused=fused,
-        foreach=None if fused else True,
-    )
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, fused=fused,
+                             foreach=None if fused else True)
+
+
+def muon_matrices(model: nn.Module) -> list[nn.Parameter]:
+    """The transformer blocks' 2-D weights (attention and MLP); not embeddings, heads, norms or biases."""
+    return [p for name, p in model.named_parameters() if p.requires_grad and p.dim() == 2 and ".blocks." in f".{name}"]
+
+
+class MuonWithAdamW:
+    """Muon for the blocks' matrices and AdamW for every other parameter, stepped together.
+
+    Looks like one optimizer to the loop: `param_groups` lists both (each with its `lr_scale`, the ratio of
+    its peak to `optim.lr`, which the schedule multiplies), and the state dict holds both under their names."""
+
+    def __init__(self, model: nn.Module, cfg: OptimConfig, device: torch.device, compute_dtype: torch.dtype):
+        matrices = muon_matrices(model)
+        if not matrices:
+            raise ConfigError("optim.name=muon: this model has no transformer-block matrices for Muon to train")
+        chosen = {id(p) for p in matrices}
+        rest = []
+        for group in param_groups(model, cfg.weight_decay):
+            params = [p for p in group["params"] if id(p) not in chosen]
+            if params:
+                rest.append({**group, "params": params})
+        self.adamw = adamw(rest, cfg, device)
+        self.muon = Muon(matrices, lr=cfg.muon_lr, momentum=cfg.muon_momentum, weight_decay=cfg.muon_weight_decay,
+                         ns_dtype=compute_dtype)
+        for group in self.muon.param_groups:
+            group["lr_scale"] = cfg.muon_lr / cfg.lr
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return self.adamw.param_groups + self.muon.param_groups
+
+    def step(self) -> None:
+        self.adamw.step()
+        self.muon.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.adamw.zero_grad(set_to_none=set_to_none)
+        self.muon.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {"adamw": self.adamw.state_dict(), "muon": self.muon.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != {"adamw", "muon"}:
+            raise CheckpointError("the checkpoint's optimizer state is not Muon's (optim.name must match the run it resumes)")
+        self.adamw.load_state_dict(state["adamw"])
+        self.muon.load_state_dict(state["muon"])
 
 
 def lr_at(step: int, cfg: OptimConfig, total_steps: int) -> float:

@@ -48,3 +48,16 @@ def test_exact_resume_after_a_real_kill(straight_run, tmp_path, corpus_file, cac
     final = "checkpoints/step_0000200/model.safetensors"
     a, b = load_file(str(straight_run / final)), load_file(str(run_dir / final))
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.slow
+def test_exact_resume_with_muon(tmp_path, corpus_file, cache_dir):
+    muon = ["optim.name=muon", "optim.muon_lr=0.02"]
+    args = resume_overrides(corpus_file, cache_dir, tmp_path, "straight") + muon
+    done = subprocess.run([PYTHON, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    args = resume_overrides(corpus_file, cache_dir, tmp_path, "killed") + muon
+    kill_and_resume("scripts/pretrain.py", "configs/pretrain/tiny.yaml", args, tmp_path / "killed", signal.SIGKILL, 45, tmp_path)
+    losses = metric_losses(tmp_path / "killed")
+    assert losses == metric_losses(tmp_path / "straight") and len(losses) > 100

@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn as nn
 
 from llm.config import ModelConfig, OptimConfig
 from llm.model import GPT
@@ -37,3 +38,60 @@ def test_fused_is_a_choice():
     assert opt.defaults["fused"] is True
     opt = build_optimizer(model, OptimConfig(fused=False), torch.device("cpu"))
     assert not opt.defaults["fused"] and opt.defaults["foreach"]
+
+
+def newton_schulz_by_hand(matrix: torch.Tensor, steps: int = 5) -> torch.Tensor:
+    """Muon's quintic Newton-Schulz iteration, written out: X <- aX + (bA + cA^2)X with A = XX^T, on the
+    wide orientation, starting from X / ||X||_F."""
+    a, b, c = 3.4445, -4.775, 2.0315
+    x = matrix.double()
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / (x.norm() + 1e-7)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.T if tall else x).float()
+
+
+def test_muon_orthogonalises_the_blocks_matrices_and_adamw_takes_the_rest():
+    class Tiny(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(5, 3)
+            self.blocks = nn.ModuleList([nn.Linear(3, 4, bias=False)])
+            self.norm = nn.LayerNorm(3)
+
+    torch.manual_seed(0)
+    model = Tiny()
+    cfg = OptimConfig(name="muon", lr=1e-3, muon_lr=0.02, muon_momentum=0.95, muon_weight_decay=0.0, weight_decay=0.0)
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    matrix = model.blocks[0].weight
+    assert [len(g["params"]) for g in opt.muon.param_groups] == [1] and opt.muon.param_groups[0]["params"][0] is matrix
+    assert sum(len(g["params"]) for g in opt.adamw.param_groups) == 3  # embedding, norm weight and bias
+    assert [g.get("lr_scale", 1.0) for g in opt.param_groups] == [1.0, 20.0]  # AdamW's one group (no decay), Muon's
+    before, embedding_before = matrix.detach().clone(), model.wte.weight.detach().clone()
+    grad = torch.randn(4, 3)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    matrix.grad = grad.clone()
+    opt.step()
+    # first step, Nesterov momentum: the update direction is NS(g + 0.95 g); a (4, 3) matrix's step is
+    # scaled by sqrt(max(1, 4/3)) (Keller Jordan's original rule, torch's default)
+    expected = before - 0.02 * (4 / 3) ** 0.5 * newton_schulz_by_hand(1.95 * grad)
+    torch.testing.assert_close(matrix.detach(), expected, atol=1e-6, rtol=1e-5)  # fp32: the loop's dtype here
+    singular = torch.linalg.svdvals(newton_schulz_by_hand(grad))
+    assert singular.min() > 0.6 and singular.max() < 1.25  # near-orthogonal: every direction moves about alike
+    assert not torch.equal(model.wte.weight, embedding_before)
+    state = opt.state_dict()
+    assert set(state) == {"adamw", "muon"}
+    again = build_optimizer(model, cfg, torch.device("cpu"))
+    again.load_state_dict(state)
+    torch.testing.assert_close(again.muon.state_dict()["state"][0]["momentum_buffer"], 0.05 * grad)  # an average: (1 - 0.95) g
+
+
+def test_muon_is_refused_for_a_model_without_block_matrices():
+    from llm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="optim.name=muon"):
+        build_optimizer(nn.Linear(3, 3), OptimConfig(name="muon"), torch.device("cpu"))
