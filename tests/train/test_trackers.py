@@ -1,3 +1,4 @@
+import importlib.util
 import json
 import signal
 import sys
@@ -11,12 +12,13 @@ from llm.config import PretrainConfig, RunConfig, load_config, to_dict
 from llm.errors import ConfigError
 from llm.train.trackers import Trackers, TensorBoard, open_trackers, samples_markdown, scalars
 
-pytest.importorskip("tensorboard")  # the dev extra installs it
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (the dev extra)")
 
 
-def board(run_dir) -> EventAccumulator:
+def board(run_dir):
     """The run folder's event files as TensorBoard reads them (purge markers applied), every point kept."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     return events
@@ -67,6 +69,7 @@ def test_a_name_in_two_lines_of_one_step_is_logged_once_from_the_first():
     assert recorder.calls == [(10, {"loss": 2.0, "tokens_seen": 80.0}), (10, {"val_loss": 2.5}), (11, {"loss": 1.9, "tokens_seen": 88.0})]
 
 
+@needs_tensorboard
 def test_a_resume_replaces_what_was_logged_after_the_checkpoint_and_a_new_run_starts_clean(tmp_path):
     first = TensorBoard(tmp_path, None)
     first.scalars(0, {"x": 0.0})
@@ -145,6 +148,7 @@ def test_wandb_gets_the_config_and_the_figures_and_keeps_one_run_across_a_resume
 
 
 @pytest.mark.slow
+@needs_tensorboard
 def test_event_files_equal_metrics_jsonl_step_for_step_across_a_kill_and_resume(pretrain_args, tmp_path):
     from llm.stages.pretrain import run
 
