@@ -135,6 +135,9 @@ class TrainConfig(Checked):
     early_stop_min_delta: float = 0.0
     early_stop_metric: str = ""  # an evaluation metric to watch ("" = the stage's own, e.g. val_loss)
     early_stop_mode: str = ""  # min | max ("" = the stage's own)
+    # stop at the first evaluation whose watched metric (early_stop_metric) reaches this value, e.g.
+    # train.target=2.71 train.early_stop_metric=val_bpb; 0 = off. For time-to-quality measurements
+    target: float = 0.0
     eval_at_start: bool = True  # evaluate before the first step: the baseline every later figure is compared with
     max_nonfinite: int = 5  # non-finite losses skipped before the run aborts
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llm.config import ModelConfig, RunConfig, load_config
+from llm.config import ModelConfig, PretrainConfig, RunConfig, load_config
 from llm.data.windows import RandomWindows
 from llm.device import describe, machine_line, peak_flops, pick_device, synchronize
 from llm.model import GPT, model_size
@@ -84,6 +84,31 @@ def train_throughput(shape: dict, batch_size: int, steps: int, overrides: list[s
         "dtype": str(runtime.precision.dtype).replace("torch.", ""),
         "overrides": overrides,
     }
+
+
+SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared/data/tinyshakespeare/input.txt"
+
+
+def time_to_target(config: str, target_bpb: float, seed: int, overrides: list[str]) -> dict:
+    """Pre-train with a shipped config until validation bits per byte reach `target_bpb` (evaluating every 10
+    steps; the schedule is the config's own), and report the time it took."""
+    from llm.stages.pretrain import run as pretrain
+
+    with tempfile.TemporaryDirectory() as out:
+        args = [f"out_dir={out}", "name=target", f"train.seed={seed}", f"train.target={target_bpb}",
+                "train.early_stop_metric=val_bpb", "train.early_stop_patience=0", "train.eval_every=10",
+                "train.progress=false", "checkpoint.save_every=0", f"data.cache_dir={out}/cache", *overrides]
+        cfg = load_config(PretrainConfig, Path(config), args)
+        started = time.perf_counter()
+        result = pretrain(cfg)
+        wall = time.perf_counter() - started
+        run_dir = Path(out) / "target"
+        evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+        precision = json.loads((run_dir / "final.json").read_text())["precision"]["dtype"]
+    # train_s: the loop's clock, which stops during evaluations and saves; wall_s: everything, data preparation included
+    return {"reached": result.reason == "target", "step": result.step, "val_bpb": evals[-1]["val_bpb"],
+            "train_s": result.elapsed_s, "wall_s": wall, "target_bpb": target_bpb, "seed": seed, "dtype": precision,
+            "config": config, "overrides": overrides}
 
 
 def sampling_throughput(shape: dict, new_tokens: int, use_cache: bool, device: str = "auto") -> dict:

@@ -29,6 +29,12 @@ CPU_CASES = {
     "data/builtin_corpus": ("data", None, None, None, []),
     "matmul/fp32": ("matmul", "float32", 1024, None, []),
     "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
+    # time to a validation bits per byte with the shipped configs, each round another seed; 2.71 is nanoGPT's
+    # CPU demo (1.88 nats per character after 2,000 iterations), 2.0 the tiny config's at about 60% of its run
+    "target/shakespeare_2.71/adamw": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}"]),
+    "target/shakespeare_2.71/muon": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}", "optim.name=muon"]),
+    "target/tiny_2.0/adamw": ("target", "configs/pretrain/tiny.yaml", 2.0, None, []),
+    "target/tiny_2.0/muon": ("target", "configs/pretrain/tiny.yaml", 2.0, None, ["optim.name=muon"]),
 }
 # on CUDA the defaults are bf16 autocast and fused AdamW; 16 x 1024 tokens per step as in nanoGPT
 GPU_CASES = {
@@ -52,8 +58,12 @@ def cases() -> dict:
     return GPU_CASES if torch.cuda.is_available() else CPU_CASES
 
 
-def run_case(name: str) -> dict:
+def run_case(name: str, round_index: int = 0) -> dict:
     kind, shape_name, a, b, overrides = cases()[name]
+    if kind == "target":
+        if "data.path=" in " ".join(overrides) and not bench.SHAKESPEARE.is_file():
+            return {"error": f"{bench.SHAKESPEARE}: not found (the shared data folder beside the repository)"}
+        return bench.time_to_target(shape_name, a, 1337 + round_index, overrides)
     shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE, "gpt2": bench.GPT2_SHAPE, "gpt2_ours": bench.GPT2_OURS_SHAPE}
     if kind == "train":
         result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
@@ -79,7 +89,7 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
     for round_index in range(repeat):
         for name in names:
             started = time.perf_counter()
-            rounds[name].append(run_subprocess(name))
+            rounds[name].append(run_subprocess(name, round_index))
             print(f"[round {round_index + 1}/{repeat}] {name}: {summary(rounds[name][-1])} ({time.perf_counter() - started:.0f}s)", flush=True)
     for name, runs in rounds.items():
         results["cases"][name] = median_run(runs)
@@ -89,8 +99,8 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
     return results
 
 
-def run_subprocess(name: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "llm.bench.suite", name], capture_output=True, text=True)
+def run_subprocess(name: str, round_index: int = 0) -> dict:
+    done = subprocess.run([sys.executable, "-m", "llm.bench.suite", name, str(round_index)], capture_output=True, text=True)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -101,7 +111,7 @@ def median_run(runs: list[dict]) -> dict:
     good = [r for r in runs if "error" not in r]
     if not good:
         return runs[-1]
-    key = next(k for k in ("tokens_per_s", "gflops", "tokenize_mb_per_s") if k in good[0])
+    key = next(k for k in ("tokens_per_s", "gflops", "tokenize_mb_per_s", "train_s") if k in good[0])
     ordered = sorted(good, key=lambda r: r[key])
     chosen = dict(ordered[len(ordered) // 2])
     chosen[f"{key}_rounds"] = [round(r[key], 1) for r in good]
@@ -132,6 +142,9 @@ def add_derived(results: dict) -> None:
 def summary(case: dict) -> str:
     if "error" in case:
         return "error: " + case["error"]
+    if "train_s" in case:
+        reached = "reached" if case["reached"] else "NOT reached"
+        return f"{reached} {case['target_bpb']} bpb at step {case['step']}: {case['train_s']:.1f}s training, {case['wall_s']:.1f}s wall (seed {case['seed']})"
     for key, unit in (("tokens_per_s", "tokens/s"), ("gflops", "GFLOP/s"), ("tokenize_mb_per_s", "MB/s tokenized")):
         if key in case:
             return f"{case[key]:,.1f} {unit}, peak {case['peak_memory_mb']:.0f} MB"
@@ -139,4 +152,4 @@ def summary(case: dict) -> str:
 
 
 if __name__ == "__main__":  # one case, for run_subprocess: its peak memory is its own
-    print(json.dumps(run_case(sys.argv[1])))
+    print(json.dumps(run_case(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 0)))

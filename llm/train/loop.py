@@ -145,7 +145,7 @@ class TrainResult:
     @property
     def cut_short(self) -> bool:
         """Something other than the configured work or early stopping ended the stage (a clock, a signal)."""
-        return self.reason not in (*WORK_DONE, "early_stop")
+        return self.reason not in (*WORK_DONE, "early_stop", "target")
 
     @property
     def ending(self) -> str:
@@ -159,6 +159,8 @@ def describe_stop(reason: str, step: int, total_steps: int) -> str:
         return f"done: {reason} at step {step:,}" + ("" if step == total_steps else f" of {total_steps:,}")
     if reason == "early_stop":
         return f"stopped early (train.early_stop_patience: no better evaluation) {of_total}"
+    if reason == "target":
+        return f"done: reached train.target {of_total}"
     if reason == "max_time":
         return f"stopped by train.max_time_s {of_total}: cut short, not the configured work"
     if reason.startswith("interrupted:"):
@@ -398,6 +400,10 @@ class Trainer:
         state.evals_since_best += 1
         return False
 
+    def reached_target(self, value: float | None) -> bool:
+        target = self.cfg.train.target
+        return value is not None and (value <= target if self.watch_mode == "min" else value >= target)
+
     def save(self, best: bool = False) -> Path:
         state = self.state
         if best:
@@ -463,6 +469,8 @@ class Trainer:
             reason = "epochs"
         elif cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
             reason = "early_stop"
+        elif cfg.target and self.reached_target(state.best_value):
+            reason = "target"
         if any_across(guard.received is not None, self.rt.dist, self.rt.device):
             reason = f"interrupted:{guard.received or 'peer'}"
         if self.rt.dist.enabled:  # every rank must stop at the same step

@@ -61,3 +61,11 @@ def test_exact_resume_with_muon(tmp_path, corpus_file, cache_dir):
     kill_and_resume("scripts/pretrain.py", "configs/pretrain/tiny.yaml", args, tmp_path / "killed", signal.SIGKILL, 45, tmp_path)
     losses = metric_losses(tmp_path / "killed")
     assert losses == metric_losses(tmp_path / "straight") and len(losses) > 100
+
+
+def test_a_run_stops_at_the_first_evaluation_that_reaches_train_target(tiny_pretrain_config):
+    cfg = tiny_pretrain_config("train.max_steps=200", "train.eval_every=10", "train.target=5.8", "train.early_stop_metric=val_loss")
+    result = run(cfg)
+    evals = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
+    assert result.ending == f"done: reached train.target at step {evals[-1]['step']} of 200" and evals[-1]["step"] < 200
+    assert evals[-1]["val_loss"] <= 5.8 < min(e["val_loss"] for e in evals[:-1])
