@@ -84,3 +84,17 @@ def test_compare_script_writes_the_png_and_the_table_and_a_bad_name_is_one_line(
     assert bad.returncode == 2 and bad.stderr == "error: --metrics: no run logs 'val_acc' (did you mean 'val_accuracy'?)\n"
     with pytest.raises(LLMError, match=f"^{tmp_path}: no config.yaml \\(not a run folder\\?\\)$"):
         cmp.read_run(tmp_path)
+
+
+def test_a_panel_smooths_every_curve_alike_when_one_is_long(tmp_path, monkeypatch):
+    folders = [make_run(tmp_path / f"s{n}", [f"train.seed={n}"], train=[(s, {"loss": float(s % 3)}) for s in range(1, steps + 1)])
+               for n, steps in enumerate((cmp.SMOOTH_FROM + 10, cmp.SMOOTH_FROM - 10))]  # the second stopped early
+    drawn = {}
+    monkeypatch.setattr(cmp.plots, "save", lambda fig, path: drawn.update(fig=fig))
+    cmp.compare(folders, ["loss"], "step", tmp_path / "out.png")
+    lines = drawn["fig"].axes[0].get_lines()
+    assert [line.get_label() for line in lines if not line.get_label().startswith("_")] == ["train.seed=0", "train.seed=1"]
+    assert len(lines) == 4  # each run raw (unlabelled) and smoothed
+    short_raw, short_smoothed = lines[2:]
+    assert list(short_raw.get_ydata()) == [float(s % 3) for s in range(1, cmp.SMOOTH_FROM - 9)]
+    assert list(short_smoothed.get_ydata()) == cmp.plots.smooth(list(short_raw.get_ydata()))

@@ -31,7 +31,7 @@ IDENTITY_KEYS = ("name", "out_dir")  # differ between any two runs: they say whe
 LOWER_IS_BETTER = ("loss", "ppl", "bpb", "kl", "nll", "grad_norm")  # a name holding one of these is best at its minimum
 X_LABELS = {"step": "step", "time": "training time (s, evaluations excluded)"}
 PANEL_INCHES = (5.0, 3.6)
-SMOOTH_FROM = 50  # a curve with more points than this is drawn raw and faint under its smoothed line
+SMOOTH_FROM = 50  # a panel with a curve of more points than this draws each raw and faint under its smoothed line
 
 
 @dataclass
@@ -167,8 +167,10 @@ def figure(runs: list[Run], metrics: list[str], x: str, path: Path) -> None:
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plots.plt.subplots(rows, cols, figsize=(PANEL_INCHES[0] * cols, PANEL_INCHES[1] * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
-        for i, run in enumerate(runs):
-            draw(ax, *points(run, metric, x), f"C{i % 10}", run.label)
+        curves = [points(run, metric, x) for run in runs]
+        smoothed = max(len(values) for _, values in curves) > SMOOTH_FROM  # all of a panel's curves alike, a short run's too
+        for i, (run, (xs, values)) in enumerate(zip(runs, curves)):
+            draw(ax, xs, values, f"C{i % 10}", run.label, smoothed)
         ax.set_title(metric)
         ax.set_xlabel(X_LABELS[x])
         ax.grid(alpha=0.3)
@@ -178,8 +180,8 @@ def figure(runs: list[Run], metrics: list[str], x: str, path: Path) -> None:
     plots.save(fig, path)
 
 
-def draw(ax, xs: list[float], values: list[float], color: str, label: str) -> None:
-    if len(values) > SMOOTH_FROM:
+def draw(ax, xs: list[float], values: list[float], color: str, label: str, smoothed: bool) -> None:
+    if smoothed:
         ax.plot(xs, values, color=color, alpha=0.2, linewidth=1)
         ax.plot(xs, plots.smooth(values), color=color, linewidth=1.8, label=label)
     else:
