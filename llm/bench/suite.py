@@ -31,9 +31,9 @@ CPU_CASES = {
     "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
     # time to a validation bits per byte with the shipped configs, each round another seed; 2.71 is nanoGPT's
     # CPU demo (1.88 nats per character after 2,000 iterations), 2.0 the tiny config's at about 60% of its run
-    "target/shakespeare_2.71/adamw": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}"]),
+    "target/shakespeare_2.71/adamw": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}", "optim.name=adamw"]),
     "target/shakespeare_2.71/muon": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}", "optim.name=muon"]),
-    "target/tiny_2.0/adamw": ("target", "configs/pretrain/tiny.yaml", 2.0, None, []),
+    "target/tiny_2.0/adamw": ("target", "configs/pretrain/tiny.yaml", 2.0, None, ["optim.name=adamw"]),
     "target/tiny_2.0/muon": ("target", "configs/pretrain/tiny.yaml", 2.0, None, ["optim.name=muon"]),
 }
 # on CUDA the defaults are bf16 autocast and fused AdamW; 16 x 1024 tokens per step as in nanoGPT
