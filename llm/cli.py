@@ -23,8 +23,12 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main(entry: Callable[[], int | None]) -> None:
-    """Run `entry`, turning the project's errors into one line on stderr and an exit status."""
+INTERRUPTED = "interrupted; the last saved checkpoint is intact (continue with --resume)"
+
+
+def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> None:
+    """Run `entry`, turning the project's errors into one line on stderr and an exit status; `interrupted`
+    is what Ctrl-C says (a training script's checkpoint line by default)."""
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")  # nothing is downloaded at run time
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
@@ -34,7 +38,7 @@ def main(entry: Callable[[], int | None]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        print("interrupted; the last saved checkpoint is intact (continue with --resume)", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         sys.exit(EXIT_SIGNAL["SIGINT"])
     sys.exit(status or 0)
 

@@ -108,4 +108,4 @@ def entry() -> int:
 
 
 if __name__ == "__main__":
-    main(entry)
+    main(entry, interrupted="stopped; every answer given is in the rankings file")

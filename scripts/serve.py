@@ -87,4 +87,4 @@ def entry() -> int:
 
 
 if __name__ == "__main__":
-    main(entry)
+    main(entry, interrupted="stopped")

@@ -62,3 +62,16 @@ def test_a_rater_fills_the_file_and_the_reward_stage_learns_its_rankings(sft_run
     assert source["path"] == f"rankings:{path}" and source["train"] + source["val"] == pairs > 0
     evals = read_metrics(cfg.run_dir, "eval")
     assert "val_top1_best" in evals[-1] and evals[-1]["val_loss"] < evals[0]["val_loss"]
+
+
+def test_ctrl_c_says_the_answers_are_kept_not_a_checkpoint_line(sft_run, tmp_path):
+    import signal
+
+    proc = subprocess.Popen([PYTHON, "scripts/rank.py", "--checkpoint", str(sft_run), "--rank", str(tmp_path / "r.jsonl"), *FLAGS],
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # the first prompt is on screen: the script waits for the person
+        if line.startswith("  3. "):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "stopped; every answer given is in the rankings file"
