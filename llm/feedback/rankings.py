@@ -169,6 +169,7 @@ class RankingFile:
             self.cut_unfinished_tail(fd)
         self.records = read_lines(self.path)
         self._seen = self.path.stat().st_size  # bytes of the file already in self.records
+        self._in_force: dict[str, Ranking] | None = None  # fold(self.records), until the records change
 
     def locked_fd(self):
         return _LockedAppend(self.path)
@@ -186,8 +187,11 @@ class RankingFile:
         print(f"{self.path}: cut an unfinished last line ({size - keep} bytes) left by an interrupted write")
 
     def in_force(self) -> dict[str, Ranking]:
+        """Folded once per change of the records, not at every request the pages make."""
         with self.lock:
-            return fold(self.records)
+            if self._in_force is None:
+                self._in_force = fold(self.records)
+            return dict(self._in_force)
 
     def append(self, record: dict) -> None:
         """One line, written whole, flushed and fsynced before this returns."""
@@ -200,6 +204,7 @@ class RankingFile:
             os.fsync(fd)
             self.records.append(record)
             self._seen += len(line)
+            self._in_force = None
 
     def add(self, ranking: Ranking) -> Ranking:
         ranking.time = ranking.time or time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -216,6 +221,7 @@ class RankingFile:
             return
         self.records = read_lines(self.path)
         self._seen = size
+        self._in_force = None
 
 
 class _LockedAppend:
