@@ -401,6 +401,7 @@ class Trainer:
         return False
 
     def reached_target(self, value: float | None) -> bool:
+        """The latest evaluation's own figure, not the best so far: early_stop_min_delta must not hide a crossing."""
         target = self.cfg.train.target
         return value is not None and (value <= target if self.watch_mode == "min" else value >= target)
 
@@ -469,7 +470,7 @@ class Trainer:
             reason = "epochs"
         elif cfg.early_stop_patience and state.evals_since_best >= cfg.early_stop_patience:
             reason = "early_stop"
-        elif cfg.target and self.reached_target(state.best_value):
+        elif cfg.target and self.reached_target(state.last_metrics.get(self.watch_metric)):
             reason = "target"
         if any_across(guard.received is not None, self.rt.dist, self.rt.device):
             reason = f"interrupted:{guard.received or 'peer'}"
