@@ -3,6 +3,12 @@
 Prompts of different lengths are left-padded into one batch; the model's attention mask keeps padding
 out of attention and out of the positions. When a sequence outgrows the context, the cache is rebuilt
 from its most recent half-context of tokens (the cached equivalent of cropping the input).
+
+Three ways to run the cached decode step (`decode=`): "dynamic" slices the cache to its current length
+each token; "static" keeps every shape fixed (`GPT.decode_step`); "graph" records the static step once as
+a CUDA graph and replays it, one launch per token instead of about 150 small kernels, which is what
+bounds one sequence on a GPU. "auto" takes the graph on CUDA and the dynamic step elsewhere (on the CPU
+the static step attends over the whole context and measured slower, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from llm.errors import ConfigError
 from llm.losses import token_logprobs
-from llm.model import GPT
+from llm.model import GPT, KVCache
 from llm.settings_checks import Checked, check_sampling
 
 
@@ -76,56 +83,108 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
     return ids.to(device), mask.to(device)
 
 
+DECODE_MODES = ("auto", "dynamic", "static", "graph")
+
+
+def decode_mode(decode: str, device: torch.device) -> str:
+    """The decode step `decode` names on this device; "auto" is the graph on CUDA, the dynamic step elsewhere."""
+    if decode not in DECODE_MODES:
+        raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}; got {decode!r}")
+    if decode == "graph" and device.type != "cuda":
+        raise ConfigError(f"decode='graph' records a CUDA graph and needs a CUDA device, not {device.type}; use 'static' or 'dynamic'")
+    if decode == "auto":
+        return "graph" if device.type == "cuda" else "dynamic"
+    return decode
+
+
+def per_row(value, n_rows: int, name: str) -> list:
+    """`value` repeated for every row, or its own list of one per row."""
+    if not isinstance(value, Sequence):
+        return [value] * n_rows
+    if len(value) != n_rows:
+        raise ValueError(f"{name}: {len(value)} given for {n_rows} prompts; give one, or one per prompt")
+    return list(value)
+
+
+def choose(logits: torch.Tensor, params: SamplingParams | list[SamplingParams],
+           generator: torch.Generator | list[torch.Generator | None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's next token and its log-probability under the distribution it was drawn from. With one
+    setting and one generator per row, each row draws alone, so its tokens do not depend on its batch mates."""
+    if isinstance(params, SamplingParams):
+        logprobs = next_token_distribution(logits, params)
+        token = sample_from(logprobs, params.temperature, generator)
+        return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+    picks = [choose(logits[row : row + 1], p, g) for row, (p, g) in enumerate(zip(params, generator))]
+    return torch.cat([token for token, _ in picks]), torch.cat([logprob for _, logprob in picks])
+
+
 @torch.no_grad()
 def generate(
     model: GPT,
     prompts: Sequence[Sequence[int]],
-    params: SamplingParams,
+    params: SamplingParams | Sequence[SamplingParams],
     pad_id: int,
     *,
     use_cache: bool = True,
-    generator: torch.Generator | None = None,
-    on_token: Callable[[int, int], None] | None = None,
+    decode: str = "auto",
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    on_token: Callable[[int, int], bool | None] | None = None,
 ) -> Generation:
-    """Continue each prompt; `on_token(row, token)` is called as each token is chosen (streaming)."""
+    """Continue each prompt; `on_token(row, token)` is called as each token is chosen (streaming), and a row
+    whose call returns True ends there (its reader left). `params` and `generator` may be one per prompt."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with the <|bos|> token)")
     device = next(model.parameters()).device
     ids, mask = left_pad(prompts, pad_id, device)
-    stepper = CachedStepper(model, ids, mask) if use_cache else FullStepper(model, ids, mask)
-    stop = torch.tensor(params.stop_ids or [-1], device=device)
+    stepper = make_stepper(model, ids, mask, use_cache, decode)
+    rows = per_row(params, len(prompts), "params")
+    if not isinstance(params, SamplingParams) or isinstance(generator, Sequence):
+        params, generator = rows, per_row(generator, len(prompts), "generator")
+    stop = stop_table([p.stop_ids for p in rows], device)
+    limits = torch.tensor([p.max_new_tokens for p in rows], device=device)
     finished = torch.zeros(len(prompts), dtype=torch.bool, device=device)
+    lengths = torch.zeros(len(prompts), dtype=torch.long, device=device)
     new_tokens, new_logprobs = [], []
     logits = stepper.first_logits()
-    for _ in range(params.max_new_tokens):
-        logprobs = next_token_distribution(logits, params)
-        token = sample_from(logprobs, params.temperature, generator)
+    for step in range(max(p.max_new_tokens for p in rows)):
+        token, logprob = choose(logits, params, generator)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         new_tokens.append(token)
-        new_logprobs.append(logprobs.gather(-1, token[:, None]).squeeze(-1))
+        new_logprobs.append(logprob)
+        lengths += ~finished
+        ended = (token[:, None] == stop).any(dim=1) | (limits <= step + 1)
         if on_token is not None:
-            for row in (~finished).nonzero().flatten().tolist():
-                on_token(row, int(token[row]))
-        finished = finished | torch.isin(token, stop)
+            left = [row for row in (~finished).nonzero().flatten().tolist() if on_token(row, int(token[row]))]
+            if left:
+                ended[left] = True
+        finished = finished | ended
         if bool(finished.all()):
             break
         logits = stepper.next_logits(token)
-    return collect(new_tokens, new_logprobs, params.stop_ids, len(prompts))
+    return collect(new_tokens, new_logprobs, lengths.tolist(), [p.stop_ids for p in rows])
 
 
-def collect(new_tokens, new_logprobs, stop_ids, n_rows) -> Generation:
-    if not new_tokens:
-        return Generation([[] for _ in range(n_rows)], [False] * n_rows, [[] for _ in range(n_rows)])
+def stop_table(stop_ids: list[tuple[int, ...]], device) -> torch.Tensor:
+    """(B, S) stop tokens per row, padded with -1, which no token equals."""
+    width = max(1, max(len(s) for s in stop_ids))
+    return torch.tensor([list(s) + [-1] * (width - len(s)) for s in stop_ids], device=device)
+
+
+def collect(new_tokens, new_logprobs, lengths: list[int], stop_ids: list[tuple[int, ...]]) -> Generation:
     tokens = torch.stack(new_tokens, dim=1).tolist()
     logprobs = torch.stack(new_logprobs, dim=1).tolist()
-    out_tokens, out_logprobs, finished = [], [], []
-    for row_tokens, row_logprobs in zip(tokens, logprobs):
-        end = next((i + 1 for i, t in enumerate(row_tokens) if t in stop_ids), None)
-        finished.append(end is not None)
-        end = end or len(row_tokens)
-        out_tokens.append(row_tokens[:end])
-        out_logprobs.append(row_logprobs[:end])
-    return Generation(out_tokens, finished, out_logprobs)
+    out_tokens = [row[:n] for row, n in zip(tokens, lengths)]
+    finished = [bool(row) and row[-1] in stops for row, stops in zip(out_tokens, stop_ids)]
+    return Generation(out_tokens, finished, [row[:n] for row, n in zip(logprobs, lengths)])
+
+
+def make_stepper(model: GPT, ids: torch.Tensor, mask: torch.Tensor, use_cache: bool, decode: str):
+    if not use_cache:
+        return FullStepper(model, ids, mask)
+    mode = decode_mode(decode, ids.device)
+    if mode == "dynamic":
+        return CachedStepper(model, ids, mask)
+    return StaticStepper(model, ids, mask, graph=mode == "graph")
 
 
 class CachedStepper:
@@ -150,7 +209,69 @@ class CachedStepper:
             keep = self.block_size // 2
             self.ids, self.mask = self.ids[:, -keep:], self.mask[:, -keep:]
             return self.prefill(self.ids, self.mask)
+        return self.decode(token)
+
+    def decode(self, token: torch.Tensor) -> torch.Tensor:
         return self.model(token[:, None], cache=self.cache)[:, -1]
+
+
+class StaticStepper(CachedStepper):
+    """The cached stepper over one fixed-shape cache and `GPT.decode_step`; with `graph` (CUDA only) the
+    step is recorded once as a CUDA graph and replayed for every token. A context overflow refills the
+    same buffers in place, so the recorded graph stays valid."""
+
+    def __init__(self, model: GPT, ids: torch.Tensor, mask: torch.Tensor, graph: bool):
+        super().__init__(model, ids, mask)
+        self.cache = model.new_cache(ids.shape[0], self.block_size)
+        self.graph = graph
+        self.captured: CapturedStep | None = None
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        self.cache.reset()
+        logits = self.model(ids, attention_mask=mask, cache=self.cache)[:, -1]
+        self.cache.write_slot.fill_(self.cache.length)
+        return logits
+
+    def decode(self, token: torch.Tensor) -> torch.Tensor:
+        self.cache.length += 1  # the host's count, which decides when the context overflows
+        if not self.graph:
+            return self.model.decode_step(token, self.cache)
+        if self.captured is None:
+            self.captured = CapturedStep(self.model, self.cache, token)
+        return self.captured(token)
+
+
+def autocast_without_cache(device_type: str):
+    """The autocast in force, minus its weight-cast cache: casts cached during a capture would be freed
+    when the autocast context closes while the graph still points at them (torch.cuda.graph's notes)."""
+    return torch.autocast(device_type, dtype=torch.get_autocast_dtype(device_type),
+                          enabled=torch.is_autocast_enabled(device_type), cache_enabled=False)
+
+
+class CapturedStep:
+    """`GPT.decode_step` over one cache, recorded as a CUDA graph: a call copies the token into the graph's
+    input and replays every kernel of the step at once."""
+
+    def __init__(self, model: GPT, cache: KVCache, token: torch.Tensor):
+        self.token = token.clone()
+        state = (cache.key_valid, cache.next_position, cache.write_slot)
+        before = [tensor.clone() for tensor in state]
+        # one eager run on a side stream first, so lazy set-up (cuBLAS handles, kernel choice) is not captured
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side), autocast_without_cache("cuda"):
+            model.decode_step(self.token, cache)
+        torch.cuda.current_stream().wait_stream(side)
+        for tensor, saved in zip(state, before):  # undo the warm-up's step; its key and value are overwritten
+            tensor.copy_(saved)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph), autocast_without_cache("cuda"):
+            self.logits = model.decode_step(self.token, cache)
+
+    def __call__(self, token: torch.Tensor) -> torch.Tensor:
+        self.token.copy_(token)
+        self.graph.replay()
+        return self.logits.clone()  # the next replay overwrites the graph's output
 
 
 class FullStepper:

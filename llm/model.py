@@ -84,9 +84,19 @@ class KVCache:
         self.values = torch.zeros(shape, device=device, dtype=dtype)
         self.key_valid = torch.zeros(batch_size, max_len, dtype=torch.bool, device=device)
         self.next_position = torch.zeros(batch_size, dtype=torch.long, device=device)
+        # where decode_step writes next: a tensor mirror of `length`, so a replayed CUDA graph reads it afresh
+        self.write_slot = torch.zeros(1, dtype=torch.long, device=device)
         self.length = 0
         self.max_len = max_len
         self.padded = False  # whether any key so far is padding, which needs an explicit mask
+
+    def reset(self) -> None:
+        """Empty the cache in place: a CUDA graph captured over these buffers stays valid."""
+        self.key_valid.zero_()
+        self.next_position.zero_()
+        self.write_slot.zero_()
+        self.length = 0
+        self.padded = False
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.length, self.length + k.shape[2]
@@ -102,6 +112,20 @@ class KVCache:
         self.next_position = self.next_position[rows]
 
 
+class SlotWrites:
+    """The decode step's view of a cache: each layer's new key and value land in the slot `write_slot`
+    names, and attention reads the whole fixed-size buffer (the validity mask hides the empty slots)."""
+
+    def __init__(self, cache: KVCache):
+        self.cache = cache
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.cache.keys[layer], self.cache.values[layer]
+        keys.index_copy_(2, self.cache.write_slot, k)
+        values.index_copy_(2, self.cache.write_slot, v)
+        return keys, values
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -112,7 +136,7 @@ class Attention(nn.Module):
         self.dropout = cfg.dropout
         self.resid_dropout = make_dropout(cfg.dropout)
 
-    def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:
+    def forward(self, x, rope, mask, cache: KVCache | SlotWrites | None, layer: int) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
@@ -186,18 +210,37 @@ class GPT(nn.Module):
         if cache is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than model.block_size={self.config.block_size}")
         mask = attention_bias(attention_mask, cache, T, idx.device)
+        x, rope = self.embed(idx, positions)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, rope, mask, cache, layer)
+        if cache is not None:
+            cache.length += T
+        return self.norm_f(x)
+
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
+        """Token embeddings plus learned positions, or the rotary tables the attention applies instead."""
         x = self.wte(idx)
         rope = None
         if self.wpe is not None:
             x = x + self.wpe(positions.clamp(max=self.config.block_size - 1))
         else:
             rope = rope_tables(self.rope_inv_freq, positions, x.dtype)
-        x = self.drop(x)
+        return self.drop(x), rope
+
+    def decode_step(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Logits (B, vocab) after one more token (B,) per row, with no shape and no Python number that
+        changes from token to token: attention runs over the whole buffer under the validity mask, and the
+        write slot and positions are tensors advanced in place, so a CUDA graph of one call replays for
+        every token. The caller keeps `cache.length` (the host's count) in step."""
+        cache.key_valid.index_fill_(1, cache.write_slot, True)
+        x, rope = self.embed(token[:, None], cache.next_position[:, None])
+        mask = cache.key_valid[:, None, None, :]  # (B, 1, 1, max_len): the prompt's padding and empty slots stay out
+        writes = SlotWrites(cache)
         for layer, block in enumerate(self.blocks):
-            x = block(x, rope, mask, cache, layer)
-        if cache is not None:
-            cache.length += T
-        return self.norm_f(x)
+            x = block(x, rope, mask, writes, layer)
+        cache.next_position += 1
+        cache.write_slot += 1
+        return self.lm_head(self.norm_f(x))[:, -1]
 
     def num_params(self, include_embeddings: bool = True) -> int:
         total = sum(p.numel() for p in self.parameters())
@@ -236,7 +279,7 @@ def token_positions(idx, attention_mask, cache: KVCache | None) -> torch.Tensor:
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0) + offset
     if cache is not None:
         added = attention_mask.sum(dim=1) if attention_mask is not None else T
-        cache.next_position = cache.next_position + added
+        cache.next_position += added  # in place: a captured decode step reads this very tensor
     return positions
 
 

@@ -78,6 +78,23 @@ def test_kv_cache_greedy_equals_recomputation_on_cuda():
     assert cached.tokens == plain.tokens
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("block_size", [128, 32], ids=["within-context", "overflows"])
+def test_cuda_graph_decode_greedy_equals_the_eager_paths(autocast, block_size):
+    """The decode step recorded as a CUDA graph replays the very kernels of the eager static step (equal
+    tokens under bf16 too), and in fp32 gives today's greedy tokens, past the context and with left padding."""
+    model = cuda_model(block_size=block_size).eval()
+    prompts = [[5, 6, 7], [9, 10, 11, 12, 13]]
+    params = SamplingParams(max_new_tokens=60, temperature=0.0)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+        graph = generate(model, prompts, params, pad_id=0, decode="graph")
+        assert graph.tokens == generate(model, prompts, params, pad_id=0, decode="static").tokens
+        if not autocast:
+            assert graph.tokens == generate(model, prompts, params, pad_id=0, decode="dynamic").tokens
+            assert graph.tokens == generate(model, prompts, params, pad_id=0, use_cache=False).tokens
+    assert all(len(t) == 60 for t in graph.tokens)
+
+
 def run_pretrain(tmp_path, corpus_file, extra: list[str], launcher: list[str]) -> subprocess.CompletedProcess:
     args = tiny_overrides(corpus_file, tmp_path / "cache", tmp_path / "runs", "cuda") + ["train.max_steps=60", *extra]
     command = [*launcher, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml", *args]

@@ -3,7 +3,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.errors import ConfigError
-from llm.generate import SamplingParams, filter_logits, generate, sequence_logprobs
+from llm.generate import SamplingParams, StaticStepper, filter_logits, generate, left_pad, sequence_logprobs
 from llm.model import GPT
 
 
@@ -126,3 +126,67 @@ def test_the_smallest_top_p_keeps_the_top_token():
                    generator=torch.Generator().manual_seed(0))
     greedy = generate(model(), PROMPTS, SamplingParams(max_new_tokens=5, temperature=0.0), 0)
     assert out.tokens == greedy.tokens
+
+
+@pytest.mark.parametrize("position", ["rope", "learned"])
+@pytest.mark.parametrize("block_size, new_tokens", [(48, 30), (16, 40)], ids=["within-context", "overflows"])
+def test_static_decode_greedy_equals_todays_paths(position, block_size, new_tokens):
+    """The fixed-shape step (the one a CUDA graph records), run eagerly: the same greedy tokens as the dynamic
+    cache and as recomputation, for a left-padded batch and past the context (the cache refilled in place)."""
+    m = model(position=position, block_size=block_size)
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
+    static = generate(m, PROMPTS, params, pad_id=0, decode="static")
+    assert static.tokens == generate(m, PROMPTS, params, pad_id=0, decode="dynamic").tokens
+    assert static.tokens == generate(m, PROMPTS, params, pad_id=0, use_cache=False).tokens
+    assert all(len(t) == new_tokens for t in static.tokens)
+
+
+def test_static_cache_is_refilled_in_place_when_the_context_overflows():
+    """A recorded CUDA graph points at the cache's buffers: overflowing the context must not reallocate them."""
+    m = model(block_size=16)
+    ids, mask = left_pad(PROMPTS, 0, "cpu")
+    stepper = StaticStepper(m, ids, mask, graph=False)
+    token = stepper.first_logits().argmax(-1)
+    buffers = [t.data_ptr() for t in (stepper.cache.keys, stepper.cache.key_valid, stepper.cache.next_position, stepper.cache.write_slot)]
+    lengths = []
+    with torch.no_grad():
+        for _ in range(20):
+            token = stepper.next_logits(token).argmax(-1)
+            lengths.append(stepper.cache.length)
+            assert int(stepper.cache.write_slot) == stepper.cache.length
+    assert 8 in lengths and max(lengths) == 16  # refilled from the most recent half context (8 of 16)
+    assert [t.data_ptr() for t in (stepper.cache.keys, stepper.cache.key_valid, stepper.cache.next_position, stepper.cache.write_slot)] == buffers
+
+
+def test_each_row_can_have_its_own_settings_and_generator():
+    """The chat page's batches: a row with its own settings and generator gets the reply it would get alone."""
+    m = model()
+    prompts = [[1, 5, 7, 9], [1, 3, 4, 6]]
+    rows = [SamplingParams(max_new_tokens=6, temperature=0.0), SamplingParams(max_new_tokens=12, temperature=1.0, top_k=5)]
+    seeds = [torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)]
+    together = generate(m, prompts, rows, 0, generator=seeds)
+    for prompt, params, seed, tokens in zip(prompts, rows, (1, 2), together.tokens):
+        assert generate(m, [prompt], params, 0, generator=torch.Generator().manual_seed(seed)).tokens[0] == tokens
+    assert [len(t) for t in together.tokens] == [6, 12]
+
+
+def test_a_row_whose_reader_left_ends_and_the_others_go_on():
+    m = model()
+    params = SamplingParams(max_new_tokens=10, temperature=0.0)
+    seen = {0: [], 1: [], 2: []}
+
+    def on_token(row: int, token: int) -> bool:
+        seen[row].append(token)
+        return row == 1 and len(seen[1]) == 3  # row 1's reader leaves after its third token
+
+    out = generate(m, PROMPTS, params, 0, on_token=on_token)
+    alone = generate(m, PROMPTS, params, 0)
+    assert out.tokens[1] == alone.tokens[1][:3] == seen[1] and out.finished[1] is False
+    assert out.tokens[0] == alone.tokens[0] and out.tokens[2] == alone.tokens[2] and len(seen[0]) == 10
+
+
+def test_a_cuda_graph_is_refused_off_cuda_and_an_unknown_decode_named():
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        generate(model(), PROMPTS, SamplingParams(max_new_tokens=2), 0, decode="graph")
+    with pytest.raises(ConfigError, match="decode must be one of auto, dynamic, static, graph; got 'fast'"):
+        generate(model(), PROMPTS, SamplingParams(max_new_tokens=2), 0, decode="fast")
