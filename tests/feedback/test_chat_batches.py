@@ -1,0 +1,85 @@
+"""Concurrent chat requests (llm/feedback/chat_batches.py): decoded in one batch, each reply as it would be alone."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from llm.chat import reply_to
+from llm.config import ModelConfig
+from llm.feedback import chat_batches
+from llm.feedback.replies import sampling_params
+from llm.feedback.web import ChatModel
+from llm.model import GPT
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Say cat."}],
+    [{"role": "user", "content": "What is the first word in: green apples fall?"},
+     {"role": "assistant", "content": "green"}, {"role": "user", "content": "And the last?"}],
+]
+
+
+@pytest.fixture()
+def chat(tokenizer) -> ChatModel:
+    torch.manual_seed(0)
+    # untied: a random model with tied embeddings repeats the prompt's last token, a special one that decodes to ""
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, block_size=96, n_layer=2, n_head=2, n_embd=32, tie_embeddings=False)
+    model = GPT(cfg).eval()
+    return ChatModel(model, tokenizer, threading.Lock())
+
+
+def ask_together(chat: ChatModel, params, gone: list[threading.Event]) -> list[list[dict]]:
+    """Every conversation asked while the model is busy, so that all wait for the same next batch."""
+    events: list[list[dict]] = [[] for _ in CONVERSATIONS]
+    closed = [threading.Event() for _ in CONVERSATIONS]
+    with chat.lock:
+        for row, messages in enumerate(CONVERSATIONS):
+            chat.answer(messages, params, lambda e, row=row: closed[row].set() if e is None else events[row].append(e), gone[row])
+    assert all(c.wait(60) for c in closed), "a reply's stream was never closed"
+    return events
+
+
+def batch_sizes(monkeypatch) -> list[int]:
+    sizes, real = [], chat_batches.generate
+
+    def counting(model, prompts, *args, **kw):
+        sizes.append(len(prompts))
+        return real(model, prompts, *args, **kw)
+
+    monkeypatch.setattr(chat_batches, "generate", counting)
+    return sizes
+
+
+def test_concurrent_requests_are_decoded_in_one_batch_each_as_it_would_be_alone(chat, monkeypatch):
+    sizes = batch_sizes(monkeypatch)
+    params = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
+    events = ask_together(chat, params, [threading.Event(), threading.Event()])
+    assert sizes == [2]
+    alone = [reply_to(chat.model, chat.tok, messages, params, None) for messages in CONVERSATIONS]
+    assert alone[0][0] != alone[1][0]  # two different replies, so a mix-up between the rows would show
+    for (text, finished), streamed in zip(alone, events):
+        assert streamed[-1] == {"done": True, "finished": finished}
+        assert "".join(e["text"] for e in streamed[:-1]) == text and len(streamed) > 2
+
+
+def test_a_sampled_reply_does_not_depend_on_its_batch_mate(chat, monkeypatch):
+    """Each request draws from its own seeded generator: the first reply sampled alongside another is the one the
+    same seed gives alone (the chat page's first reply of a server run uses seed 0)."""
+    sizes = batch_sizes(monkeypatch)
+    params = sampling_params(chat.tok, 20, 1.0, 0, 1.0)
+    events = ask_together(chat, params, [threading.Event(), threading.Event()])
+    text, finished = reply_to(chat.model, chat.tok, CONVERSATIONS[0], params, torch.Generator().manual_seed(0))
+    assert sizes == [2] and "".join(e.get("text", "") for e in events[0]) == text
+
+
+def test_a_request_whose_page_left_ends_while_its_batch_mate_goes_on(chat, monkeypatch):
+    sizes = batch_sizes(monkeypatch)
+    params = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
+    left = threading.Event()
+    left.set()  # the first page is gone before its first token
+    events = ask_together(chat, params, [left, threading.Event()])
+    text, finished = reply_to(chat.model, chat.tok, CONVERSATIONS[1], params, None)
+    assert sizes == [2] and events[0] == []
+    assert "".join(e["text"] for e in events[1][:-1]) == text and events[1][-1] == {"done": True, "finished": finished}
