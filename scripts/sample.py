@@ -26,6 +26,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--chat", action="store_true", help="wrap each prompt in the chat template as a user turn")
     parser.add_argument("--no-stream", action="store_true", help="print whole samples at the end instead of streaming")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each token (slow; for checking)")
+    parser.add_argument("--decode", default="auto", choices=["auto", "dynamic", "static", "graph"],
+                        help="the cached decode step: graph (replayed as a CUDA graph; auto's choice on CUDA), static "
+                             "(the same fixed-shape step run eagerly), dynamic (auto's choice elsewhere)")
     parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
@@ -71,7 +74,7 @@ def entry() -> int:
     printer = TokenPrinter(tok, sys.stdout) if stream else None
     if stream and not args.chat:
         sys.stdout.write(texts[0])
-    out = generate(loaded.model, prompts, params, tok.pad_id, use_cache=not args.no_cache, generator=generator,
+    out = generate(loaded.model, prompts, params, tok.pad_id, use_cache=not args.no_cache, decode=args.decode, generator=generator,
                    on_token=(lambda row, token: printer.add(token)) if printer else None)
     if printer:
         printer.finish()

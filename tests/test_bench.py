@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from llm.bench import measure as bench
 from llm.bench import suite
 
@@ -16,10 +18,11 @@ def test_train_throughput_measures_after_warm_up():
     json.dumps(result)
 
 
-def test_cached_and_uncached_sampling_produce_every_token():
-    for cache in (True, False):
-        result = bench.sampling_throughput({**MICRO, "block_size": 32}, new_tokens=40, use_cache=cache, device="cpu")
-        assert result["new_tokens"] == 40 and result["tokens_per_s"] > 0
+@pytest.mark.parametrize("decode", ["dynamic", "static", "none"])
+def test_sampling_produces_every_token_of_every_row(decode):
+    for batch in (1, 3):  # 40 new tokens in a context of 32: past the context too
+        result = bench.sampling_throughput({**MICRO, "block_size": 32}, new_tokens=40, decode=decode, batch=batch, device="cpu")
+        assert result["new_tokens"] == 40 * batch and result["batch"] == batch and result["tokens_per_s"] > 0
 
 
 def test_median_round_and_derived_ratios():
@@ -32,8 +35,10 @@ def test_median_round_and_derived_ratios():
         "train/nanogpt_cpu_shape/compile": {"tokens_per_s": 130.0},
         "sample/tiny_ctx512/kv_cache": {"tokens_per_s": 50.0},
         "sample/tiny_ctx512/no_cache": {"tokens_per_s": 10.0},
+        "sample/tiny_ctx512/static": {"tokens_per_s": 40.0},
     }}
     suite.add_derived(results)
     derived = results["derived"]
     assert derived["nanogpt_shape_speedup_default"] == 1.1 and derived["nanogpt_shape_speedup_best"] == 1.3
-    assert derived["kv_cache_speedup"] == 5.0
+    assert derived["kv_cache_speedup"] == 5.0 and derived["static_decode_speedup"] == 0.8
+    assert "cuda_graph_speedup" not in derived  # no figure for a case this device did not run

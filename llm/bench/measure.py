@@ -111,21 +111,26 @@ def time_to_target(config: str, target_bpb: float, seed: int, overrides: list[st
             "config": config, "overrides": overrides}
 
 
-def sampling_throughput(shape: dict, new_tokens: int, use_cache: bool, device: str = "auto") -> dict:
+def sampling_throughput(shape: dict, new_tokens: int, decode: str = "dynamic", batch: int = 1, device: str = "auto") -> dict:
+    """New tokens per second (all rows together) of one generate() call on `batch` copies of a short prompt;
+    `decode` is generate()'s (dynamic, static, graph), or "none" to recompute the whole context per token."""
     from llm.generate import SamplingParams, generate
 
     torch.manual_seed(0)
     dev = pick_device(device)
     model = GPT(ModelConfig(**shape)).to(dev).eval()
     params = SamplingParams(max_new_tokens=new_tokens, temperature=1.0, top_k=50)
-    prompt = [[1, 2, 3, 4]]
-    generate(model, prompt, SamplingParams(max_new_tokens=8), pad_id=0, use_cache=use_cache)  # warm-up
+    prompts = [[1, 2, 3, 4]] * batch
+    how = {"use_cache": decode != "none", "decode": "dynamic" if decode == "none" else decode}
+    generate(model, prompts, SamplingParams(max_new_tokens=8), pad_id=0, **how)  # warm-up
     synchronize(dev)
     started = time.perf_counter()
-    out = generate(model, prompt, params, pad_id=0, use_cache=use_cache, generator=torch.Generator(device=dev).manual_seed(0))
+    out = generate(model, prompts, params, pad_id=0, generator=torch.Generator(device=dev).manual_seed(0), **how)
     synchronize(dev)
     elapsed = time.perf_counter() - started
-    return {"new_tokens": len(out.tokens[0]), "seconds": elapsed, "tokens_per_s": len(out.tokens[0]) / elapsed, "kv_cache": use_cache}
+    produced = sum(len(tokens) for tokens in out.tokens)
+    return {"new_tokens": produced, "batch": batch, "seconds": elapsed, "tokens_per_s": produced / elapsed,
+            "kv_cache": decode != "none", "decode": decode, "device": describe(dev)}
 
 
 def data_throughput() -> dict:

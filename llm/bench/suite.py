@@ -16,7 +16,7 @@ import torch
 from llm.bench import measure as bench
 
 NANOGPT = "nanogpt_cpu_shape"
-# name: (kind, shape, batch size | new tokens, steps | kv cache, overrides)
+# name: (kind, shape, batch size | new tokens, steps | (decode, prompts), overrides); decode "none" = no KV cache
 CPU_CASES = {
     f"train/{NANOGPT}/fp32": ("train", NANOGPT, 12, 300, []),  # the defaults: fp32, fused AdamW
     f"train/{NANOGPT}/fp32_foreach_adamw": ("train", NANOGPT, 12, 300, ["optim.fused=false"]),
@@ -24,8 +24,11 @@ CPU_CASES = {
     f"train/{NANOGPT}/compile": ("train", NANOGPT, 12, 300, ["train.compile=true"]),
     "train/tiny/fp32": ("train", "tiny", 16, 60, ["train.dtype=float32"]),
     "train/tiny/bf16": ("train", "tiny", 16, 60, ["train.dtype=bfloat16"]),
-    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
-    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, ("dynamic", 1), []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, ("none", 1), []),
+    "sample/tiny_ctx512/static": ("sample", "tiny", 500, ("static", 1), []),
+    "sample/tiny_ctx512/kv_cache_batch8": ("sample", "tiny", 500, ("dynamic", 8), []),
+    "sample/tiny_ctx512/static_batch8": ("sample", "tiny", 500, ("static", 8), []),
     "data/builtin_corpus": ("data", None, None, None, []),
     "matmul/fp32": ("matmul", "float32", 1024, None, []),
     "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
@@ -45,13 +48,34 @@ GPU_CASES = {
     "train/gpt2_124m_ours/bf16": ("train", "gpt2_ours", 16, 80, []),
     "train/gpt2_124m_ours/bf16_compile": ("train", "gpt2_ours", 16, 80, ["train.compile=true"]),
     "train/tiny/bf16": ("train", "tiny", 64, 200, []),
-    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, True, []),
-    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, False, []),
-    "sample/gpt2_124m_ctx512/kv_cache": ("sample", "gpt2", 500, True, []),
-    "sample/gpt2_124m_ctx512/no_cache": ("sample", "gpt2", 500, False, []),
+    # kv_cache is the dynamic step (the default before CUDA graphs), cuda_graph the static step replayed
+    "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, ("dynamic", 1), []),
+    "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, ("none", 1), []),
+    "sample/tiny_ctx512/static": ("sample", "tiny", 500, ("static", 1), []),
+    "sample/tiny_ctx512/cuda_graph": ("sample", "tiny", 500, ("graph", 1), []),
+    "sample/tiny_ctx512/kv_cache_batch64": ("sample", "tiny", 500, ("dynamic", 64), []),
+    "sample/tiny_ctx512/cuda_graph_batch64": ("sample", "tiny", 500, ("graph", 64), []),
+    "sample/gpt2_124m_ctx512/kv_cache": ("sample", "gpt2", 500, ("dynamic", 1), []),
+    "sample/gpt2_124m_ctx512/no_cache": ("sample", "gpt2", 500, ("none", 1), []),
+    "sample/gpt2_124m_ctx512/cuda_graph": ("sample", "gpt2", 500, ("graph", 1), []),
+    "sample/gpt2_124m_ctx512/kv_cache_batch64": ("sample", "gpt2", 500, ("dynamic", 64), []),
+    "sample/gpt2_124m_ctx512/cuda_graph_batch64": ("sample", "gpt2", 500, ("graph", 64), []),
     "data/builtin_corpus": ("data", None, None, None, []),
     "matmul/bf16": ("matmul", "bfloat16", 8192, None, []),
 }
+
+
+# derived name: (case, against case), each a ratio of tokens/s; cases absent on this device are skipped
+SAMPLING_RATIOS = [
+    ("kv_cache_speedup", "sample/tiny_ctx512/kv_cache", "sample/tiny_ctx512/no_cache"),
+    ("static_decode_speedup", "sample/tiny_ctx512/static", "sample/tiny_ctx512/kv_cache"),
+    ("batch8_speedup", "sample/tiny_ctx512/kv_cache_batch8", "sample/tiny_ctx512/kv_cache"),
+    ("static_batch8_speedup", "sample/tiny_ctx512/static_batch8", "sample/tiny_ctx512/kv_cache_batch8"),
+    ("cuda_graph_speedup", "sample/tiny_ctx512/cuda_graph", "sample/tiny_ctx512/kv_cache"),
+    ("cuda_graph_batch64_speedup", "sample/tiny_ctx512/cuda_graph_batch64", "sample/tiny_ctx512/kv_cache_batch64"),
+    ("gpt2_cuda_graph_speedup", "sample/gpt2_124m_ctx512/cuda_graph", "sample/gpt2_124m_ctx512/kv_cache"),
+    ("gpt2_cuda_graph_batch64_speedup", "sample/gpt2_124m_ctx512/cuda_graph_batch64", "sample/gpt2_124m_ctx512/kv_cache_batch64"),
+]
 
 
 def cases() -> dict:
@@ -68,7 +92,8 @@ def run_case(name: str, round_index: int = 0) -> dict:
     if kind == "train":
         result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
     elif kind == "sample":
-        result = bench.sampling_throughput({**shapes[shape_name], "block_size": 512}, new_tokens=a, use_cache=b)
+        decode, prompts = b
+        result = bench.sampling_throughput({**shapes[shape_name], "block_size": 512}, new_tokens=a, decode=decode, batch=prompts)
     elif kind == "data":
         result = bench.data_throughput()
     else:
@@ -126,9 +151,10 @@ def add_derived(results: dict) -> None:
     if ours:
         derived["nanogpt_shape_speedup_default"] = ours / results["nanogpt_cpu_reference_tokens_per_s"]
         derived["nanogpt_shape_speedup_best"] = best / results["nanogpt_cpu_reference_tokens_per_s"]
-    cached, plain = cases.get("sample/tiny_ctx512/kv_cache", {}), cases.get("sample/tiny_ctx512/no_cache", {})
-    if cached.get("tokens_per_s") and plain.get("tokens_per_s"):
-        derived["kv_cache_speedup"] = cached["tokens_per_s"] / plain["tokens_per_s"]
+    for name, faster, slower in SAMPLING_RATIOS:
+        a, b = cases.get(faster, {}).get("tokens_per_s"), cases.get(slower, {}).get("tokens_per_s")
+        if a and b:
+            derived[name] = a / b
     compiled, eager = cases.get("train/gpt2_124m/bf16_compile", {}), cases.get("train/gpt2_124m/bf16", {})
     if compiled.get("tokens_per_s") and eager.get("tokens_per_s"):
         derived["gpt2_compile_speedup"] = compiled["tokens_per_s"] / eager["tokens_per_s"]
