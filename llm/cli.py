@@ -40,7 +40,17 @@ def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> Non
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(EXIT_SIGNAL["SIGINT"])
+    finally:
+        leave_process_group()
     sys.exit(status or 0)
+
+
+def leave_process_group() -> None:
+    """torchrun's processes leave together: a process group left to interpreter exit can abort in its threads."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def finish_stage(stage: str, result) -> int:

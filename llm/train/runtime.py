@@ -5,6 +5,7 @@ Set up once per stage before any model loads; the training loop and the stages r
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from dataclasses import dataclass
@@ -78,6 +79,7 @@ def prepare_run_dir(run_dir: Path, resume: bool, fresh: bool) -> None:
     has_checkpoints = bool(ckpt.step_dirs(run_dir / "checkpoints"))
     if has_checkpoints and not resume and not fresh:
         raise LLMError(f"{run_dir} already holds checkpoints: pass --resume to continue it, or --fresh to start it over")
-    if fresh and run_dir.exists():
+    # under torchrun only process 0 clears it; the others cannot write before it joins the process group
+    if fresh and run_dir.exists() and os.environ.get("RANK", "0") == "0":
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

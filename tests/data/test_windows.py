@@ -19,9 +19,18 @@ def test_sampler_position_restores_the_same_batches():
     b = RandomWindows(tokens, 4, 16, seed=3)
     b.load_state_dict(a.state_dict())
     assert (a.next_batch()["input_ids"] == b.next_batch()["input_ids"]).all()
-    other_rank = RandomWindows(tokens, 4, 16, seed=3, rank=1)
+    other_rank = RandomWindows(tokens, 4, 16, seed=3, rank=1, world_size=2)
     other_rank.load_state_dict({"batches_drawn": 6})
     assert not (a.next_batch()["input_ids"] == other_rank.next_batch()["input_ids"]).all()
+
+
+def test_processes_split_the_batch_one_process_of_their_total_would_draw():
+    tokens = np.arange(5000, dtype=np.uint16)
+    whole = RandomWindows(tokens, 8, 16, seed=3)
+    parts = [RandomWindows(tokens, 4, 16, seed=3, rank=r, world_size=2) for r in range(2)]
+    for _ in range(3):
+        joined = np.concatenate([p.next_batch()["input_ids"].numpy() for p in parts])
+        assert (joined == whole.next_batch()["input_ids"].numpy()).all()
 
 
 def test_eval_windows_are_fixed_and_disjoint():
