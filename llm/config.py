@@ -143,6 +143,10 @@ class TrainConfig(Checked):
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 where the GPU or CPU runs it natively, else fp32)
     compile: bool = False
+    # under torchrun: ddp keeps a whole model, gradients and optimizer state on every process; fsdp (FSDP2)
+    # shards them per transformer block, and checkpoints are written as shards each process saves
+    parallel: str = "ddp"
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: less memory, ~1/3 more compute
     deterministic: bool = False  # torch.use_deterministic_algorithms, for bitwise resume on GPU
     seed: int = 1337
     progress: bool = True
@@ -153,7 +157,7 @@ class TrainConfig(Checked):
         zero_or_more = ("tokens_per_step", "max_steps", "max_tokens", "max_time_s", "epochs", "eval_every", "log_every",
                         "early_stop_patience", "early_stop_min_delta", "max_nonfinite", "seed")
         check_ranges(self, {"batch_size": AT_LEAST_1, "eval_batches": AT_LEAST_1, **dict.fromkeys(zero_or_more, NON_NEGATIVE)})
-        check_choices(self, {"early_stop_mode": ("", "min", "max"), "dtype": DTYPE_CHOICES})
+        check_choices(self, {"early_stop_mode": ("", "min", "max"), "dtype": DTYPE_CHOICES, "parallel": ("ddp", "fsdp")})
         check_device("device", self.device)
 
 

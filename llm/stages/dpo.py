@@ -94,6 +94,9 @@ class DPOStage(Stage):
     def eval_items(self) -> dict[str, dict[str, bool]] | None:
         return self.evaluator.last_items if self.evaluator is not None else None
 
+    def frozen_models(self) -> list:
+        return [self.reference, *([self.evaluator.reference] if self.evaluator is not None else [])]
+
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token
 

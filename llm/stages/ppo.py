@@ -194,6 +194,7 @@ def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dic
 
 
 class PPOStage(Stage):
+    source_generates = True  # each batch refill samples rollouts from the policy
     name = "ppo"
     model_kind = "actor_critic"
     early_stop_metric = "reward"
@@ -254,6 +255,10 @@ class PPOStage(Stage):
 
     def log_extras(self) -> dict:
         return dict(self.source.stats)
+
+    def frozen_models(self) -> list[nn.Module]:
+        models = (self.source.reference, self.source.reward_model, self.evaluator.reference, self.evaluator.reward_model)
+        return [m for m in models if m is not None]
 
     def flops_per_token(self) -> float:
         models = 2 if self.model.critic is not None else 1  # the policy, and the critic when there is one

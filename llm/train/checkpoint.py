@@ -10,6 +10,10 @@ A checkpoint is a folder `<run>/checkpoints/step_NNNNNNN/`:
     tokenizer.json         the tokenizer, so the folder is self-contained
     manifest.json          the format version, and size and sha256 of each file above, written last
 
+A sharded run (train.parallel=fsdp) adds `shards/` and `shards.json`: its model and optimizer state as
+each process wrote it (llm/train/sharded_checkpoint.py), and leaves the optimizer out of trainer.*.
+That layout is format 2; every other checkpoint is format 1.
+
 It is written into a hidden temporary folder and renamed into place, so a crash or a full disk never
 leaves a half-written checkpoint under a real name, and the previous ones stay intact.
 
@@ -42,7 +46,8 @@ from safetensors.torch import load_file, save_file
 from llm.errors import CheckpointError, TrainingError
 
 FORMAT_VERSION = 1  # written to manifest.json as "format"
-READS_FORMATS = (1,)  # the formats this code can load
+SHARDED_FORMAT = 2  # format 1 plus shards/ (sharded runs)
+READS_FORMATS = (1, 2)  # the formats this code can load
 FORMAT_WHEN_ABSENT = 1  # a manifest without "format" is read as this one
 STEP_PREFIX = "step_"
 
@@ -54,19 +59,25 @@ class UnreadableFormat(CheckpointError):
 # --- state trees: nested dicts/lists with tensors -> JSON + a flat tensor dict ---------------------
 
 
-def flatten_state(tree: Any, tensors: dict[str, torch.Tensor] | None = None, path: str = "") -> tuple[Any, dict[str, torch.Tensor]]:
-    """Replace every tensor in `tree` by a reference {"__tensor__": key}; return (json tree, tensors)."""
+def to_cpu(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().cpu().contiguous()
+
+
+def flatten_state(tree: Any, tensors: dict[str, torch.Tensor] | None = None, path: str = "",
+                  prepare=to_cpu) -> tuple[Any, dict[str, torch.Tensor]]:
+    """Replace every tensor in `tree` by a reference {"__tensor__": key}; return (json tree, tensors),
+    each tensor passed through `prepare`."""
     tensors = {} if tensors is None else tensors
     if isinstance(tree, torch.Tensor):
         key = path or "root"
-        tensors[key] = tree.detach().cpu().contiguous()
+        tensors[key] = prepare(tree)
         return {"__tensor__": key}, tensors
     if isinstance(tree, dict):
         int_keys = bool(tree) and all(isinstance(k, int) for k in tree)
-        out = {str(k): flatten_state(v, tensors, f"{path}.{k}" if path else str(k))[0] for k, v in tree.items()}
+        out = {str(k): flatten_state(v, tensors, f"{path}.{k}" if path else str(k), prepare)[0] for k, v in tree.items()}
         return ({"__int_keys__": out} if int_keys else out), tensors
     if isinstance(tree, (list, tuple)):
-        return [flatten_state(v, tensors, f"{path}.{i}")[0] for i, v in enumerate(tree)], tensors
+        return [flatten_state(v, tensors, f"{path}.{i}", prepare)[0] for i, v in enumerate(tree)], tensors
     if isinstance(tree, (np.integer, np.floating)):
         return tree.item(), tensors
     return tree, tensors
@@ -127,7 +138,10 @@ def weights_and_aliases(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    weights, aliases = weights_and_aliases(model)
+    write_weights(*weights_and_aliases(model), path)
+
+
+def write_weights(weights: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
     save_file(weights, str(path), metadata={"aliases": json.dumps(aliases)})
 
 
@@ -151,11 +165,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
 
 @dataclass
 class CheckpointContents:
-    model: nn.Module
+    model: nn.Module | None  # None: `weights` holds them
     trainer_state: dict  # may hold tensors anywhere
     meta: dict
     config_yaml: str
     tokenizer_json: str | None
+    weights: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None  # (weights, aliases) gathered from shards
 
 
 def step_dir_name(step: int) -> str:
@@ -172,15 +187,43 @@ def save_checkpoint(checkpoints_dir: Path, step: int, contents: CheckpointConten
         swap_into_place(staging, final)
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        previous = latest_step_dir(checkpoints_dir)
-        kept = f"; the last good checkpoint {previous} is intact" if previous else ""
-        raise TrainingError(f"saving checkpoint {final} failed: {reason}{kept}") from None
+        raise save_failed(checkpoints_dir, final, exc) from None
     return final
 
 
+def save_failed(checkpoints_dir: Path, final: Path, exc: BaseException | None) -> TrainingError:
+    """The one-line error of a failed save, naming the checkpoint kept."""
+    cause = os_error_in(exc)
+    if cause is not None:
+        reason = "no space left on device" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
+    else:
+        reason = str(exc).splitlines()[0] if exc is not None else "another process could not write its part"
+    previous = latest_step_dir(checkpoints_dir)
+    kept = f"; the last good checkpoint {previous} is intact" if previous else ""
+    return TrainingError(f"saving checkpoint {final} failed: {reason}{kept}")
+
+
+def os_error_in(exc: BaseException | None) -> OSError | None:
+    """The OSError behind `exc`: itself, its cause, or one a process reported to torch.distributed.checkpoint."""
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, OSError):
+            return exc
+        failures = getattr(exc, "failures", None)  # DCP's CheckpointException: {rank: wrapped exception}
+        if failures:
+            wrapped = next(iter(failures.values()))
+            exc = getattr(wrapped, "exception", wrapped)
+        else:
+            exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
+
+
 def write_files(folder: Path, contents: CheckpointContents) -> None:
-    save_weights(contents.model, folder / "model.safetensors")
+    if contents.weights is not None:
+        write_weights(*contents.weights, folder / "model.safetensors")
+    else:
+        save_weights(contents.model, folder / "model.safetensors")
     json_tree, tensors = flatten_state(contents.trainer_state)
     save_file(tensors, str(folder / "trainer.safetensors"))
     write_text(folder / "trainer.json", json.dumps(json_tree))
@@ -188,8 +231,9 @@ def write_files(folder: Path, contents: CheckpointContents) -> None:
     write_text(folder / "config.yaml", contents.config_yaml)
     if contents.tokenizer_json is not None:
         write_text(folder / "tokenizer.json", contents.tokenizer_json)
-    files = sorted(p.name for p in folder.iterdir())
-    manifest = {"format": FORMAT_VERSION, "files": {name: file_record(folder / name) for name in files}}
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    version = SHARDED_FORMAT if (folder / "shards").is_dir() else FORMAT_VERSION
+    manifest = {"format": version, "files": {name: file_record(folder / name) for name in files}}
     write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
     fsync_dir(folder)
 
@@ -203,6 +247,9 @@ def write_text(path: Path, text: str) -> None:
 
 def fsync_dir(folder: Path) -> None:
     for path in folder.iterdir():
+        if path.is_dir():
+            fsync_dir(path)
+            continue
         with open(path, "rb") as handle:
             os.fsync(handle.fileno())
     fd = os.open(folder, os.O_RDONLY)
@@ -261,8 +308,8 @@ def verify(folder: Path) -> dict:
     except (json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
     if version not in READS_FORMATS or isinstance(version, bool):
-        reads = ", ".join(str(v) for v in READS_FORMATS)
-        raise UnreadableFormat(f"{manifest_path}: checkpoint format {version!r}, but this code reads format {reads} "
+        reads = " and ".join(str(v) for v in READS_FORMATS)
+        raise UnreadableFormat(f"{manifest_path}: checkpoint format {version!r}, but this code reads formats {reads} "
                                f"(written by another version of this code?)")
     try:
         files = manifest["files"]

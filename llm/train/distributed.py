@@ -63,6 +63,17 @@ def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return sum_across([float(flag)], info, device)[0] > 0
 
 
+def all_rng_states(info: DistInfo) -> list[dict] | None:
+    """Every process's random state, in rank order (a collective call); None for a single process."""
+    from llm.train.checkpoint import rng_state
+
+    if not info.enabled:
+        return None
+    states = [None] * info.world_size
+    dist.all_gather_object(states, rng_state())
+    return states
+
+
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()

@@ -1,8 +1,8 @@
 """The training loop that every stage uses.
 
 A stage contributes a model, a batch source, a loss and an evaluation (`Stage` below); the loop owns
-the rest: gradient accumulation, the learning-rate schedule, clipping, precision, compilation, DDP,
-evaluation and early stopping, stop conditions, logging, checkpoints, signals and exact resume.
+the rest: gradient accumulation, the learning-rate schedule, clipping, precision, compilation, DDP or
+FSDP (llm/train/sharding.py), activation checkpointing, evaluation and early stopping, stop conditions, logging, checkpoints, signals and exact resume.
 
 Losses are sums over items (tokens, pairs, ...) with their count; gradients of the micro-batches are
 summed and divided once by the total count, so a step's gradient is the mean over every item in it
@@ -28,7 +28,9 @@ from llm.device import peak_flops
 from llm.errors import TrainingError
 from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
-from llm.train.distributed import any_across, sum_across
+from llm.train import sharded_checkpoint, sharding
+from llm.train.activation_checkpointing import apply_activation_checkpointing
+from llm.train.distributed import all_rng_states, any_across, sum_across
 from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
@@ -65,6 +67,7 @@ class Stage:
     model_kind = "gpt"
     early_stop_metric = "val_loss"
     early_stop_mode = "min"  # min | max
+    source_generates = False  # next_batch() runs the model (PPO's rollouts): under FSDP it gets the model gathered
 
     model: nn.Module
     source: Any  # next_batch(), state_dict(), load_state_dict(), optional `epoch`
@@ -100,6 +103,10 @@ class Stage:
 
     def flops_per_token(self) -> float | None:
         return None
+
+    def frozen_models(self) -> list[nn.Module]:
+        """Models the stage runs but does not train (a reference, a reward model): sharded too under FSDP."""
+        return []
 
     def log_extras(self) -> dict:
         """Figures the stage tracks itself (e.g. PPO's rollout statistics), added to each training log line."""
@@ -180,6 +187,12 @@ class Trainer:
         self.checkpoints = self.run_dir / "checkpoints"
         self.tokenizer_json = tokenizer_json
         self.model = stage.model.to(runtime.device).train()
+        if cfg.train.activation_checkpointing:
+            apply_activation_checkpointing(self.model)
+        self.sharded = cfg.train.parallel == "fsdp" and runtime.dist.enabled
+        if self.sharded:
+            for model in {id(m): m for m in (self.model, *stage.frozen_models())}.values():
+                sharding.shard_model(model, runtime.dist.world_size, runtime.device, runtime.precision.dtype, cfg.train.compile)
         self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device, runtime.precision.dtype)
         self.total_steps = stage.total_steps(cfg)
         self.state = LoopState()
@@ -213,21 +226,46 @@ class Trainer:
             self.trackers.close()
 
     def restore(self) -> Path | None:
-        loaded = ckpt.load_newest(self.checkpoints)
-        if loaded is None:
+        folder = ckpt.newest_valid(self.checkpoints)
+        if folder is None:
             self.say(f"no checkpoint to resume in {self.checkpoints}; starting from scratch")
             return None
-        self.model.load_state_dict(loaded.weights)
+        loaded = ckpt.read_verified(folder)
         trainer = loaded.trainer_state()
-        self.optimizer.load_state_dict(trainer["optimizer"])
+        if (folder / sharded_checkpoint.SHARDS).is_dir():
+            sharded_checkpoint.read_shards(folder, self.model, self.optimizer)  # resharded to this run's processes
+        elif self.sharded:
+            raise ckpt.CheckpointError(f"{folder}: written by a run without train.parallel=fsdp, which FSDP cannot resume; "
+                                       f"resume it with train.parallel=ddp (or start a new run from it with init_from)")
+        else:
+            self.model.load_state_dict(loaded.weights)
+            self.optimizer.load_state_dict(trainer["optimizer"])
         self.state = LoopState(**trainer["loop"])
         self.stage.source.load_state_dict(trainer["source"])
         self.stage.load_state_dict(trainer["stage"])
-        ckpt.set_rng_state(trainer["rng"])
+        ckpt.set_rng_state(self.own_rng(trainer))
         return loaded.folder
+
+    def own_rng(self, trainer: dict) -> dict:
+        """This process's random state: its own when the run had as many processes, else process 0's."""
+        states, rank = trainer.get("rng_by_rank"), self.rt.dist.rank
+        if states and len(states) == self.rt.dist.world_size:
+            return states[rank]
+        if states and len(states) != self.rt.dist.world_size:
+            self.say(f"the checkpoint was written by {len(states)} processes and this run has {self.rt.dist.world_size}: "
+                     f"model and optimizer continue exactly, the data order and random draws do not")
+        return trainer["rng"]
+
+    def gathered(self, needed: bool = True, frozen: bool = False):
+        """The trained model (and with `frozen` the frozen ones) whole for a while under FSDP; nothing otherwise."""
+        if not (self.sharded and needed):
+            return contextlib.nullcontext()
+        return sharding.gathered([self.model, *(self.stage.frozen_models() if frozen else [])])
 
     def wrap(self, model: nn.Module) -> nn.Module:
         wrapped = model
+        if self.sharded:  # FSDP shards in place; its blocks were compiled before sharding
+            return wrapped
         if self.cfg.train.compile:
             wrapped = torch.compile(wrapped)
         if self.rt.dist.enabled:
@@ -270,7 +308,8 @@ class Trainer:
         started = time.perf_counter()
         loss_sum, count, tokens, metric_sums, finite = 0.0, 0.0, 0, {}, True
         for micro in range(self.accum):
-            batch = to_device(self.stage.source.next_batch(), rt.device)
+            with self.gathered(self.stage.source_generates):
+                batch = to_device(self.stage.source.next_batch(), rt.device)
             sync = micro == self.accum - 1 or not rt.dist.enabled
             with maybe_no_sync(self.train_model, sync), rt.precision.autocast():
                 out = self.stage.loss(self.train_model, batch)
@@ -305,8 +344,7 @@ class Trainer:
         if scale != 1.0:
             torch._foreach_mul_([p.grad for p in params], scale)
         clip = self.cfg.optim.grad_clip
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf"))
-        norm = float(norm)
+        norm = sharding.as_number(torch.nn.utils.clip_grad_norm_(params, clip if clip > 0 else float("inf")))
         if math.isfinite(norm):
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -363,15 +401,16 @@ class Trainer:
     def evaluate(self) -> dict:
         state = self.state
         self.interval.pause()
-        self.model.eval()
-        with torch.no_grad(), self.rt.precision.autocast():
-            metrics = self.stage.evaluate(self.model)
-        self.model.train()
+        with self.gathered(frozen=True):  # an evaluation compares the policy with its reference, weight for weight
+            self.model.eval()
+            with torch.no_grad(), self.rt.precision.autocast():
+                metrics = self.stage.evaluate(self.model)
+            self.model.train()
+            samples = self.stage.samples(self.model) if self.is_main else None  # gathered: no collective calls
         state.last_eval_step = state.step
         state.last_metrics = metrics
         improved = self.track_best(metrics)
         if self.is_main:
-            samples = self.stage.samples(self.model)
             if samples is not None:
                 self.samples_log.write({"step": state.step, "samples": samples})
                 self.trackers.samples(state.step, samples)
@@ -415,44 +454,59 @@ class Trainer:
             return self.checkpoints / ckpt.step_dir_name(state.step)
         self.interval.pause()
         folder = self.checkpoints / ckpt.step_dir_name(state.step)
+        self.check_finite_weights()
+        rng_by_rank = all_rng_states(self.rt.dist)
         if self.is_main:
-            self.check_finite_weights()
             self.trackers.flush()
-            state.last_save_step = state.step
-            contents = ckpt.CheckpointContents(
-                model=self.model,
-                trainer_state=self.trainer_state(),
-                meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen,
-                      "precision": self.rt.precision.describe(), "metrics": state.last_metrics},
-                config_yaml=dump_yaml(self.cfg),
-                tokenizer_json=self.tokenizer_json,
-            )
-            folder = ckpt.save_checkpoint(self.checkpoints, state.step, contents)
+        state.last_save_step = state.step
+        if self.sharded:
+            folder = sharded_checkpoint.save(self.checkpoints, state.step, self.model, self.optimizer, self.rt.dist, self.rt.device,
+                                             lambda weights, _tree: self.contents(rng_by_rank, weights))
+        elif self.is_main:
+            folder = ckpt.save_checkpoint(self.checkpoints, state.step, self.contents(rng_by_rank))
+        if self.is_main:
             if best:
                 self.write_best()
             protect = {state.best_checkpoint} if state.best_checkpoint else set()
             ckpt.prune(self.checkpoints, self.cfg.checkpoint.keep_last, protect)
-        state.last_save_step = state.step
         self.interval.resume()
         return folder
+
+    def contents(self, rng_by_rank: list[dict] | None, weights: tuple[dict, dict] | None = None) -> ckpt.CheckpointContents:
+        state = self.state
+        return ckpt.CheckpointContents(
+            model=None if weights is not None else self.model,
+            weights=weights,
+            trainer_state=self.trainer_state(rng_by_rank, with_optimizer=weights is None),
+            meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen,
+                  "precision": self.rt.precision.describe(), "metrics": state.last_metrics},
+            config_yaml=dump_yaml(self.cfg),
+            tokenizer_json=self.tokenizer_json,
+        )
 
     def write_best(self) -> None:
         record = {"checkpoint": self.state.best_checkpoint, "metric": self.watch_metric, "value": self.state.best_value}
         write_json(self.run_dir / "best.json", record)
 
-    def trainer_state(self) -> dict:
-        return {
+    def trainer_state(self, rng_by_rank: list[dict] | None = None, with_optimizer: bool = True) -> dict:
+        """The loop's state; a sharded run's optimizer state is in the shards instead."""
+        state = {
             "loop": dataclasses.asdict(self.state),
-            "optimizer": self.optimizer.state_dict(),
             "source": self.stage.source.state_dict(),
             "stage": self.stage.state_dict(),
             "rng": ckpt.rng_state(),
         }
+        if with_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
+        if rng_by_rank is not None:
+            state["rng_by_rank"] = rng_by_rank
+        return state
 
     def check_finite_weights(self) -> None:
-        for name, param in self.model.named_parameters():
-            if not torch.isfinite(param).all():
-                raise TrainingError(f"refusing to save non-finite weights ({name}); the last good checkpoint is intact")
+        """Every process checks the weights it holds, and all refuse together."""
+        bad = sharding.first_nonfinite(self.model) if (self.is_main or self.sharded) else None
+        if any_across(bad is not None, self.rt.dist, self.rt.device):
+            raise TrainingError(f"refusing to save non-finite weights ({bad or 'on another process'}); the last good checkpoint is intact")
 
     # --- stopping ----------------------------------------------------------------------------------
 
@@ -513,6 +567,10 @@ def accumulation_steps(cfg: RunConfig) -> int:
 
 
 def maybe_no_sync(model: nn.Module, sync: bool):
+    """Gradients are reduced across processes only on the last micro-batch of a step (DDP and FSDP)."""
+    if sharding.is_sharded(model):
+        sharding.set_gradient_sync(model, sync)
+        return contextlib.nullcontext()
     if sync or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()
     return model.no_sync()

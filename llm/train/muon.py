@@ -6,6 +6,10 @@ sqrt(max(1, rows / cols)), decoupled weight decay), with one difference: the ite
 dtype the caller picks. torch's always casts to bf16, which costs nothing on a GPU or a CPU with
 native bf16 and is ruinous on one without (AVX2 only: bf16 matrix products 80x slower than fp32 here),
 so the loop passes the precision it trains in.
+
+The orthogonalisation needs the whole matrix. Under FSDP a parameter is a DTensor holding some of its
+rows on each process: the update is gathered whole (one all-gather per matrix), every process
+orthogonalises it, and each applies the rows it holds. The momentum stays sharded.
 """
 
 from __future__ import annotations
@@ -55,4 +59,13 @@ class Muon(torch.optim.Optimizer):
         direction = param.grad.lerp(buffer, momentum) if group["nesterov"] else buffer
         rows, cols = param.shape
         param.mul_(1 - group["lr"] * group["weight_decay"])
-        param.add_(orthogonalise(direction, self.ns_dtype), alpha=-group["lr"] * math.sqrt(max(1.0, rows / cols)))
+        param.add_(self.orthogonal_update(direction), alpha=-group["lr"] * math.sqrt(max(1.0, rows / cols)))
+
+    def orthogonal_update(self, direction: torch.Tensor) -> torch.Tensor:
+        if not hasattr(direction, "full_tensor"):
+            return orthogonalise(direction, self.ns_dtype)
+        from torch.distributed.tensor import distribute_tensor
+
+        whole = orthogonalise(direction.full_tensor(), self.ns_dtype)
+        # src_data_rank=None: each process cuts its own rows from its identical copy, no communication
+        return distribute_tensor(whole, direction.device_mesh, direction.placements, src_data_rank=None)

@@ -4,7 +4,8 @@ Muon (Jordan et al. 2024; llm/train/muon.py) orthogonalises each 2-D weight matr
 Newton-Schulz iterations, so every direction of the update moves at about the same rate. It is meant
 for the hidden matrices only: embeddings, the output head, norms and biases stay with AdamW, as in
 modded-nanogpt and nanochat. Under DDP every rank holds whole gradients after the all-reduce, so each
-computes the same orthogonalisation; a sharded optimizer would need the whole matrix first.
+computes the same orthogonalisation. Under FSDP a rank holds rows of each matrix: Muon gathers the whole
+momentum matrix, orthogonalises it on every rank and keeps its own rows (llm/train/muon.py).
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class MuonWithAdamW:
     @property
     def param_groups(self) -> list[dict]:
         return self.adamw.param_groups + self.muon.param_groups
+
+    @property
+    def parts(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        return self.adamw, self.muon
 
     def step(self) -> None:
         self.adamw.step()

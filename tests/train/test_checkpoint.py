@@ -188,7 +188,7 @@ def test_an_unknown_format_is_refused_naming_the_file_and_versions(tmp_path, ver
     with pytest.raises(CheckpointError) as caught:
         ckpt.load_checkpoint(folder)
     message = str(caught.value)
-    assert message == f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads format 1 (written by another version of this code?)"
+    assert message == f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads formats 1 and 2 (written by another version of this code?)"
     assert "\n" not in message
 
 
@@ -201,7 +201,7 @@ def test_an_unknown_format_in_a_run_is_refused_not_skipped(tmp_path):
     set_format(newest, 99)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not passed over with a warning: resuming from an older one would be wrong
-        with pytest.raises(CheckpointError, match=r"step_0000002/manifest.json: checkpoint format 99, but this code reads format 1"):
+        with pytest.raises(CheckpointError, match=r"step_0000002/manifest.json: checkpoint format 99, but this code reads formats 1 and 2"):
             read(run)
         with pytest.raises(CheckpointError, match="checkpoint format 99"):
             ckpt.newest_valid(run / "checkpoints")

@@ -1,0 +1,107 @@
+"""FSDP2 on the CPU: torchrun with two gloo processes shards the model, and its checkpoints reshard.
+
+Two processes of batch 4 see the windows one process of batch 8 sees (llm/data/windows.py), so the
+sharded run and the single one compute the same global batch and must give the same losses.
+"""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest_helpers import PYTHON, REPO, metric_losses, ppo_overrides
+from llm.train import checkpoint as ckpt
+
+TORCHRUN = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
+FP32_CPU = ["train.dtype=float32", "train.device=cpu", "train.parallel=fsdp"]
+
+
+def launch(script: str, args: list[str], processes: int, *, config: str | None = "configs/pretrain/tiny.yaml", port: int = 29541,
+           runner: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    config_args = ["--config", config] if config else []
+    target = [runner or script] if runner else [script]
+    if processes == 1:
+        command = [PYTHON, *target, *config_args, *args, *FP32_CPU]
+    else:
+        command = [TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}", *target, *config_args, *args, *FP32_CPU]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def close(a: dict[int, float], b: dict[int, float], tol: float = 1e-5) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) <= tol for k in a)
+
+
+@pytest.fixture
+def run_args(pretrain_args):
+    def make(name: str, batch: int, *extra: str) -> list[str]:
+        return pretrain_args("train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6", f"train.batch_size={batch}",
+                             *extra, name=name)
+
+    return make
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], ["optim.name=muon", "train.activation_checkpointing=true"]], ids=["adamw", "muon+ac"])
+def test_two_sharded_processes_train_like_one_on_the_same_global_batch(run_args, tmp_path, extra):
+    launch("scripts/pretrain.py", run_args("one", 8, *extra), 1)
+    launch("scripts/pretrain.py", run_args("two", 4, *extra), 2)
+    one, two = metric_losses(tmp_path / "runs/one"), metric_losses(tmp_path / "runs/two")
+    assert len(one) == 12 and close(one, two), (one, two)
+    final = ckpt.load_checkpoint(tmp_path / "runs/two/checkpoints/step_0000012")
+    manifest = json.loads((final.folder / "manifest.json").read_text())
+    assert manifest["format"] == ckpt.SHARDED_FORMAT
+    assert sum(name.startswith("shards/") for name in manifest["files"]) == 2  # one file per process, each checksummed
+    assert "lm_head.weight" in final.weights and "optimizer" not in final.trainer_state()  # whole weights beside the shards
+
+
+@pytest.mark.slow
+def test_a_two_process_checkpoint_resumes_in_one_process_and_in_two(run_args, tmp_path):
+    launch("scripts/pretrain.py", run_args("straight", 4), 2)
+    straight = metric_losses(tmp_path / "runs/straight")
+    for name, processes in (("in_one", 1), ("in_two", 2)):
+        shutil.copytree(tmp_path / "runs/straight", tmp_path / f"runs/{name}")
+        shutil.rmtree(tmp_path / f"runs/{name}/checkpoints/step_0000012")  # as if stopped after step 6
+        done = launch("scripts/pretrain.py", [*run_args(name, 8 // processes), "--resume"], processes)
+        assert f"resumed from {tmp_path}/runs/{name}/checkpoints/step_0000006" in done.stdout
+        resumed = metric_losses(tmp_path / f"runs/{name}")
+        assert close(resumed, straight)
+        if processes == 2:  # the same processes: exactly the same numbers
+            assert resumed == straight
+        else:
+            assert "written by 2 processes and this run has 1" in done.stdout
+
+
+@pytest.mark.slow
+def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint_valid(run_args, tmp_path):
+    # every shard of the step-12 save is on disk, the manifest is not, when process 0 is killed
+    runner = str(REPO / "tests/train/kill_during_save.py")
+    done = launch("scripts/pretrain.py", run_args("killed", 4), 2, runner=runner, check=False)
+    assert done.returncode != 0
+    checkpoints = tmp_path / "runs/killed/checkpoints"
+    staging = [p for p in checkpoints.iterdir() if p.name.startswith(".tmp-step_0000012")]
+    assert staging and list((staging[0] / "shards").iterdir()), "the kill came before the shards were written"
+    assert ckpt.newest_valid(checkpoints) == checkpoints / "step_0000006"
+    done = launch("scripts/pretrain.py", [*run_args("killed", 4), "--resume"], 2)
+    assert "resumed from" in done.stdout and "step_0000006" in done.stdout
+    assert ckpt.newest_valid(checkpoints) == checkpoints / "step_0000012"
+    assert not any(p.name.startswith(".tmp-") for p in checkpoints.iterdir())  # the next save swept the partial one
+
+
+@pytest.mark.slow
+def test_ppo_with_sharded_policy_reference_and_reward_model_trains_as_one_process(sft_run, reward_run, tmp_path):
+    # every process draws the same prompts and samples, so two sharded processes train as one does
+    short = ["train.max_steps=8", "train.eval_every=4", "checkpoint.save_every=4"]
+    for name, processes in (("one", 1), ("two", 2)):
+        launch("scripts/ppo.py", ppo_overrides(sft_run, reward_run, tmp_path, name) + short, processes, config="configs/ppo/tiny.yaml")
+    two = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
+    one = [json.loads(x) for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in two if e["kind"] == "eval"] == [0, 4, 8]
+    assert close(metric_losses(tmp_path / "one"), metric_losses(tmp_path / "two"))
+    kl = [(a["kl"], b["kl"]) for a, b in zip(one, two) if a["kind"] == "eval"]
+    assert kl[0] == (0.0, 0.0) and kl[-1][1] != 0 and all(abs(a - b) < 1e-5 for a, b in kl)
+    final = ckpt.load_checkpoint(tmp_path / "two/checkpoints/step_0000008")
+    assert final.meta["kind"] == "actor_critic" and (final.folder / "shards").is_dir()
