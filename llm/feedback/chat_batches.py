@@ -4,7 +4,7 @@ A request waits in a queue; when the model is free (no batch running, the rankin
 takes every request waiting, up to `max_batch`, and decodes them in one batched `generate` call, each row
 with its own settings and its own seeded generator, each streaming its own text. On a GPU one sequence is
 bound by kernel launches, so a batch of replies costs about what one does; on the CPU a batch of 8 runs
-about 4x the tokens per second of one (docs/benchmarks.md).
+3-4x the tokens per second of one (docs/benchmarks.md, Sampling).
 """
 
 from __future__ import annotations
