@@ -3,7 +3,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.errors import ConfigError
-from llm.generate import SamplingParams, StaticStepper, filter_logits, generate, left_pad, sequence_logprobs
+from llm.generate import SamplingParams, StaticStepper, decode_mode, filter_logits, generate, left_pad, sequence_logprobs
 from llm.model import GPT
 
 
@@ -190,3 +190,10 @@ def test_a_cuda_graph_is_refused_off_cuda_and_an_unknown_decode_named():
         generate(model(), PROMPTS, SamplingParams(max_new_tokens=2), 0, decode="graph")
     with pytest.raises(ConfigError, match="decode must be one of auto, dynamic, static, graph; got 'fast'"):
         generate(model(), PROMPTS, SamplingParams(max_new_tokens=2), 0, decode="fast")
+
+
+def test_auto_records_a_cuda_graph_only_on_cuda_for_an_unsharded_model():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name, not a GPU: nothing runs on it
+    assert decode_mode("auto", cuda) == "graph" and decode_mode("auto", cpu) == "dynamic"
+    assert decode_mode("auto", cuda, sharded=True) == "dynamic"  # FSDP2's hooks stay out of a capture
+    assert decode_mode("static", cpu) == "static" and decode_mode("graph", cuda, sharded=True) == "graph"
