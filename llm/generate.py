@@ -7,8 +7,9 @@ from its most recent half-context of tokens (the cached equivalent of cropping t
 Three ways to run the cached decode step (`decode=`): "dynamic" slices the cache to its current length
 each token; "static" keeps every shape fixed (`GPT.decode_step`); "graph" records the static step once as
 a CUDA graph and replays it, one launch per token instead of about 150 small kernels, which is what
-bounds one sequence on a GPU. "auto" takes the graph on CUDA and the dynamic step elsewhere (on the CPU
-the static step attends over the whole context and measured slower, docs/benchmarks.md).
+bounds one sequence on a GPU. "auto" is the dynamic step everywhere for now: on the CPU the static step
+attends over the whole context and measured slower (docs/benchmarks.md), and the graph has not yet run
+on a GPU (tests/test_cuda_path.py checks its tokens there), so it is asked for by name until it has.
 """
 
 from __future__ import annotations
@@ -86,25 +87,13 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, device) -> tuple[tor
 DECODE_MODES = ("auto", "dynamic", "static", "graph")
 
 
-def decode_mode(decode: str, device: torch.device, sharded: bool = False) -> str:
-    """The decode step `decode` names on this device; "auto" is the graph on CUDA, the dynamic step elsewhere
-    and for a model FSDP2 shards: its per-block hooks run in every block call and have not been tried
-    inside a CUDA graph capture."""
+def decode_mode(decode: str, device: torch.device) -> str:
+    """The decode step `decode` names on this device; "auto" is the dynamic step (see the module's notes)."""
     if decode not in DECODE_MODES:
         raise ConfigError(f"decode must be one of {', '.join(DECODE_MODES)}; got {decode!r}")
     if decode == "graph" and device.type != "cuda":
         raise ConfigError(f"decode='graph' records a CUDA graph and needs a CUDA device, not {device.type}; use 'static' or 'dynamic'")
-    if decode == "auto":
-        return "graph" if device.type == "cuda" and not sharded else "dynamic"
-    return decode
-
-
-def fsdp_sharded(model: torch.nn.Module) -> bool:
-    if not torch.distributed.is_available():
-        return False
-    from torch.distributed.fsdp import FSDPModule
-
-    return any(isinstance(module, FSDPModule) for module in model.modules())
+    return "dynamic" if decode == "auto" else decode
 
 
 def per_row(value, n_rows: int, name: str) -> list:
@@ -191,7 +180,7 @@ def collect(new_tokens, new_logprobs, lengths: list[int], stop_ids: list[tuple[i
 def make_stepper(model: GPT, ids: torch.Tensor, mask: torch.Tensor, use_cache: bool, decode: str):
     if not use_cache:
         return FullStepper(model, ids, mask)
-    mode = decode_mode(decode, ids.device, fsdp_sharded(model))
+    mode = decode_mode(decode, ids.device)
     if mode == "dynamic":
         return CachedStepper(model, ids, mask)
     return StaticStepper(model, ids, mask, graph=mode == "graph")

@@ -27,8 +27,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-stream", action="store_true", help="print whole samples at the end instead of streaming")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each token (slow; for checking)")
     parser.add_argument("--decode", default="auto", choices=["auto", "dynamic", "static", "graph"],
-                        help="the cached decode step: graph (replayed as a CUDA graph; auto's choice on CUDA), static "
-                             "(the same fixed-shape step run eagerly), dynamic (auto's choice elsewhere)")
+                        help="the cached decode step: graph (replayed as a CUDA graph; CUDA only, not yet run on a GPU), static "
+                             "(the same fixed-shape step run eagerly), dynamic (auto's choice)")
     parser.add_argument("--device", default="auto")
     return parser.parse_args()
 

@@ -192,8 +192,7 @@ def test_a_cuda_graph_is_refused_off_cuda_and_an_unknown_decode_named():
         generate(model(), PROMPTS, SamplingParams(max_new_tokens=2), 0, decode="fast")
 
 
-def test_auto_records_a_cuda_graph_only_on_cuda_for_an_unsharded_model():
+def test_auto_is_the_dynamic_step_until_the_graph_has_run_on_a_gpu():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")  # a device name, not a GPU: nothing runs on it
-    assert decode_mode("auto", cuda) == "graph" and decode_mode("auto", cpu) == "dynamic"
-    assert decode_mode("auto", cuda, sharded=True) == "dynamic"  # FSDP2's hooks stay out of a capture
-    assert decode_mode("static", cpu) == "static" and decode_mode("graph", cuda, sharded=True) == "graph"
+    assert decode_mode("auto", cuda) == "dynamic" and decode_mode("auto", cpu) == "dynamic"
+    assert decode_mode("graph", cuda) == "graph" and decode_mode("static", cpu) == "static"
