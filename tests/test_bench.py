@@ -42,3 +42,16 @@ def test_median_round_and_derived_ratios():
     assert derived["nanogpt_shape_speedup_default"] == 1.1 and derived["nanogpt_shape_speedup_best"] == 1.3
     assert derived["kv_cache_speedup"] == 5.0 and derived["static_decode_speedup"] == 0.8
     assert "cuda_graph_speedup" not in derived  # no figure for a case this device did not run
+
+
+@pytest.mark.slow
+def test_parallel_cases_run_two_processes_and_fsdp_holds_half_the_tensors():
+    shape = dict(vocab_size=64, block_size=16, n_layer=2, n_head=2, n_embd=128)  # the matrices outweigh the rest
+    ddp, fsdp = (bench.parallel_throughput(shape, 2, 6, ["train.dtype=float32", f"train.parallel={p}"]) for p in ("ddp", "fsdp"))
+    for result in (ddp, fsdp):
+        assert result["processes"] == 2 and result["tokens_per_s"] > 0, result
+    # weights and AdamW's two moments, whole on each process under DDP and half under FSDP (the rest is
+    # the process's own: the data, the RoPE tables)
+    params_mb = ddp["params"] * 4 / 2**20
+    assert ddp["memory_mb_per_process"] - fsdp["memory_mb_per_process"] > 0.45 * 3 * params_mb
+    assert " tokens/s over 2 processes, " in suite.summary(fsdp)

@@ -32,6 +32,9 @@ CPU_CASES = {
     "sample/tiny_ctx512/kv_cache_batch8": ("sample", "tiny", 500, ("dynamic", 8), []),
     "sample/tiny_ctx512/static_batch8": ("sample", "tiny", 500, ("static", 8), []),
     "data/builtin_corpus": ("data", None, None, None, []),
+    # two gloo processes: tokens/s and each process's memory, the whole model replicated against sharded
+    "parallel/wide_ctx64/ddp": ("parallel", "wide", 2, 12, ["train.dtype=float32", "train.parallel=ddp"]),
+    "parallel/wide_ctx64/fsdp": ("parallel", "wide", 2, 12, ["train.dtype=float32", "train.parallel=fsdp"]),
     "matmul/fp32": ("matmul", "float32", 1024, None, []),
     "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
     # time to a validation bits per byte with the shipped configs, each round another seed; 2.71 is nanoGPT's
@@ -65,6 +68,11 @@ GPU_CASES = {
     "sample/gpt2_124m_ctx512/kv_cache_batch64": ("sample", "gpt2", 500, ("dynamic", 64), []),
     "sample/gpt2_124m_ctx512/cuda_graph_batch64": ("sample", "gpt2", 500, ("graph", 64), []),
     "data/builtin_corpus": ("data", None, None, None, []),
+    # one process per GPU lent, batch 16 x 1024 each; with one GPU, FSDP has nothing to shard over
+    "parallel/gpt2_124m/ddp": ("parallel", "gpt2", 16, 40, ["train.compile=true", "train.parallel=ddp"]),
+    "parallel/gpt2_124m/fsdp": ("parallel", "gpt2", 16, 40, ["train.compile=true", "train.parallel=fsdp"]),
+    "parallel/gpt2_124m/fsdp_activation_checkpointing": ("parallel", "gpt2", 16, 40,
+                                                         ["train.compile=true", "train.parallel=fsdp", "train.activation_checkpointing=true"]),
     "matmul/bf16": ("matmul", "bfloat16", 8192, None, []),
 }
 
@@ -92,7 +100,10 @@ def run_case(name: str, round_index: int = 0) -> dict:
         if "data.path=" in " ".join(overrides) and not bench.SHAKESPEARE.is_file():
             return {"error": f"{bench.SHAKESPEARE}: not found (the shared data folder beside the repository)"}
         return bench.time_to_target(shape_name, a, 1337 + round_index, overrides)
-    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE, "gpt2": bench.GPT2_SHAPE, "gpt2_ours": bench.GPT2_OURS_SHAPE}
+    shapes = {NANOGPT: bench.NANOGPT_CPU_SHAPE, "tiny": bench.TINY_SHAPE, "gpt2": bench.GPT2_SHAPE, "gpt2_ours": bench.GPT2_OURS_SHAPE,
+              "wide": bench.WIDE_CPU_SHAPE}
+    if kind == "parallel":
+        return bench.parallel_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
     if kind == "train":
         result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
     elif kind == "sample":
@@ -172,6 +183,8 @@ def add_derived(results: dict) -> None:
 def summary(case: dict) -> str:
     if "error" in case:
         return "error: " + case["error"]
+    if "memory_mb_per_process" in case:
+        return f"{case['tokens_per_s']:,.1f} tokens/s over {case['processes']} processes, {case['memory_mb_per_process']:,.0f} MB each"
     if "train_s" in case:
         reached = "reached" if case["reached"] else "NOT reached"
         return f"{reached} {case['target_bpb']} bpb at step {case['step']}: {case['train_s']:.1f}s training, {case['wall_s']:.1f}s wall (seed {case['seed']})"

@@ -186,10 +186,11 @@ class Trainer:
         self.run_dir = cfg.run_dir
         self.checkpoints = self.run_dir / "checkpoints"
         self.tokenizer_json = tokenizer_json
-        self.model = stage.model.to(runtime.device).train()
+        self.sharded = cfg.train.parallel == "fsdp" and runtime.dist.enabled
+        # sharded, the model moves to the device a block at a time as it is sharded: never whole there
+        self.model = stage.model.train() if self.sharded else stage.model.to(runtime.device).train()
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
-        self.sharded = cfg.train.parallel == "fsdp" and runtime.dist.enabled
         if self.sharded:
             for model in {id(m): m for m in (self.model, *stage.frozen_models())}.values():
                 sharding.shard_model(model, runtime.dist.world_size, runtime.device, runtime.precision.dtype, cfg.train.compile)

@@ -44,19 +44,22 @@ def mixed_precision(device: torch.device, dtype: torch.dtype):
 
 
 def shard_model(model: nn.Module, world_size: int, device: torch.device, dtype: torch.dtype, compile_blocks: bool = False) -> nn.Module:
-    """Shard `model` in place: each Block, then the root. With `compile_blocks`, each block is compiled
-    first (in place, so parameter names and checkpoints do not change), as torchtitan does."""
+    """Shard `model` in place: each Block, then the root, each moved to `device` just before it is
+    sharded, so the device never holds more than the shards and one block whole. With `compile_blocks`,
+    each block is compiled first (in place, so parameter names and checkpoints do not change), as
+    torchtitan does."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
 
-    broadcast_from_first(model)
     mesh = init_device_mesh(device.type, (world_size,))
     policy = mixed_precision(device, dtype)
     blocks = [m for m in model.modules() if isinstance(m, Block)]
     for block in blocks:
+        broadcast_from_first(block.to(device))
         if compile_blocks:
             block.compile()
         fully_shard(block, mesh=mesh, mp_policy=policy)
+    broadcast_from_first(model.to(device))  # the rest: embeddings, head, norms
     fully_shard(model, mesh=mesh, mp_policy=policy)
     # FSDP makes the first unit to run forward the root. PPO's first call may be the policy's blocks
     # alone (rollouts, evaluation), which would leave the wrapping model unable to run afterwards: make
@@ -68,11 +71,13 @@ def shard_model(model: nn.Module, world_size: int, device: torch.device, dtype: 
 @torch.no_grad()
 def broadcast_from_first(model: nn.Module) -> None:
     """Process 0's weights on every process, as DDP does on wrapping: each process initialised its own
-    (seeded by rank), and each keeps only its slice of what it holds when sharded."""
+    (seeded by rank), and each keeps only its slice of what it holds when sharded. Tensors already
+    sharded (the blocks', when the root comes) were broadcast before."""
     import torch.distributed as dist
 
     for tensor in [*model.parameters(), *model.buffers()]:
-        dist.broadcast(tensor.data, src=0)
+        if not hasattr(tensor, "to_local"):
+            dist.broadcast(tensor.data, src=0)
 
 
 @contextlib.contextmanager
