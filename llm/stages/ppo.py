@@ -194,7 +194,6 @@ def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dic
 
 
 class PPOStage(Stage):
-    source_generates = True  # each batch refill samples rollouts from the policy
     name = "ppo"
     model_kind = "actor_critic"
     early_stop_metric = "reward"
@@ -255,6 +254,9 @@ class PPOStage(Stage):
 
     def log_extras(self) -> dict:
         return dict(self.source.stats)
+
+    def next_batch_generates(self) -> bool:
+        return self.source.position >= len(self.source.buffer)  # the buffer is spent: the next batch samples rollouts
 
     def frozen_models(self) -> list[nn.Module]:
         models = (self.source.reference, self.source.reward_model, self.evaluator.reference, self.evaluator.reward_model)

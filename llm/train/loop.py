@@ -67,7 +67,6 @@ class Stage:
     model_kind = "gpt"
     early_stop_metric = "val_loss"
     early_stop_mode = "min"  # min | max
-    source_generates = False  # next_batch() runs the model (PPO's rollouts): under FSDP it gets the model gathered
 
     model: nn.Module
     source: Any  # next_batch(), state_dict(), load_state_dict(), optional `epoch`
@@ -103,6 +102,10 @@ class Stage:
 
     def flops_per_token(self) -> float | None:
         return None
+
+    def next_batch_generates(self) -> bool:
+        """Whether the coming next_batch() runs the model (PPO's rollouts): under FSDP it gets it gathered."""
+        return False
 
     def frozen_models(self) -> list[nn.Module]:
         """Models the stage runs but does not train (a reference, a reward model): sharded too under FSDP."""
@@ -309,7 +312,7 @@ class Trainer:
         started = time.perf_counter()
         loss_sum, count, tokens, metric_sums, finite = 0.0, 0.0, 0, {}, True
         for micro in range(self.accum):
-            with self.gathered(self.stage.source_generates):
+            with self.gathered(self.sharded and self.stage.next_batch_generates()):
                 batch = to_device(self.stage.source.next_batch(), rt.device)
             sync = micro == self.accum - 1 or not rt.dist.enabled
             with maybe_no_sync(self.train_model, sync), rt.precision.autocast():
