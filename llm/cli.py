@@ -40,16 +40,18 @@ def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> Non
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(EXIT_SIGNAL["SIGINT"])
-    finally:
-        leave_process_group()
+    leave_process_group()
     sys.exit(status or 0)
 
 
 def leave_process_group() -> None:
-    """torchrun's processes leave together: a process group left to interpreter exit can abort in its threads."""
+    """After a run that ended well, torchrun's processes leave together, once every one has finished: a
+    process that tore its group down while another was still busy aborted at exit, rarely, under load.
+    (After an error a process just exits, so that torchrun stops the others rather than they wait.)"""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
