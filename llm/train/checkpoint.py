@@ -353,8 +353,13 @@ class LoadedCheckpoint:
     tokenizer_json: str | None
 
     def trainer_state(self) -> dict:
-        tensors = load_file(str(self.folder / "trainer.safetensors"))
-        return unflatten_state(json.loads((self.folder / "trainer.json").read_text()), tensors)
+        return read_trainer_state(self.folder)
+
+
+def read_trainer_state(folder: Path) -> dict:
+    """The loop's saved state (and, in format 1, the optimizer's), without the weights."""
+    tensors = load_file(str(folder / "trainer.safetensors"))
+    return unflatten_state(json.loads((folder / "trainer.json").read_text()), tensors)
 
 
 def load_checkpoint(folder: Path) -> LoadedCheckpoint:

@@ -230,25 +230,31 @@ class Trainer:
             self.trackers.close()
 
     def restore(self) -> Path | None:
-        folder = ckpt.newest_valid(self.checkpoints)
+        folder = self.newest_checkpoint()
         if folder is None:
             self.say(f"no checkpoint to resume in {self.checkpoints}; starting from scratch")
             return None
-        loaded = ckpt.read_verified(folder)
-        trainer = loaded.trainer_state()
+        trainer = ckpt.read_trainer_state(folder)
         if (folder / sharded_checkpoint.SHARDS).is_dir():
             sharded_checkpoint.read_shards(folder, self.model, self.optimizer)  # resharded to this run's processes
         elif self.sharded:
             raise ckpt.CheckpointError(f"{folder}: written by a run without train.parallel=fsdp, which FSDP cannot resume; "
                                        f"resume it with train.parallel=ddp (or start a new run from it with init_from)")
         else:
-            self.model.load_state_dict(loaded.weights)
+            self.model.load_state_dict(ckpt.read_weights(folder / "model.safetensors"))
             self.optimizer.load_state_dict(trainer["optimizer"])
         self.state = LoopState(**trainer["loop"])
         self.stage.source.load_state_dict(trainer["source"])
         self.stage.load_state_dict(trainer["stage"])
         ckpt.set_rng_state(self.own_rng(trainer))
-        return loaded.folder
+        return folder
+
+    def newest_checkpoint(self) -> Path | None:
+        """The newest valid checkpoint, its files hashed once by process 0, which tells the others."""
+        found = [ckpt.newest_valid(self.checkpoints) if self.is_main else None]
+        if self.rt.dist.enabled:
+            torch.distributed.broadcast_object_list(found, src=0)
+        return found[0]
 
     def own_rng(self, trainer: dict) -> dict:
         """This process's random state: its own when the run had as many processes, else process 0's."""
