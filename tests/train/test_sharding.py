@@ -105,3 +105,16 @@ def test_ppo_with_sharded_policy_reference_and_reward_model_trains_as_one_proces
     assert kl[0] == (0.0, 0.0) and kl[-1][1] != 0 and all(abs(a - b) < 1e-5 for a, b in kl)
     final = ckpt.load_checkpoint(tmp_path / "two/checkpoints/step_0000008")
     assert final.meta["kind"] == "actor_critic" and (final.folder / "shards").is_dir()
+
+
+@pytest.mark.slow
+def test_a_checkpoint_of_an_unsharded_run_is_refused_by_a_sharded_resume_in_one_line(run_args, tmp_path):
+    args = run_args("plain", 4, "train.max_steps=6")
+    done = subprocess.run([PYTHON, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml", *args, "train.dtype=float32"],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    done = launch("scripts/pretrain.py", [*run_args("plain", 4), "--resume"], 2, check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode != 0 and errors
+    assert errors[0].endswith("step_0000006: written by a run without train.parallel=fsdp, which FSDP cannot resume; "
+                              "resume it with train.parallel=ddp (or start a new run from it with init_from)")
