@@ -40,19 +40,10 @@ def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> Non
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(EXIT_SIGNAL["SIGINT"])
-    leave_process_group()
+    from llm.train.distributed import shutdown  # here: the chat and ranking tools load torch only when they need it
+
+    shutdown()
     sys.exit(status or 0)
-
-
-def leave_process_group() -> None:
-    """After a run that ended well, torchrun's processes leave together, once every one has finished: a
-    process that tore its group down while another was still busy aborted at exit, rarely, under load.
-    (After an error a process just exits, so that torchrun stops the others rather than they wait.)"""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
 
 
 def finish_stage(stage: str, result) -> int:

@@ -39,7 +39,7 @@ TINY_SHAPE = dict(vocab_size=4096, block_size=128, n_layer=4, n_head=4, n_embd=1
 GPT2_SHAPE = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768, bias=False,
                   norm="layernorm", mlp="gelu", position="learned")
 GPT2_OURS_SHAPE = dict(vocab_size=50304, block_size=1024, n_layer=12, n_head=12, n_embd=768)
-# GPT-2 small's width and depth with a small vocabulary and context: 85M parameters, a few CPU steps a second,
+# GPT-2 small's width and depth with a small vocabulary and context: 88M parameters, a few CPU steps a second,
 # large enough that the optimizer state FSDP shards outweighs the activations
 WIDE_CPU_SHAPE = dict(vocab_size=4096, block_size=64, n_layer=12, n_head=12, n_embd=768)
 
@@ -73,7 +73,7 @@ def live_tensor_mb() -> float:
     """The storage of every tensor alive in this process, each storage once (a sharded tensor's own shard).
 
     On the CPU there is no allocator to ask, and the resident size keeps what the allocator has freed but
-    not returned: after two steps of the 85M-parameter shape, DDP and FSDP both held about 1.9 GB resident
+    not returned: after two steps of the 88M-parameter shape, DDP and FSDP both held about 1.9 GB resident
     while their tensors took 1,008 and 504 MB."""
     import gc
     import warnings
@@ -100,13 +100,17 @@ def resident_memory_mb() -> float:
         return peak_memory_mb()
 
 
+def synthetic_run(out: str, shape: dict, batch_size: int, steps: int, log_every: int, overrides: list[str]) -> list[str]:
+    """The overrides of a SyntheticLM run in `out`: `steps` steps, no evaluation, no warm-up, no saves but the last."""
+    return [f"out_dir={out}", "name=bench", f"train.batch_size={batch_size}", f"train.max_steps={steps}",
+            "train.eval_every=0", "train.eval_at_start=false", f"train.log_every={log_every}", "train.progress=false",
+            "checkpoint.save_every=0", "optim.warmup_steps=0", *[f"model.{k}={v}" for k, v in shape.items()], *overrides]
+
+
 def train_throughput(shape: dict, batch_size: int, steps: int, overrides: list[str]) -> dict:
     """Tokens per second of `steps` optimizer steps through the training loop."""
     with tempfile.TemporaryDirectory() as out:
-        args = [f"out_dir={out}", "name=bench", f"train.batch_size={batch_size}", f"train.max_steps={steps}",
-                "train.eval_every=0", "train.eval_at_start=false", "train.log_every=10", "train.progress=false",
-                "checkpoint.save_every=0", "optim.warmup_steps=0", *[f"model.{k}={v}" for k, v in shape.items()], *overrides]
-        cfg = load_config(RunConfig, None, args)
+        cfg = load_config(RunConfig, None, synthetic_run(out, shape, batch_size, steps, 10, overrides))
         runtime = setup_runtime(cfg)
         stage = SyntheticLM(cfg)
         train(stage, cfg, runtime)
@@ -134,11 +138,8 @@ def parallel_throughput(shape: dict, batch_size: int, steps: int, overrides: lis
     two gloo processes on the CPU (llm/bench/parallel.py is each process)."""
     processes = torch.cuda.device_count() if torch.cuda.is_available() else 2
     with tempfile.TemporaryDirectory() as out:
-        args = [f"out_dir={out}", "name=bench", f"train.batch_size={batch_size}", f"train.max_steps={steps}",
-                "train.eval_every=0", "train.eval_at_start=false", "train.log_every=2", "train.progress=false",
-                "checkpoint.save_every=0", "optim.warmup_steps=0", *[f"model.{k}={v}" for k, v in shape.items()], *overrides]
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   "-m", "llm.bench.parallel", *args]
+                   "-m", "llm.bench.parallel", *synthetic_run(out, shape, batch_size, steps, 2, overrides)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             said = [x for x in done.stderr.splitlines() if x.startswith("error:") or "Error:" in x] or ["torchrun failed"]

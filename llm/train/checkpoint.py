@@ -380,12 +380,6 @@ def read_verified(folder: Path) -> LoadedCheckpoint:
     )
 
 
-def load_newest(checkpoints_dir: Path) -> LoadedCheckpoint | None:
-    """The newest valid checkpoint under `checkpoints_dir`, each of its files hashed once; None if there is none."""
-    folder = newest_valid(checkpoints_dir)
-    return None if folder is None else read_verified(folder)
-
-
 def load(path: str | Path, prefer: str = "best") -> LoadedCheckpoint:
     """The checkpoint resolve() picks, read with each of its files hashed once."""
     folder, verified = locate(path, prefer)

@@ -63,6 +63,15 @@ def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return sum_across([float(flag)], info, device)[0] > 0
 
 
+def from_main(value, info: DistInfo):
+    """`value` as process 0 has it, on every process (a collective call; other processes pass anything)."""
+    if not info.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def all_rng_states(info: DistInfo) -> list[dict] | None:
     """Every process's random state, in rank order (a collective call); None for a single process."""
     from llm.train.checkpoint import rng_state
@@ -89,6 +98,10 @@ def main_process_first(info: DistInfo):
         barrier(info)
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def shutdown() -> None:
+    """After a run that ended well, torchrun's processes leave together, once every one has finished: a
+    process that tore its group down while another was still busy aborted at exit, rarely, under load.
+    (After an error a process just exits, so that torchrun stops the others rather than they wait.)"""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

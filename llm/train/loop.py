@@ -30,7 +30,7 @@ from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
 from llm.train import sharded_checkpoint, sharding
 from llm.train.activation_checkpointing import apply_activation_checkpointing
-from llm.train.distributed import all_rng_states, any_across, sum_across
+from llm.train.distributed import all_rng_states, any_across, from_main, sum_across
 from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
@@ -251,10 +251,7 @@ class Trainer:
 
     def newest_checkpoint(self) -> Path | None:
         """The newest valid checkpoint, its files hashed once by process 0, which tells the others."""
-        found = [ckpt.newest_valid(self.checkpoints) if self.is_main else None]
-        if self.rt.dist.enabled:
-            torch.distributed.broadcast_object_list(found, src=0)
-        return found[0]
+        return from_main(ckpt.newest_valid(self.checkpoints) if self.is_main else None, self.rt.dist)
 
     def own_rng(self, trainer: dict) -> dict:
         """This process's random state: its own when the run had as many processes, else process 0's."""
@@ -318,7 +315,7 @@ class Trainer:
         started = time.perf_counter()
         loss_sum, count, tokens, metric_sums, finite = 0.0, 0.0, 0, {}, True
         for micro in range(self.accum):
-            with self.gathered(self.sharded and self.stage.next_batch_generates()):
+            with self.gathered(self.stage.next_batch_generates()):
                 batch = to_device(self.stage.source.next_batch(), rt.device)
             sync = micro == self.accum - 1 or not rt.dist.enabled
             with maybe_no_sync(self.train_model, sync), rt.precision.autocast():
@@ -471,7 +468,7 @@ class Trainer:
         state.last_save_step = state.step
         if self.sharded:
             folder = sharded_checkpoint.save(self.checkpoints, state.step, self.model, self.optimizer, self.rt.dist, self.rt.device,
-                                             lambda weights, _tree: self.contents(rng_by_rank, weights))
+                                             lambda weights: self.contents(rng_by_rank, weights))
         elif self.is_main:
             folder = ckpt.save_checkpoint(self.checkpoints, state.step, self.contents(rng_by_rank))
         if self.is_main:
@@ -578,8 +575,8 @@ def accumulation_steps(cfg: RunConfig) -> int:
 
 def maybe_no_sync(model: nn.Module, sync: bool):
     """Gradients are reduced across processes only on the last micro-batch of a step (DDP and FSDP)."""
-    if sharding.is_sharded(model):
-        sharding.set_gradient_sync(model, sync)
+    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2's root sets it for every unit below it
+        model.set_requires_gradient_sync(sync)
         return contextlib.nullcontext()
     if sync or not hasattr(model, "no_sync"):
         return contextlib.nullcontext()

@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from llm.errors import CheckpointError
 from llm.train import checkpoint as ckpt
-from llm.train.distributed import DistInfo, any_across
+from llm.train.distributed import DistInfo, any_across, from_main
 
 SHARDS = "shards"
 SHARDS_INDEX = "shards.json"
@@ -130,18 +130,16 @@ def full_weights(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 def staging_folder(checkpoints_dir: Path, final: Path, info: DistInfo) -> Path:
     """A hidden temporary folder process 0 makes, whose name every process learns."""
-    name = [None]
+    name = None
     if info.is_main:
         checkpoints_dir.mkdir(parents=True, exist_ok=True)
-        name[0] = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=checkpoints_dir)
-    if info.enabled:
-        dist.broadcast_object_list(name, src=0)
-    return Path(name[0])
+        name = tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=checkpoints_dir)
+    return Path(from_main(name, info))
 
 
 def save(checkpoints_dir: Path, step: int, model: nn.Module, optimizer, info: DistInfo, device: torch.device,
-         contents: Callable[[tuple[dict, dict], dict], ckpt.CheckpointContents]) -> Path:
-    """Every process calls this. `contents(weights, shards_tree)` makes the rest of the checkpoint on process 0."""
+         contents: Callable[[tuple[dict, dict]], ckpt.CheckpointContents]) -> Path:
+    """Every process calls this. `contents(weights)` makes the rest of the checkpoint on process 0."""
     final = checkpoints_dir / ckpt.step_dir_name(step)
     staging = staging_folder(checkpoints_dir, final, info)
     error = None
@@ -153,7 +151,7 @@ def save(checkpoints_dir: Path, step: int, model: nn.Module, optimizer, info: Di
     if error is None and info.is_main:
         try:
             ckpt.write_text(staging / SHARDS_INDEX, json.dumps(tree))
-            ckpt.write_files(staging, contents(weights, tree))
+            ckpt.write_files(staging, contents(weights))
             ckpt.swap_into_place(staging, final)
         except OSError as exc:
             error = exc

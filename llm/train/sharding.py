@@ -31,10 +31,6 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
-def is_sharded(model: nn.Module) -> bool:
-    return bool(fsdp_units(model))
-
-
 def mixed_precision(device: torch.device, dtype: torch.dtype):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 
@@ -96,12 +92,6 @@ def gathered(models: Iterable[nn.Module]) -> Iterator[None]:
         for unit in units:
             unit.reshard()
             unit.set_reshard_after_forward(True, recurse=False)
-
-
-def set_gradient_sync(model: nn.Module, sync: bool) -> None:
-    """Accumulating micro-batches: reduce-scatter gradients only after the last one (FSDP's no_sync)."""
-    for unit in fsdp_units(model):
-        unit.set_requires_gradient_sync(sync, recurse=False)
 
 
 def local(tensor: torch.Tensor) -> torch.Tensor:

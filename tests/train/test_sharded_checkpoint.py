@@ -34,7 +34,7 @@ def trained(seed: int, muon: bool = False):
 
 
 def save(tmp_path, model, optimizer, step=1):
-    def contents(weights, _tree):
+    def contents(weights):
         return ckpt.CheckpointContents(None, {"loop": {"step": step}}, {"kind": "gpt"}, "name: x\n", None, weights=weights)
 
     return sharded_checkpoint.save(tmp_path / "checkpoints", step, model, optimizer, DistInfo(), CPU, contents)
