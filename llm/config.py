@@ -391,13 +391,13 @@ class PPOSettings(Checked):
     prompts: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])  # prompts to roll out on
     builtin_prompts: int = 20000
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
-    rollout_batch: int = 64  # prompts per PPO iteration
+    rollout_batch: int = 64  # prompts per PPO iteration in each process (under torchrun the processes share their rollouts)
     samples_per_prompt: int = 1  # replies sampled per prompt; rloo and grpo need 2 or more
     # gae: critic + GAE (PPO); rloo: each reply's return minus the mean of its group's others, no critic; grpo: each reply's
     # score minus its group's mean over the group's standard deviation, less its KL penalty minus the group's mean one, no critic
     advantage: str = "gae"
     rewards: list[RewardSource] = field(default_factory=lambda: [RewardSource()])  # the score: weighted sum of these sources
-    minibatch: int = 16  # rollouts per optimizer step
+    minibatch: int = 16  # rollouts per optimizer step in each process
     epochs: int = 2  # passes over each rollout batch
     max_new_tokens: int = 32
     temperature: float = 1.0
@@ -416,7 +416,7 @@ class PPOSettings(Checked):
     missing_end_penalty: float = 1.0  # subtracted from the score of a reply that hit the length limit
     critic_init: str = "reward"  # reward: the critic starts as the reward model; policy: as the SFT trunk
     ptx_coef: float = 0.0  # > 0: add this times the LM loss on built-in SFT conversations (InstructGPT's PPO-ptx)
-    ptx_batch: int = 16  # SFT conversations per minibatch for the ptx loss
+    ptx_batch: int = 16  # SFT conversations per minibatch and process for the ptx loss
     max_kl: float = 20.0  # guardrail: stop when the mean KL per reply passes this
     max_ratio: float = 20.0  # guardrail: stop when a probability ratio passes this
     section = "ppo."

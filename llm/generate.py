@@ -67,9 +67,35 @@ def next_token_distribution(logits: torch.Tensor, params: SamplingParams) -> tor
     return filter_logits(logits, params.top_k, params.top_p).log_softmax(dim=-1)
 
 
-def sample_from(logprobs: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+@dataclass
+class SharedDraws:
+    """Draws for rows `first` onward of a batch of `total_rows` that several processes sample between them.
+
+    Each step every process draws the whole batch's uniforms from a generator they all seeded alike and
+    keeps its own rows'; a row's token is the one whose cumulative probability interval holds its draw.
+    So a row's tokens depend on its own distribution and draws alone: not on its batch mates, nor on
+    which process samples it, and one kernel serves the whole batch where a generator per row needs a
+    draw per row.
+    """
+
+    generator: torch.Generator
+    total_rows: int
+    first: int = 0
+
+    def sample(self, probs: torch.Tensor) -> torch.Tensor:
+        uniforms = torch.rand(self.total_rows, generator=self.generator, device=self.generator.device)
+        mine = uniforms[self.first : self.first + probs.shape[0]].to(probs.device)
+        cumulative = probs.cumsum(dim=-1)
+        # scaled by each row's own total so rounding in the sum cannot leave a draw past the last token
+        target = (mine * cumulative[:, -1])[:, None]
+        return (cumulative <= target).sum(dim=-1).clamp(max=probs.shape[-1] - 1)
+
+
+def sample_from(logprobs: torch.Tensor, temperature: float, generator: torch.Generator | SharedDraws | None) -> torch.Tensor:
     if temperature <= 0:
         return logprobs.argmax(dim=-1)
+    if isinstance(generator, SharedDraws):
+        return generator.sample(logprobs.exp())
     return torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
 
 
@@ -106,7 +132,7 @@ def per_row(value, n_rows: int, name: str) -> list:
 
 
 def choose(logits: torch.Tensor, params: SamplingParams | list[SamplingParams],
-           generator: torch.Generator | list[torch.Generator | None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+           generator: torch.Generator | SharedDraws | list[torch.Generator | None] | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each row's next token and its log-probability under the distribution it was drawn from. With one
     setting and one generator per row, each row draws alone, so its tokens do not depend on its batch mates."""
     if isinstance(params, SamplingParams):
@@ -126,11 +152,12 @@ def generate(
     *,
     use_cache: bool = True,
     decode: str = "auto",
-    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    generator: torch.Generator | SharedDraws | Sequence[torch.Generator] | None = None,
     on_token: Callable[[int, int], bool | None] | None = None,
 ) -> Generation:
     """Continue each prompt; `on_token(row, token)` is called as each token is chosen (streaming), and a row
-    whose call returns True ends there (its reader left). `params` and `generator` may be one per prompt."""
+    whose call returns True ends there (its reader left). `params` and `generator` may be one per prompt;
+    a `SharedDraws` samples the batch as rows of a larger one."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token (start it with the <|bos|> token)")
     device = next(model.parameters()).device
@@ -296,7 +323,7 @@ def sequence_logprobs(model: GPT, ids: torch.Tensor, mask: torch.Tensor, tempera
 
 
 def sample_replies(policy: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams, pad_id: int,
-                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
+                   generator: torch.Generator | SharedDraws) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, torch.Tensor]:
     """(input_ids, attention_mask, reply_mask, offset, finished) for a batch of sampled replies."""
     device = next(policy.parameters()).device
     out = generate(policy, prompts, params, pad_id, generator=generator)

@@ -11,15 +11,17 @@ RL with verifiable rewards); a reply that hit the length limit then loses `missi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
+import torch.nn.functional as F
 
 from llm.data.tasks import Task, is_correct
-from llm.generate import SamplingParams, sample_replies
+from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, sequence_rewards
+from llm.train.distributed import DistInfo, cat_across, max_across
 
 
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -83,10 +85,41 @@ class RolloutBatch:
     def replies(self) -> torch.Tensor:
         return self.input_ids[:, self.offset :]
 
+    def aligned(self, offset: int, width: int, pad_id: int) -> RolloutBatch:
+        """The same rollouts with replies starting at column `offset` and `width` reply columns: padding added
+        before the prompts and after the replies, as a batch with a longer prompt or reply would have had."""
+        left, right = offset - self.offset, width - self.reply_mask.shape[1]
+        if left < 0 or right < 0:
+            raise ValueError(f"cannot align rollouts at offset {self.offset}, width {self.reply_mask.shape[1]} to {offset}, {width}")
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("input_ids", "attention_mask"):
+                value = F.pad(value, (left, right), value=pad_id if f.name == "input_ids" else 0)
+            elif torch.is_tensor(value) and value.dim() == 2:  # the (B, R) reply columns
+                value = F.pad(value, (0, right), value=0)
+            out[f.name] = value
+        return RolloutBatch(**{**out, "offset": offset})
+
+
+def gather_rollouts(batch: RolloutBatch, info: DistInfo, pad_id: int) -> RolloutBatch:
+    """Every process's scored rollouts in one batch, in rank order, the same on every process (a collective
+    call). Advantages, statistics and the KL controller then see all of them, as one process would."""
+    if not info.enabled:
+        return batch
+    offset, width = max_across([batch.offset, batch.reply_mask.shape[1]], info, batch.input_ids.device)
+    batch = batch.aligned(int(offset), int(width), pad_id)
+    out = {f.name: getattr(batch, f.name) for f in fields(batch)}
+    for name, value in out.items():
+        if torch.is_tensor(value):
+            out[name] = cat_across(value, info)
+    out["rewards"] = {name: cat_across(value, info) for name, value in sorted(batch.rewards.items())}
+    return RolloutBatch(**out)
+
 
 @torch.no_grad()
 def collect(policy: GPT, critic: RewardModel | None, reference: GPT, prompts: Sequence[Sequence[int]], params: SamplingParams,
-            pad_id: int, generator: torch.Generator, kl_estimator: str) -> RolloutBatch:
+            pad_id: int, generator: torch.Generator | SharedDraws, kl_estimator: str) -> RolloutBatch:
     """Sample replies and evaluate them under the policy, the reference and the critic (values 0 without one); `score` scores them."""
     input_ids, attention_mask, reply_mask, offset, finished = sample_replies(policy, prompts, params, pad_id, generator)
     batch = RolloutBatch(input_ids, attention_mask, reply_mask, offset, finished, None, None, None, None, None)

@@ -3,7 +3,7 @@ import torch
 
 from llm.config import ModelConfig
 from llm.errors import ConfigError
-from llm.generate import SamplingParams, StaticStepper, decode_mode, filter_logits, generate, left_pad, sequence_logprobs
+from llm.generate import SamplingParams, SharedDraws, StaticStepper, decode_mode, filter_logits, generate, left_pad, sequence_logprobs
 from llm.model import GPT
 
 
@@ -168,6 +168,33 @@ def test_each_row_can_have_its_own_settings_and_generator():
     for prompt, params, seed, tokens in zip(prompts, rows, (1, 2), together.tokens):
         assert generate(m, [prompt], params, 0, generator=torch.Generator().manual_seed(seed)).tokens[0] == tokens
     assert [len(t) for t in together.tokens] == [6, 12]
+
+
+def test_shared_draws_sample_each_token_as_often_as_its_probability():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.15, 0.05]]).repeat(4000, 1)  # a token of probability 0 in the middle
+    draws = SharedDraws(torch.Generator().manual_seed(0), total_rows=4000)
+    counts = torch.bincount(draws.sample(probs), minlength=5).double()
+    expected = probs[0].double() * 4000
+    assert counts[1] == 0
+    kept = expected > 0
+    chi2 = float(((counts[kept] - expected[kept]) ** 2 / expected[kept]).sum())
+    assert chi2 < 16.3  # chi-squared with 3 degrees of freedom, p = 0.001
+    skewed = torch.tensor([0.4, 0.0, 0.4, 0.15, 0.05]) * 4000
+    assert float(((counts[kept] - skewed[kept]) ** 2 / skewed[kept]).sum()) > 16.3  # the test tells a wrong distribution
+
+
+def test_shared_draws_give_a_row_the_same_tokens_whichever_process_samples_it():
+    """PPO's processes each sample a slice of one batch: the rows come out as the whole batch sampled at once."""
+    m = model()
+    prompts = [[1, 5, 7, 9], [1, 3], [1, 8, 8, 8, 8, 2, 4], [1, 2, 3]]
+    params = SamplingParams(max_new_tokens=12, temperature=1.0)
+    whole = generate(m, prompts, params, 0, generator=SharedDraws(torch.Generator().manual_seed(3), 4))
+    first = generate(m, prompts[:2], params, 0, generator=SharedDraws(torch.Generator().manual_seed(3), 4, 0))
+    second = generate(m, prompts[2:], params, 0, generator=SharedDraws(torch.Generator().manual_seed(3), 4, 2))
+    assert first.tokens + second.tokens == whole.tokens
+    other = generate(m, prompts, params, 0, generator=SharedDraws(torch.Generator().manual_seed(4), 4))
+    assert other.tokens != whole.tokens  # the draws decide the tokens
+    assert len({tuple(t) for t in whole.tokens}) == 4
 
 
 def test_a_row_whose_reader_left_ends_and_the_others_go_on():

@@ -8,6 +8,7 @@ import torch.nn as nn
 from llm.config import ModelConfig
 from llm.data.tasks import Task
 from llm.generate import SamplingParams
+from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel
 from llm.rollouts import (RolloutBatch, assign_advantages, assign_group_advantages, checker_rewards, collect, gae, group_normalised_advantages,
@@ -116,6 +117,25 @@ def test_missing_end_is_penalised():
     assert not bool(batch.finished[0])
     rewards = source_rewards(["model"], batch, reward, [None], [""])
     torch.testing.assert_close(weighted_score(rewards, {"model": 1.0}, batch.finished, 2.5), rewards["model"] - 2.5)
+
+
+def test_aligned_rollouts_are_the_same_rollouts_in_a_wider_layout():
+    """Processes align their rollouts to the widest prompt and reply among them before sharing them."""
+    policy, critic, _ = models()
+    params = SamplingParams(max_new_tokens=4, temperature=1.0, stop_ids=())
+    batch = collect(policy, critic, policy, [[1, 4], [1, 4, 5]], params, 0, torch.Generator().manual_seed(0), "k1")
+    batch.scores, batch.rewards = torch.tensor([1.0, 2.0]), {"model": torch.tensor([1.0, 2.0])}
+    wide = batch.aligned(batch.offset + 2, batch.reply_mask.shape[1] + 3, pad_id=0)
+    assert wide.offset == 5 and wide.input_ids.shape == (2, 5 + 7) and wide.reply_mask.shape == (2, 7)
+    assert torch.equal(wide.replies[:, :4], batch.replies) and not wide.reply_mask[:, 4:].any() and not wide.attention_mask[:, :2].any()
+    for name in ("logprobs", "ref_logprobs", "values", "kl"):
+        assert torch.equal(getattr(wide, name)[:, :4], getattr(batch, name)) and not getattr(wide, name)[:, 4:].any()
+    assert wide.scores is batch.scores and wide.rewards is batch.rewards
+    # the policy reads the same log-probabilities for the replies from the wider layout
+    logits = policy(wide.input_ids, attention_mask=wide.attention_mask)
+    torch.testing.assert_close(token_logprobs(wide.reply_slice(logits), wide.replies)[:, :4], batch.logprobs, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="cannot align"):
+        batch.aligned(batch.offset - 1, 4, 0)
 
 
 def scored_batch(scores, kl, mask):

@@ -6,6 +6,11 @@ frozen reference, computes advantages (GAE with the critic, or RLOO or GRPO over
 of replies), and then takes `epochs` passes of clipped policy and value updates over minibatches.
 Every minibatch is one step of the shared training loop; the rollout buffer is the batch source's
 state, so a checkpoint taken in the middle of an iteration resumes exactly.
+
+Under torchrun each process samples `rollout_batch` prompts of its own (as `train.batch_size` is per
+process), and the processes then share their scored rollouts: advantages, statistics, the KL controller
+and the guardrail see the whole batch, and every step's minibatch is cut into one part per process.
+So N processes of `rollout_batch` b and `minibatch` m train as one process of N*b and N*m does.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
 from llm.generate import SamplingParams
 from llm.load import gpt_from, read, reward_model_from, tokenizer_of
-from llm.losses import entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
+from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
 from llm.reward_model import RewardModel
-from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, score, source_rewards
+from llm.generate import SharedDraws
+from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, score, source_rewards
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
 from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
+from llm.train.distributed import DistInfo, max_across
 from llm.train.loop import LossOutput, Stage, TrainResult, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
@@ -74,44 +81,61 @@ class KLController:
 
 
 class RolloutSource:
-    """Minibatches of PPO rollouts: a new batch of rollouts whenever the last one is used up."""
+    """Minibatches of PPO rollouts: a new batch of rollouts whenever the last one is used up.
+
+    The buffer holds every process's rollouts, so it is the same on each; `next_batch` hands this process
+    its part of each minibatch.
+    """
 
     def __init__(self, model: ActorCritic, reference: GPT, reward_model: RewardModel | None, prompts: list[list[int]],
                  tasks: list[Task | None], tok: Tokenizer, settings: PPOSettings, precision: Precision, seed: int,
-                 ptx_examples: list | None = None):
+                 ptx_examples: list | None = None, dist: DistInfo = DistInfo()):
         self.model, self.reference, self.reward_model, self.tasks = model, reference, reward_model, tasks
         self.weights = {r.source: r.weight for r in settings.rewards}
         self.ptx_examples = ptx_examples or []
         self.prompts, self.tok, self.s, self.precision, self.seed = prompts, tok, settings, precision, seed
+        self.dist = dist
+        if len(prompts) < dist.world_size:
+            raise ConfigError(f"{len(prompts)} PPO prompts cannot give each of {dist.world_size} processes one; add prompts (ppo.prompts)")
         self.kl = KLController(settings)
         self.iteration, self.position, self.buffer = 0, 0, []
         self.stats: dict = {}
 
     @property
-    def prompts_per_iteration(self) -> int:
-        return min(self.s.rollout_batch, len(self.prompts))
+    def prompts_per_process(self) -> int:
+        return min(self.s.rollout_batch, len(self.prompts) // self.dist.world_size)
 
     @property
     def rollouts_per_iteration(self) -> int:
-        return self.prompts_per_iteration * self.s.samples_per_prompt
+        """Every process's together."""
+        return self.prompts_per_process * self.dist.world_size * self.s.samples_per_prompt
+
+    @property
+    def minibatch_rows(self) -> int:
+        return self.s.minibatch * self.dist.world_size
 
     @property
     def steps_per_iteration(self) -> int:
-        return self.s.epochs * math.ceil(self.rollouts_per_iteration / self.s.minibatch)
+        return self.s.epochs * math.ceil(self.rollouts_per_iteration / self.minibatch_rows)
 
     def next_batch(self) -> dict:
         if self.position >= len(self.buffer):
             self.refill()
         batch = self.buffer[self.position]
         self.position += 1
-        return batch
+        if "ptx_targets" in batch:
+            batch = {**batch, "ptx_weight": ptx_weight(batch)}
+        return own_part(batch, self.dist) if self.dist.enabled else batch
 
     def refill(self) -> None:
         rng = np.random.default_rng([self.seed, self.iteration])
-        chosen = rng.choice(len(self.prompts), size=self.prompts_per_iteration, replace=False)
-        group = self.s.samples_per_prompt
-        rows = [i for i in chosen for _ in range(group)]
-        rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], int(rng.integers(2**62)))
+        world, rank, group = self.dist.world_size, self.dist.rank, self.s.samples_per_prompt
+        chosen = rng.choice(len(self.prompts), size=self.prompts_per_process * world, replace=False)
+        mine = chosen[rank * self.prompts_per_process : (rank + 1) * self.prompts_per_process]
+        rows = [i for i in mine for _ in range(group)]
+        draws = SharedDraws(None, len(chosen) * group, rank * len(rows))
+        rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], int(rng.integers(2**62)), draws)
+        rollouts = gather_rollouts(rollouts, self.dist, self.tok.pad_id)
         self.check_kl(rollouts)
         if self.s.advantage == "gae":
             assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
@@ -119,20 +143,21 @@ class RolloutSource:
             assign_group_advantages(rollouts, self.kl.coef, group, self.s.whiten_advantages, self.s.advantage)
         self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
         self.kl.update(self.stats["objective/kl"], self.rollouts_per_iteration)  # per reply, as TRL counts
-        self.buffer = minibatches(rollouts, self.s.minibatch, self.s.epochs, rng)
+        self.buffer = minibatches(rollouts, self.minibatch_rows, self.s.epochs, rng)
         if self.ptx_examples:
             for batch in self.buffer:
-                picked = rng.choice(len(self.ptx_examples), size=self.s.ptx_batch, replace=False)
+                picked = rng.choice(len(self.ptx_examples), size=self.s.ptx_batch * world, replace=False)
                 ptx = collate_chat([self.ptx_examples[i] for i in picked], self.tok.pad_id)
                 batch["ptx_input_ids"], batch["ptx_targets"] = ptx["input_ids"], ptx["targets"]
         self.position = 0
         self.iteration += 1
 
-    def rollout(self, prompts: list[list[int]], tasks: list[Task | None], seed: int) -> RolloutBatch:
+    def rollout(self, prompts: list[list[int]], tasks: list[Task | None], seed: int, draws: SharedDraws) -> RolloutBatch:
+        """This process's rollouts, scored; `draws` places its rows in the batch every process samples together."""
         policy = self.model.policy
         device = next(policy.parameters()).device
         params = SamplingParams(self.s.max_new_tokens, self.s.temperature, self.s.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = dataclasses.replace(draws, generator=torch.Generator(device=device).manual_seed(seed))
         was_training = self.model.training
         self.model.eval()
         try:
@@ -178,6 +203,29 @@ def minibatches(rollouts: RolloutBatch, size: int, epochs: int, rng: np.random.G
     return out
 
 
+def ptx_weight(batch: dict) -> float:
+    """What the ptx loss's summed NLL is multiplied by: the loop divides a step's loss by its reply tokens, so
+    this many reply tokens per ptx token make the ptx term come out as ptx_coef times the ptx mean NLL."""
+    return float(batch["reply_mask"].sum()) / max(int((batch["ptx_targets"] != IGNORE).sum()), 1)
+
+
+def own_part(batch: dict, dist: DistInfo) -> dict:
+    """This process's share of a minibatch every process holds whole: its rows of the rollouts and of the
+    ptx conversations, trimmed to its longest reply."""
+    part = dict(batch)
+    for prefix in ("", "ptx_"):
+        if prefix + "input_ids" not in batch:
+            continue
+        rows = torch.tensor_split(torch.arange(batch[prefix + "input_ids"].shape[0]), dist.world_size)[dist.rank]
+        for key, value in batch.items():
+            if torch.is_tensor(value) and key.startswith(prefix) and (prefix or key in MINIBATCH_KEYS):
+                part[key] = value[rows.to(value.device)]
+    width = int(part["reply_mask"].sum(dim=1).max())
+    for key in MINIBATCH_KEYS:
+        part[key] = part[key][:, : part["offset"] + width] if key in ("input_ids", "attention_mask") else part[key][:, :width]
+    return part
+
+
 def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dict:
     kl = float(rollouts.kl.sum(dim=1).mean())
     scores = float(rollouts.scores.mean())
@@ -220,9 +268,8 @@ class PPOStage(Stage):
             total = total + s.vf_coef * value.sum()
             metrics["loss/value"] = value.detach().sum()
         if ptx_logits is not None:
-            nll, count = token_nll(ptx_logits, batch["ptx_targets"])
-            # the loop divides by the reply tokens, so the ptx mean is weighted by them to come out as ptx_coef * mean
-            ptx = nll / max(count, 1) * mask.sum()
+            nll, _ = token_nll(ptx_logits, batch["ptx_targets"])
+            ptx = nll * batch["ptx_weight"]  # of the whole minibatch, so that the processes' parts add up to it
             total = total + s.ptx_coef * ptx
             metrics["loss/ptx"] = ptx.detach()
         return LossOutput(total, int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
@@ -230,8 +277,15 @@ class PPOStage(Stage):
     def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor, batch: dict) -> None:
         ratio = ratio.detach()
         worst = float(ratio[mask].max()) if bool(mask.any()) else 1.0
-        if math.isfinite(worst) and worst <= self.s.max_ratio:
+        worst = worst if math.isfinite(worst) else math.inf
+        dist = self.source.dist
+        overall = max_across([worst], dist, ratio.device)[0]  # every process stops together, or none does
+        if overall <= self.s.max_ratio:
             return
+        if worst < overall:
+            raise TrainingError(f"PPO guardrail: probability ratio {overall:.3g} past ppo.max_ratio={self.s.max_ratio} in another "
+                                f"process's part of minibatch {self.source.position} at iteration {self.source.iteration}; "
+                                f"stopping, the last checkpoint is intact")
         row, col = divmod(int((ratio * mask).flatten().argmax()), ratio.shape[1])
         token = self.source.tok.decode([int(batch["input_ids"][row, batch["offset"] + col])])
         old_p = float(batch["logprobs"][row, col].exp())
@@ -277,11 +331,12 @@ def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> t
     return list(prompts), list(tasks)
 
 
-def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int) -> list:
-    """Built-in SFT conversations for the PPO-ptx loss (none when ppo.ptx_coef is 0)."""
+def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int, processes: int = 1) -> list:
+    """Built-in SFT conversations for the PPO-ptx loss (none when ppo.ptx_coef is 0); a minibatch draws
+    `ptx_batch` of them for each process."""
     if not settings.ptx_coef:
         return []
-    tasks = builtin_tasks("train", max(settings.builtin_prompts // 4, settings.ptx_batch), 2, settings.builtin_kinds)
+    tasks = builtin_tasks("train", max(settings.builtin_prompts // 4, settings.ptx_batch * processes), 2, settings.builtin_kinds)
     examples, _ = tokenize_conversations(tok, [task_conversation(t, StyleMix().weights()) for t in tasks], block_size + 1)
     return examples
 
@@ -337,7 +392,7 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     cfg = dataclasses.replace(cfg, model=policy.config)
     prompts, prompt_tasks = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
     source = RolloutSource(model, reference, reward_model, prompts, prompt_tasks, tok, cfg.ppo, runtime.precision, cfg.train.seed,
-                           ptx_data(cfg.ppo, tok, cfg.model.block_size))
+                           ptx_data(cfg.ppo, tok, cfg.model.block_size, runtime.dist.world_size), runtime.dist)
     judge = reward_model  # frozen, so the judge can be the same module when it is the same checkpoint; None: no reward metrics
     if cfg.eval.reward_model and not (reward_ckpt is not None and same_checkpoint(cfg.eval.reward_model, cfg.reward_model, reward_ckpt)):
         judge = frozen(reward_model_from(read(cfg.eval.reward_model)), device)

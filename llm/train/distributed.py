@@ -58,6 +58,24 @@ def sum_across(values: list[float], info: DistInfo, device: torch.device) -> lis
     return tensor.tolist()
 
 
+def max_across(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    if not info.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def cat_across(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Every process's `tensor` (the same shape on each) stacked along the first dimension, in rank order."""
+    if not info.enabled:
+        return tensor
+    wire = tensor.to(torch.uint8) if tensor.dtype == torch.bool else tensor  # gloo gathers no bools
+    parts = [torch.empty_like(wire) for _ in range(info.world_size)]
+    dist.all_gather(parts, wire.contiguous())
+    return torch.cat(parts).to(tensor.dtype)
+
+
 def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if it is true on one: so all ranks stop (or save) together."""
     return sum_across([float(flag)], info, device)[0] > 0

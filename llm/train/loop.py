@@ -331,8 +331,9 @@ class Trainer:
             tokens += int(out.tokens)
             for key, val in out.metrics.items():
                 metric_sums[key] = metric_sums.get(key, 0.0) + float(val)
-        totals = sum_across([loss_sum, count, float(tokens), float(not finite)], rt.dist, rt.device)
-        loss_sum, count, tokens = totals[0], totals[1], int(totals[2])
+        keys = sorted(metric_sums)  # a stage logs the same metrics in every process
+        totals = sum_across([loss_sum, count, float(tokens), float(not finite), *(metric_sums[k] for k in keys)], rt.dist, rt.device)
+        loss_sum, count, tokens, metric_sums = totals[0], totals[1], int(totals[2]), dict(zip(keys, totals[4:]))
         finite = totals[3] == 0 and count > 0
         grad_norm = self.apply_gradients(1.0 if prescaled else count) if finite else float("nan")
         stepped = finite and math.isfinite(grad_norm)

@@ -10,21 +10,22 @@ import subprocess
 
 import pytest
 
-from conftest_helpers import PYTHON, REPO, metric_losses, ppo_overrides
+from conftest_helpers import PYTHON, REPO, metric_losses, ppo_overrides, read_metrics
 from llm.train import checkpoint as ckpt
 
 TORCHRUN = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
-FP32_CPU = ["train.dtype=float32", "train.device=cpu", "train.parallel=fsdp"]
+FP32_CPU = ["train.dtype=float32", "train.device=cpu"]
 
 
 def launch(script: str, args: list[str], processes: int, *, config: str | None = "configs/pretrain/tiny.yaml", port: int = 29541,
-           runner: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+           runner: str | None = None, check: bool = True, parallel: str = "fsdp") -> subprocess.CompletedProcess:
     config_args = ["--config", config] if config else []
     target = [runner or script] if runner else [script]
     if processes == 1:
-        command = [PYTHON, *target, *config_args, *args, *FP32_CPU]
+        command = [PYTHON, *target, *config_args, *args, *FP32_CPU, f"train.parallel={parallel}"]
     else:
-        command = [TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}", *target, *config_args, *args, *FP32_CPU]
+        command = [TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}", *target, *config_args, *args, *FP32_CPU,
+                   f"train.parallel={parallel}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     if check:
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -92,19 +93,37 @@ def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint_valid(run_a
 
 
 @pytest.mark.slow
-def test_ppo_with_sharded_policy_reference_and_reward_model_trains_as_one_process(sft_run, reward_run, tmp_path):
-    # every process draws the same prompts and samples, so two sharded processes train as one does
-    short = ["train.max_steps=8", "train.eval_every=4", "checkpoint.save_every=4"]
+@pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
+def test_ppo_in_two_processes_samples_half_the_rollouts_each_and_trains_as_one_process(sft_run, reward_run, tmp_path, parallel):
+    # two processes of 4 prompts and minibatches of 2 against one of 8 and 4: each samples its own prompts
+    # (the same draws as the single process's rows), they share the scored rollouts, and each step's
+    # minibatch is split between them; 12 steps cross into the second iteration and its KL update
+    common = ["ppo.samples_per_prompt=2", "ppo.ptx_coef=0.5", "train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6"]
     for name, processes in (("one", 1), ("two", 2)):
-        launch("scripts/ppo.py", ppo_overrides(sft_run, reward_run, tmp_path, name) + short, processes, config="configs/ppo/tiny.yaml")
-    two = [json.loads(x) for x in (tmp_path / "two/metrics.jsonl").read_text().splitlines()]
-    one = [json.loads(x) for x in (tmp_path / "one/metrics.jsonl").read_text().splitlines()]
-    assert [e["step"] for e in two if e["kind"] == "eval"] == [0, 4, 8]
-    assert close(metric_losses(tmp_path / "one"), metric_losses(tmp_path / "two"))
-    kl = [(a["kl"], b["kl"]) for a, b in zip(one, two) if a["kind"] == "eval"]
-    assert kl[0] == (0.0, 0.0) and kl[-1][1] != 0 and all(abs(a - b) < 1e-5 for a, b in kl)
-    final = ckpt.load_checkpoint(tmp_path / "two/checkpoints/step_0000008")
-    assert final.meta["kind"] == "actor_critic" and (final.folder / "shards").is_dir()
+        per_process = [f"ppo.rollout_batch={8 // processes}", f"ppo.minibatch={4 // processes}", f"ppo.ptx_batch={4 // processes}"]
+        launch("scripts/ppo.py", ppo_overrides(sft_run, reward_run, tmp_path, name) + common + per_process, processes,
+               config="configs/ppo/tiny.yaml", parallel=parallel)
+    one, two = (read_metrics(tmp_path / name, "train") for name in ("one", "two"))
+    assert len(one) == len(two) == 12 and {e["iteration"] for e in two} == {0, 1}
+    for a, b in zip(one, two):
+        for key in ("loss", "grad_norm", "kl_coef", "objective/kl", "objective/scores", "objective/entropy", "loss/ptx"):
+            assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(a[key])), (a["step"], key, a[key], b[key])
+    assert one[-1]["kl_coef"] != one[0]["kl_coef"]  # the controller moved, alike in both
+    evals = [(a["kl"], b["kl"]) for a, b in zip(read_metrics(tmp_path / "one", "eval"), read_metrics(tmp_path / "two", "eval"))]
+    assert evals[0] == (0.0, 0.0) and evals[-1][1] != 0 and all(abs(a - b) < 1e-5 for a, b in evals)
+    final = ckpt.load_checkpoint(tmp_path / "two/checkpoints/step_0000012")
+    assert final.meta["kind"] == "actor_critic" and (final.folder / "shards").is_dir() == (parallel == "fsdp")
+
+
+@pytest.mark.slow
+def test_a_ppo_guardrail_in_one_process_stops_both_with_a_one_line_error(sft_run, reward_run, tmp_path):
+    # the ratio bound trips in some process's part of a minibatch; both must stop there, none wait for the other
+    args = ppo_overrides(sft_run, reward_run, tmp_path, "tripped") + ["ppo.max_ratio=1.000001", "optim.lr=3e-3", "checkpoint.save_every=0",
+                                                                       "ppo.rollout_batch=4", "ppo.minibatch=2"]
+    done = launch("scripts/ppo.py", args, 2, config="configs/ppo/tiny.yaml", check=False)
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error: PPO guardrail: probability ratio")]
+    assert done.returncode != 0 and len(errors) == 2, done.stderr[-3000:]
+    assert any("went from probability" in line for line in errors)  # the process holding the token names it
 
 
 @pytest.mark.slow
