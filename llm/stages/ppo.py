@@ -388,7 +388,8 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
         if tokenizer_of(reward_ckpt).to_json() != tok.to_json():
             raise ConfigError(f"the reward model {cfg.reward_model} uses another tokenizer than the policy {cfg.policy}")
         reward_model = frozen(reward_model_from(reward_ckpt), device)
-    model = ActorCritic(policy.train(), make_critic(cfg, policy_ckpt, reward_ckpt)).to(device)
+    # left on the CPU: the loop moves it to the device, a block at a time as it shards it under FSDP
+    model = ActorCritic(policy.train(), make_critic(cfg, policy_ckpt, reward_ckpt))
     cfg = dataclasses.replace(cfg, model=policy.config)
     prompts, prompt_tasks = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
     source = RolloutSource(model, reference, reward_model, prompts, prompt_tasks, tok, cfg.ppo, runtime.precision, cfg.train.seed,
