@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo pretrain sft sample chat bench clean
+.PHONY: install test demo pretrain sft sample chat bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ chat: install
 
 bench: install
 	$(PY) scripts/bench.py --out bench/results.json
+
+# every GPU check in about 9 minutes, with the Python that has CUDA's torch (scripts/gpu_check.sh)
+gpu-check:
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
 
 clean:
 	rm -rf runs .cache

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from llm.bench import measure as bench
+from llm.bench import profile
 from llm.bench import suite
 
 MICRO = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
@@ -55,3 +56,23 @@ def test_parallel_cases_run_two_processes_and_fsdp_holds_half_the_tensors():
     params_mb = ddp["params"] * 4 / 2**20
     assert ddp["memory_mb_per_process"] - fsdp["memory_mb_per_process"] > 0.45 * 3 * params_mb
     assert " tokens/s over 2 processes, " in suite.summary(fsdp)
+
+
+def test_a_profile_accounts_for_the_step_and_sorts_its_time_by_kind():
+    result = profile.profile_train(MICRO, batch_size=4, active_steps=3, overrides=["train.dtype=float32"], warm_steps=2)
+    kinds = result["ms_per_step_by_kind"]
+    assert result["profiled_steps"] == 3 and result["step_ms"] > 0
+    assert {"matmul", "optimizer", "loss"} <= set(kinds) and all(ms >= 0 for ms in kinds.values())
+    # on the CPU the kinds are every operator's own time and the Python between them: together, the step
+    assert abs(sum(kinds.values()) - result["step_ms"]) < 0.1 * result["step_ms"]
+    assert result["costliest"][0]["ms_per_step"] == max(c["ms_per_step"] for c in result["costliest"])
+    assert "ms a step" in suite.summary(result)
+    json.dumps(result)
+
+
+@pytest.mark.parametrize("name, kind", [("void gemmSN_TN_kernel<float>", "matmul"), ("aten::addmm", "matmul"),
+                                        ("flash_fwd_kernel", "attention"), ("multi_tensor_apply_kernel", "optimizer"),
+                                        ("triton_red_fused__log_softmax_0", "loss"), ("Memcpy HtoD (Pageable -> Device)", "copy"),
+                                        ("triton_poi_fused_add_mul_0", "elementwise and other")])
+def test_kernels_and_operators_are_sorted_by_what_they_do(name, kind):
+    assert profile.category(name) == kind

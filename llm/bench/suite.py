@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from llm.bench import measure as bench
+from llm.bench import profile
 
 NANOGPT = "nanogpt_cpu_shape"
 # name: (kind, shape, batch size | new tokens, steps | (decode, prompts), overrides); decode "none" = no KV cache
@@ -32,6 +33,8 @@ CPU_CASES = {
     "sample/tiny_ctx512/kv_cache_batch8": ("sample", "tiny", 500, ("dynamic", 8), []),
     "sample/tiny_ctx512/static_batch8": ("sample", "tiny", 500, ("static", 8), []),
     "data/builtin_corpus": ("data", None, None, None, []),
+    # where a step's time goes (batch, profiled steps): operators by kind, and the Python between them
+    "profile/tiny/fp32": ("profile", "tiny", 16, 5, ["train.dtype=float32"]),
     # two gloo processes: tokens/s and each process's memory, the whole model replicated against sharded
     "parallel/wide_ctx64/ddp": ("parallel", "wide", 2, 12, ["train.dtype=float32", "train.parallel=ddp"]),
     "parallel/wide_ctx64/fsdp": ("parallel", "wide", 2, 12, ["train.dtype=float32", "train.parallel=fsdp"]),
@@ -55,6 +58,9 @@ GPU_CASES = {
     "train/gpt2_124m_ours/bf16": ("train", "gpt2_ours", 16, 80, []),
     "train/gpt2_124m_ours/bf16_compile": ("train", "gpt2_ours", 16, 80, ["train.compile=true"]),
     "train/tiny/bf16": ("train", "tiny", 64, 200, []),
+    # where a 124M step's time goes: kernels by kind, how busy the GPU is, how often the host waits for it
+    "profile/gpt2_124m/bf16_compile": ("profile", "gpt2", 16, 10, ["train.compile=true"]),
+    "profile/gpt2_124m/bf16": ("profile", "gpt2", 16, 10, []),
     # kv_cache is the dynamic step (the default before CUDA graphs), cuda_graph the static step replayed
     "sample/tiny_ctx512/kv_cache": ("sample", "tiny", 500, ("dynamic", 1), []),
     "sample/tiny_ctx512/no_cache": ("sample", "tiny", 500, ("none", 1), []),
@@ -106,6 +112,8 @@ def run_case(name: str, round_index: int = 0) -> dict:
         return bench.parallel_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
     if kind == "train":
         result = bench.train_throughput(shapes[shape_name], batch_size=a, steps=b, overrides=overrides)
+    elif kind == "profile":
+        return profile.profile_train(shapes[shape_name], batch_size=a, active_steps=b, overrides=overrides)
     elif kind == "sample":
         decode, prompts = b
         result = bench.sampling_throughput({**shapes[shape_name], "block_size": 512}, new_tokens=a, decode=decode, batch=prompts)
@@ -151,7 +159,7 @@ def median_run(runs: list[dict]) -> dict:
     good = [r for r in runs if "error" not in r]
     if not good:
         return runs[-1]
-    key = next(k for k in ("tokens_per_s", "gflops", "tokenize_mb_per_s", "train_s") if k in good[0])
+    key = next(k for k in ("tokens_per_s", "gflops", "tokenize_mb_per_s", "train_s", "step_ms") if k in good[0])
     ordered = sorted(good, key=lambda r: r[key])
     chosen = dict(ordered[len(ordered) // 2])
     chosen[f"{key}_rounds"] = [round(r[key], 1) for r in good]
@@ -185,6 +193,10 @@ def summary(case: dict) -> str:
         return "error: " + case["error"]
     if "memory_mb_per_process" in case:
         return f"{case['tokens_per_s']:,.1f} tokens/s over {case['processes']} processes, {case['memory_mb_per_process']:,.0f} MB each"
+    if "ms_per_step_by_kind" in case:
+        kinds = ", ".join(f"{kind} {ms:.1f}" for kind, ms in case["ms_per_step_by_kind"].items())
+        busy = f", device busy {case['device_busy_fraction']:.0%}, {case['host_waits_per_step']:.1f} host waits" if case["device_busy_ms"] else ""
+        return f"{case['step_ms']:.1f} ms a step{busy}; ms by kind: {kinds}"
     if "train_s" in case:
         reached = "reached" if case["reached"] else "NOT reached"
         return f"{reached} {case['target_bpb']} bpb at step {case['step']}: {case['train_s']:.1f}s training, {case['wall_s']:.1f}s wall (seed {case['seed']})"
