@@ -50,20 +50,21 @@ def init_distributed(device_name: str = "auto") -> DistInfo:
     return info
 
 
-def sum_across(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+def reduce_across(values: list[float], info: DistInfo, device: torch.device, op: str = "SUM") -> list[float]:
+    """Each of `values` combined over every process (`op`: SUM or MAX); a collective call."""
     if not info.enabled:
         return values
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    dist.all_reduce(tensor, op=getattr(dist.ReduceOp, op))
     return tensor.tolist()
+
+
+def sum_across(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
+    return reduce_across(values, info, device, "SUM")
 
 
 def max_across(values: list[float], info: DistInfo, device: torch.device) -> list[float]:
-    if not info.enabled:
-        return values
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.tolist()
+    return reduce_across(values, info, device, "MAX")
 
 
 def cat_across(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
