@@ -67,8 +67,11 @@ def test_a_rater_fills_the_file_and_the_reward_stage_learns_its_rankings(sft_run
 def test_ctrl_c_says_the_answers_are_kept_not_a_checkpoint_line(sft_run, tmp_path):
     import signal
 
+    # Ctrl-C as a terminal delivers it, also when the suite itself runs in the background, where the shell
+    # starts it with SIGINT ignored and Python then leaves it ignored in every child
     proc = subprocess.Popen([PYTHON, "scripts/rank.py", "--checkpoint", str(sft_run), "--rank", str(tmp_path / "r.jsonl"), *FLAGS],
-                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     for line in proc.stdout:  # the first prompt is on screen: the script waits for the person
         if line.startswith("  3. "):
             break
