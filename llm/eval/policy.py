@@ -14,17 +14,21 @@ import torch
 from llm.config import PolicyEvalConfig
 from llm.data.builtin_tasks import new_word_tasks
 from llm.data.tasks import Task
-from llm.generate import SamplingParams, sample_replies
+from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.eval.tasks import Reply, chat_prompt_ids, generate_replies, item_verdicts, task_metrics
+from llm.eval.tasks import Reply, chat_prompt_ids, greedy_replies, item_verdicts, task_metrics
 from llm.tokenizer import Tokenizer
+from llm.train.distributed import DistInfo, my_block, sum_across
 
 
 class PolicyEvaluator:
-    def __init__(self, tok: Tokenizer, tasks: Sequence[Task], reference: GPT, reward_model: RewardModel | None, cfg: PolicyEvalConfig):
+    def __init__(self, tok: Tokenizer, tasks: Sequence[Task], reference: GPT, reward_model: RewardModel | None, cfg: PolicyEvalConfig,
+                 dist: DistInfo = DistInfo()):
+        """Under torchrun every process must make it, and every evaluation: the processes split the greedy replies."""
         self.tok, self.tasks, self.reference, self.reward_model, self.cfg = tok, list(tasks), reference, reward_model, cfg
+        self.dist = dist
         self.prompts = [chat_prompt_ids(tok, t.prompt) for t in self.tasks]
         self.sft_replies = self.replies(reference)
         self.sft_scores = self.scores(self.sft_replies)
@@ -34,7 +38,7 @@ class PolicyEvaluator:
         self.last_items: dict[str, dict[str, bool]] = {}  # item_verdicts of the last evaluation, kept in eval_items.json
 
     def replies(self, model: GPT) -> list[Reply]:
-        return generate_replies(model, self.tok, [t.prompt for t in self.tasks], self.cfg.max_new_tokens)
+        return greedy_replies(model, self.tok, [t.prompt for t in self.tasks], self.cfg.max_new_tokens, self.dist)
 
     def scores(self, replies: Sequence[Reply]) -> list[float] | None:
         if self.reward_model is None:
@@ -48,7 +52,7 @@ class PolicyEvaluator:
         """Exact match and best-possible share on held-out tasks built from words no training task uses."""
         if not self.new_tasks:
             return {}
-        replies = generate_replies(model, self.tok, [t.prompt for t in self.new_tasks], self.cfg.max_new_tokens)
+        replies = greedy_replies(model, self.tok, [t.prompt for t in self.new_tasks], self.cfg.max_new_tokens, self.dist)
         metrics = task_metrics(self.new_tasks, replies, self.cfg.prefer_style)
         return {f"new_words/{key}": metrics[key] for key in ("exact_match", "best_possible")}
 
@@ -69,21 +73,25 @@ class PolicyEvaluator:
         return metrics, replies
 
     def sampled_kl(self, policy: GPT) -> float:
-        """Mean over prompts of the summed per-token log-ratio of replies sampled at temperature 1."""
+        """Mean over prompts of the summed per-token log-ratio of replies sampled at temperature 1. Under torchrun
+        each process samples its block of every batch of 64, with the draws one process alone would make."""
         params = SamplingParams(self.cfg.max_new_tokens, 1.0, 0, 1.0, (self.tok.end_id, self.tok.eos_id))
-        generator = torch.Generator(device=next(policy.parameters()).device).manual_seed(1234)
-        total, count = 0.0, 0
-        for start in range(0, len(self.prompts), 64):
-            prompts = self.prompts[start : start + 64]
-            ids, mask, reply_mask, offset, _ = sample_replies(policy, prompts, params, self.tok.pad_id, generator)
+        device = next(policy.parameters()).device
+        total = 0.0
+        for number, start in enumerate(range(0, len(self.prompts), 64)):
+            batch = self.prompts[start : start + 64]
+            rows = my_block(len(batch), self.dist)
+            if not rows:
+                continue
+            draws = SharedDraws(torch.Generator(device=device).manual_seed(1234 + number), len(batch), rows.start)
+            ids, mask, reply_mask, offset, _ = sample_replies(policy, [batch[i] for i in rows], params, self.tok.pad_id, draws)
             replies = ids[:, offset:]
             width = reply_mask.shape[1]
             cut = slice(offset - 1, offset - 1 + width)
             logp = token_logprobs(policy(ids, attention_mask=mask)[:, cut], replies, 1.0)
             ref = token_logprobs(self.reference(ids, attention_mask=mask)[:, cut], replies, 1.0)
             total += float(((logp - ref) * reply_mask).sum())
-            count += len(prompts)
-        return total / max(count, 1)
+        return sum_across([total], self.dist, device)[0] / max(len(self.prompts), 1)
 
     def side_by_side(self, replies: Sequence[Reply]) -> list[dict]:
         out = []

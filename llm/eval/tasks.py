@@ -18,6 +18,7 @@ from llm.data.tasks import Task, exact_match, is_correct
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, weights_digest
 from llm.tokenizer import Tokenizer, render_prompt
+from llm.train.distributed import DistInfo, gather_lists, my_block
 
 
 @dataclass
@@ -46,10 +47,19 @@ def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequenc
     return replies
 
 
-def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_tokens: int, prefer: str = "plain") -> tuple[dict, list[Reply]]:
+def greedy_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequence[dict]], max_new_tokens: int,
+                   dist: DistInfo = DistInfo()) -> list[Reply]:
+    """Greedy replies to every prompt, on every process; under torchrun each process replies to its block of
+    the prompts and they share the replies (a collective call: every process must make it)."""
+    mine = [prompts[i] for i in my_block(len(prompts), dist)]
+    return gather_lists(generate_replies(model, tok, mine, max_new_tokens), dist)
+
+
+def evaluate_tasks(model: GPT, tok: Tokenizer, tasks: Sequence[Task], max_new_tokens: int, prefer: str = "plain",
+                   dist: DistInfo = DistInfo()) -> tuple[dict, list[Reply]]:
     """Greedy replies to `tasks`: exact-match accuracy (overall and by kind), the share that stopped, and
-    the rater's view (rater_metrics)."""
-    replies = generate_replies(model, tok, [t.prompt for t in tasks], max_new_tokens)
+    the rater's view (rater_metrics). Under torchrun the processes split the tasks (a collective call)."""
+    replies = greedy_replies(model, tok, [t.prompt for t in tasks], max_new_tokens, dist)
     return task_metrics(tasks, replies, prefer), replies
 
 

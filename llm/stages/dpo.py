@@ -120,7 +120,8 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
     if cfg.eval.n_prompts:
         judge = load_reward_model(cfg.eval.reward_model, runtime.device)[0] if cfg.eval.reward_model else None
         with runtime.precision.autocast():
-            evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval)
+            evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval,
+                                        runtime.dist)
     stage = DPOStage(cfg, policy.model.train(), reference, data.train, data.val, tok.pad_id, evaluator, runtime)
     runtime.say(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}")
     return train(stage, cfg, runtime, tok.to_json(), resume)

@@ -399,7 +399,7 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
         judge = frozen(reward_model_from(read(cfg.eval.reward_model)), device)
     tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
     with runtime.precision.autocast():
-        evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval)
+        evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval, runtime.dist)
     return PPOStage(cfg, model, source, evaluator), tok, cfg
 
 

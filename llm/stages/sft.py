@@ -61,7 +61,7 @@ class SFTStage(Stage):
     name = "sft"
 
     def __init__(self, cfg: SFTConfig, base: LoadedModel, data: ChatData, runtime: Runtime):
-        self.cfg, self.tok, self.data, self.device = cfg, base.tokenizer, data, runtime.device
+        self.cfg, self.tok, self.data, self.device, self.dist = cfg, base.tokenizer, data, runtime.device, runtime.dist
         self.last_items: dict[str, dict[str, bool]] = {}
         # built once: the same held-out tasks at every evaluation
         self.new_word_tasks = new_word_tasks(cfg.eval.new_words, 0, cfg.data.builtin_kinds) if cfg.eval.new_words else []
@@ -89,12 +89,13 @@ class SFTStage(Stage):
             nats, count = nats + batch_nats.item(), count + batch_count
         metrics = {"val_loss": nats / count}
         if self.data.eval_tasks:
-            task_metrics, replies = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens, self.cfg.eval.prefer_style)
+            task_metrics, replies = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens, self.cfg.eval.prefer_style,
+                                                   self.dist)
             metrics.update(task_metrics)
             self.last_items = item_verdicts(self.data.eval_tasks, replies, self.cfg.eval.prefer_style)
         e = self.cfg.eval
         if self.new_word_tasks:
-            new, _ = evaluate_tasks(model, self.tok, self.new_word_tasks, e.max_new_tokens, e.prefer_style)
+            new, _ = evaluate_tasks(model, self.tok, self.new_word_tasks, e.max_new_tokens, e.prefer_style, self.dist)
             metrics.update({f"new_words/{key}": new[key] for key in ("exact_match", "best_possible")})
         return metrics
 

@@ -78,6 +78,20 @@ def cat_across(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return torch.cat(parts).to(tensor.dtype)
 
 
+def my_block(n: int, info: DistInfo) -> range:
+    """This process's contiguous share of `n` items (the first processes take one more when they do not divide)."""
+    return range(n * info.rank // info.world_size, n * (info.rank + 1) // info.world_size)
+
+
+def gather_lists(items: list, info: DistInfo) -> list:
+    """Every process's list, concatenated in rank order, on every process (a collective call; pickled in memory)."""
+    if not info.enabled:
+        return items
+    parts = [None] * info.world_size
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
 def any_across(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True on every rank if it is true on one: so all ranks stop (or save) together."""
     return sum_across([float(flag)], info, device)[0] > 0
