@@ -26,6 +26,13 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
 INTERRUPTED = "interrupted; the last saved checkpoint is intact (continue with --resume)"
 
 
+def say_on_stderr(line: str) -> None:
+    """One line in one write: print() writes the text and its newline apart, and under torchrun, where every
+    process shares one stderr, another process's line then landed between them."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> None:
     """Run `entry`, turning the project's errors into one line on stderr and an exit status; `interrupted`
     is what Ctrl-C says (a training script's checkpoint line by default)."""
@@ -35,10 +42,10 @@ def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> Non
     try:
         status = entry()
     except LLMError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        say_on_stderr(f"error: {exc}")
         sys.exit(EXIT_ERROR)
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        say_on_stderr(interrupted)
         sys.exit(EXIT_SIGNAL["SIGINT"])
     from llm.train.distributed import shutdown  # here: the chat and ranking tools load torch only when they need it
 
