@@ -27,20 +27,19 @@ from llm.config import PPOConfig, PPOSettings, StyleMix
 from llm.data import sources
 from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
-from llm.generate import SamplingParams
+from llm.generate import SamplingParams, SharedDraws
 from llm.load import gpt_from, read, reward_model_from, tokenizer_of
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
 from llm.reward_model import RewardModel
-from llm.generate import SharedDraws
 from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, score, source_rewards
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
 from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.train.distributed import DistInfo, max_across
+from llm.train.distributed import DistInfo, max_across, my_block
 from llm.train.loop import LossOutput, Stage, TrainResult, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
@@ -129,12 +128,13 @@ class RolloutSource:
 
     def refill(self) -> None:
         rng = np.random.default_rng([self.seed, self.iteration])
-        world, rank, group = self.dist.world_size, self.dist.rank, self.s.samples_per_prompt
+        world, group = self.dist.world_size, self.s.samples_per_prompt
         chosen = rng.choice(len(self.prompts), size=self.prompts_per_process * world, replace=False)
-        mine = chosen[rank * self.prompts_per_process : (rank + 1) * self.prompts_per_process]
-        rows = [i for i in mine for _ in range(group)]
-        draws = SharedDraws(None, len(chosen) * group, rank * len(rows))
-        rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], int(rng.integers(2**62)), draws)
+        mine = my_block(len(chosen), self.dist)
+        rows = [chosen[i] for i in mine for _ in range(group)]
+        device = next(self.model.policy.parameters()).device
+        draws = SharedDraws(torch.Generator(device=device).manual_seed(int(rng.integers(2**62))), len(chosen) * group, mine.start * group)
+        rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], draws)
         rollouts = gather_rollouts(rollouts, self.dist, self.tok.pad_id)
         self.check_kl(rollouts)
         if self.s.advantage == "gae":
@@ -152,17 +152,15 @@ class RolloutSource:
         self.position = 0
         self.iteration += 1
 
-    def rollout(self, prompts: list[list[int]], tasks: list[Task | None], seed: int, draws: SharedDraws) -> RolloutBatch:
+    def rollout(self, prompts: list[list[int]], tasks: list[Task | None], draws: SharedDraws) -> RolloutBatch:
         """This process's rollouts, scored; `draws` places its rows in the batch every process samples together."""
         policy = self.model.policy
-        device = next(policy.parameters()).device
         params = SamplingParams(self.s.max_new_tokens, self.s.temperature, self.s.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
-        generator = dataclasses.replace(draws, generator=torch.Generator(device=device).manual_seed(seed))
         was_training = self.model.training
         self.model.eval()
         try:
             with self.precision.autocast():
-                batch = collect(policy, self.model.critic, self.reference, prompts, params, self.tok.pad_id, generator, self.s.kl_estimator)
+                batch = collect(policy, self.model.critic, self.reference, prompts, params, self.tok.pad_id, draws, self.s.kl_estimator)
                 replies = [self.tok.decode(row[mask].tolist()) for row, mask in zip(batch.replies, batch.reply_mask)]
                 rewards = source_rewards(list(self.weights), batch, self.reward_model, tasks, replies)
         finally:
@@ -216,10 +214,10 @@ def own_part(batch: dict, dist: DistInfo) -> dict:
     for prefix in ("", "ptx_"):
         if prefix + "input_ids" not in batch:
             continue
-        rows = torch.tensor_split(torch.arange(batch[prefix + "input_ids"].shape[0]), dist.world_size)[dist.rank]
+        rows = my_block(batch[prefix + "input_ids"].shape[0], dist)
         for key, value in batch.items():
             if torch.is_tensor(value) and key.startswith(prefix) and (prefix or key in MINIBATCH_KEYS):
-                part[key] = value[rows.to(value.device)]
+                part[key] = value[rows.start : rows.stop]
     width = int(part["reply_mask"].sum(dim=1).max())
     for key in MINIBATCH_KEYS:
         part[key] = part[key][:, : part["offset"] + width] if key in ("input_ids", "attention_mask") else part[key][:, :width]

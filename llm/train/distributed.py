@@ -79,7 +79,7 @@ def cat_across(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def my_block(n: int, info: DistInfo) -> range:
-    """This process's contiguous share of `n` items (the first processes take one more when they do not divide)."""
+    """This process's contiguous share of `n` items (the later processes take one more when they do not divide)."""
     return range(n * info.rank // info.world_size, n * (info.rank + 1) // info.world_size)
 
 
