@@ -12,9 +12,12 @@ The file is JSON Lines, one object per ranking, appended the moment it is given:
 An undo appends {"undo": "<id>"}, which withdraws the latest entry for that prompt: the file is only ever
 appended to, so what a person gave is never rewritten.
 
-Each append is one write(2) of a whole line to a file opened with O_APPEND, under a lock, then fsync:
-two writers never interleave, and a line on disk is a line given. A process killed inside that write
-can leave at most an unterminated tail (no newline); readers ignore it and the next writer cuts it.
+Each append is one write(2) of a whole line to a file opened with O_APPEND, under an exclusive flock, then
+fsync: two writers never interleave, and a line on disk is a line given. Under that lock the writer first
+takes in what other processes appended (so it never answers from stale state), cuts an unterminated tail
+left by a process killed inside its write, and checks the answer is still wanted (a prompt ranked by
+another process is refused, not silently replaced). A short or failed write is cut back before the error
+is raised, so the next line never lands glued to a fragment. Readers ignore an unterminated tail.
 
 A ranking of K replies in a strict order gives K·(K−1)/2 pairs (InstructGPT's comparisons); ties give none.
 """
@@ -27,7 +30,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,15 +84,21 @@ class Ranking:
 def check_ranking(ranking: list[list[int]], n_replies: int, status: str) -> None:
     """A ranked status orders every reply exactly once; skipped and all_bad carry no order. Raises ValueError."""
     if status not in STATUSES:
-        raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {status!r}")
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}; got {shown(status)}")
     if status != "ranked":
         if ranking:
-            raise ValueError(f"a {status} entry has no ranking; got {ranking}")
+            raise ValueError(f"a {status} entry has no ranking; got {shown(ranking)}")
         return
     flat = [i for group in ranking for i in group]
     if sorted(flat) != list(range(n_replies)) or any(not group for group in ranking):
         raise ValueError(f"the ranking must place each of the {n_replies} replies (0-{n_replies - 1}) exactly once, "
-                         f"in non-empty groups; got {ranking}")
+                         f"in non-empty groups; got {shown(ranking)}")
+
+
+def shown(value, limit: int = 60) -> str:
+    """A value in an error line, cut short: an error never echoes a whole submission back."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def ranking_pairs(ranking: Ranking) -> list[PreferencePair]:
@@ -136,9 +145,15 @@ def read_lines(path: Path) -> list[dict]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such rankings file") from None
-    lines = data.split(b"\n")
+    return parse_lines(path, data)[0]
+
+
+def parse_lines(path: Path, data: bytes, first_number: int = 1) -> tuple[list[dict], int]:
+    """The records of the complete lines in `data` (numbered from `first_number`) and the bytes they take:
+    the part after the last newline is an unfinished append, left for later."""
+    complete = data.rfind(b"\n") + 1
     records = []
-    for number, line in enumerate(lines[:-1], 1):  # the part after the last newline is an unfinished append
+    for number, line in enumerate(data[:complete].split(b"\n")[:-1], first_number):
         if not line.strip():
             continue
         try:
@@ -147,15 +162,34 @@ def read_lines(path: Path) -> list[dict]:
                 raise ValueError("not a JSON object")
             if "undo" not in record:
                 Ranking.from_json(record)
-        except (ValueError, KeyError, TypeError) as err:
+        except (ValueError, KeyError, TypeError, RecursionError) as err:
             raise DataError(f"{path}:{number}: not a ranking record ({type(err).__name__}: {err})") from None
         records.append(record)
-    return records
+    return records, complete
 
 
 def load_rankings(path: str | Path) -> list[Ranking]:
     """The rankings in force in a file, in the order first given."""
     return list(fold(read_lines(Path(path))).values())
+
+
+class AlreadyRanked(Exception):
+    """The prompt's answer was given meanwhile by another page or process; this one is not written."""
+
+
+class WriteFailed(Exception):
+    """An append that did not reach the disk; nothing of it is left in the file. Its message is one line."""
+
+
+Check = Callable[[dict[str, "Ranking"]], None]  # raises AlreadyRanked when an append is no longer wanted
+
+
+def not_answered(prompt_id_: str) -> Check:
+    """A check that refuses an answer for a prompt already in force: another page or process gave it first."""
+    def check(in_force: dict[str, Ranking]) -> None:
+        if prompt_id_ in in_force:
+            raise AlreadyRanked("this prompt was already ranked by another page; here is the next one")
+    return check
 
 
 class RankingFile:
@@ -164,64 +198,101 @@ class RankingFile:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.lock, self.locked_fd() as fd:
-            self.cut_unfinished_tail(fd)
-        self.records = read_lines(self.path)
-        self._seen = self.path.stat().st_size  # bytes of the file already in self.records
+        self.records: list[dict] = []
+        self._seen = 0  # bytes of the file already in self.records: always just after a newline
+        self._lines = 0  # lines already in self.records (for file:line in errors)
         self._in_force: dict[str, Ranking] | None = None  # fold(self.records), until the records change
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.lock, self.locked_fd() as fd:
+                self.cut_unfinished_tail(fd)
+                self.catch_up()
+        except OSError as err:
+            raise DataError(f"{self.path}: cannot open the rankings file for appending ({err.strerror})") from None
 
     def locked_fd(self):
         return _LockedAppend(self.path)
 
-    def cut_unfinished_tail(self, fd: int) -> None:
+    def cut_unfinished_tail(self, fd: int) -> int:
+        """Truncate a last line without a newline (a writer died inside its write); the size kept.
+        Called under the file lock, where no live writer can be half way through a line."""
         size = os.fstat(fd).st_size
         if not size:
-            return
-        data = self.path.read_bytes()
-        if data.endswith(b"\n"):
-            return
-        keep = data.rfind(b"\n") + 1
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(max(self._seen, 0))
+            data = f.read()
+        if not data or data.endswith(b"\n"):
+            return size
+        keep = self._seen + data.rfind(b"\n") + 1
         os.ftruncate(fd, keep)
         os.fsync(fd)
         print(f"{self.path}: cut an unfinished last line ({size - keep} bytes) left by an interrupted write")
+        return keep
 
     def in_force(self) -> dict[str, Ranking]:
-        """Folded once per change of the records, not at every request the pages make."""
+        """What is in force now, with what other processes appended; folded once per change of the records."""
         with self.lock:
+            self.catch_up()
             if self._in_force is None:
                 self._in_force = fold(self.records)
             return dict(self._in_force)
 
-    def append(self, record: dict) -> None:
-        """One line, written whole, flushed and fsynced before this returns."""
+    def append(self, record: dict, check: Check | None = None) -> None:
+        """One line, written whole, flushed and fsynced before this returns; `check` sees what is in force,
+        with every other process's answers, just before the write, and may refuse it (AlreadyRanked)."""
         line = (json.dumps(record, ensure_ascii=False) + "\n").encode()
         with self.lock, self.locked_fd() as fd:
+            start = self.cut_unfinished_tail(fd)
             self.catch_up()
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(f"{self.path}: short write ({written} of {len(line)} bytes); the disk may be full")
-            os.fsync(fd)
+            if check is not None:
+                self._in_force = self._in_force if self._in_force is not None else fold(self.records)
+                check(dict(self._in_force))
+            self.write_whole(fd, line, start)
             self.records.append(record)
-            self._seen += len(line)
+            self._seen, self._lines = start + len(line), self._lines + 1
             self._in_force = None
 
-    def add(self, ranking: Ranking) -> Ranking:
+    def write_whole(self, fd: int, line: bytes, start: int) -> None:
+        """Write and fsync `line` at the end (`start`), or cut the file back to `start` and raise WriteFailed."""
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+            os.fsync(fd)
+        except OSError as err:
+            reason = err.strerror or str(err)
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass  # the fragment stays unterminated: every reader ignores it and the next writer cuts it
+            raise WriteFailed(f"{self.path}: the answer was not saved ({reason}); is the disk full?") from None
+
+    def add(self, ranking: Ranking, check: Check | None = None) -> Ranking:
         ranking.time = ranking.time or time.strftime("%Y-%m-%dT%H:%M:%S")
-        self.append(ranking.to_json())
+        self.append(ranking.to_json(), check)
         return ranking
 
-    def undo(self, ranking_id: str) -> None:
-        self.append({"undo": ranking_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    def undo(self, ranking_id: str, check: Check | None = None) -> None:
+        self.append({"undo": ranking_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, check)
 
     def catch_up(self) -> None:
-        """Take in what another process appended since we last read (called under the file lock)."""
-        size = self.path.stat().st_size
-        if self._seen == size:
+        """Take in the complete lines other processes appended since we last read (under self.lock)."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
             return
-        self.records = read_lines(self.path)
-        self._seen = size
-        self._in_force = None
+        if size == self._seen:
+            return
+        with open(self.path, "rb") as f:
+            f.seek(self._seen)
+            data = f.read()
+        records, used = parse_lines(self.path, data, self._lines + 1)
+        if used:
+            self.records.extend(records)
+            self._seen += used
+            self._lines += data[:used].count(b"\n")
+            self._in_force = None
 
 
 class _LockedAppend:

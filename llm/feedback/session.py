@@ -22,7 +22,7 @@ from llm.data.builtin_tasks import builtin_tasks
 from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
-from llm.feedback.rankings import Ranking, RankingFile, Reply, prompt_id
+from llm.feedback.rankings import AlreadyRanked, Ranking, RankingFile, Reply, not_answered, prompt_id
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Item:
         return {"id": self.id, "prompt": self.prompt, "replies": [vars(r) for r in self.replies]}
 
 
+MAX_PROMPT_CHARS = 4000  # a typed prompt; the model's context is far shorter, and each becomes a line of the file
 Sample = Callable[[list[list[dict]], int], list[list[Reply]]]  # (prompts' messages, seed) -> K replies to each
 
 
@@ -83,13 +84,13 @@ def seed_for(item_id: str, seed: int) -> int:
 
 class RankingSession:
     def __init__(self, store: RankingFile, prompts: Iterator[Item], sample: Sample, target: int = 50,
-                 checkpoint: str = "", sampling: dict | None = None, seed: int = 0):
-        self.store, self.prompts, self.sample = store, prompts, sample
+                 checkpoint: str = "", sampling: dict | None = None, seed: int = 0, rater: str = "person"):
+        self.store, self.prompts, self.sample, self.rater = store, prompts, sample, rater
         self.target, self.checkpoint, self.sampling, self.seed = target, checkpoint, sampling or {}, seed
         self.lock = threading.RLock()
         self.held: dict[str, Item] = {}  # tab -> the prompt it shows
         self.returned: list[Item] = []  # prompts to show again before new ones (undone, or typed)
-        self.given: dict[str, list[str]] = {}  # tab -> ids it gave this run, latest last (for undo)
+        self.given: dict[str, list[Ranking]] = {}  # tab -> what it gave this run, latest last (for undo)
 
     def progress(self) -> dict:
         in_force = self.store.in_force().values()
@@ -124,6 +125,8 @@ class RankingSession:
         """The person's own prompt becomes this tab's; the one it held goes back to the queue."""
         if not text.strip():
             raise ValueError("the prompt is empty")
+        if len(text) > MAX_PROMPT_CHARS:
+            raise ValueError(f"the prompt is {len(text)} characters; at most {MAX_PROMPT_CHARS} are taken")
         item = Item([{"role": "user", "content": text.strip()}])
         with self.lock:
             if item.id in self.store.in_force():
@@ -136,30 +139,43 @@ class RankingSession:
         return self.current(tab)
 
     def give(self, item_id: str, ranking: list[list[int]], status: str = "ranked", tab: str = "",
-             rater: str = "person") -> Ranking:
-        """Record the tab's answer for the prompt it holds; ValueError when it holds another or the answer is bad."""
+             rater: str = "") -> Ranking:
+        """Record the tab's answer for the prompt it holds; ValueError when it holds another or the answer is bad,
+        AlreadyRanked (and the tab lets the prompt go) when another process answered it meanwhile."""
         with self.lock:
             item = self.held.get(tab)
             if item is None or item.id != item_id:
                 raise ValueError(f"prompt {item_id} is not the one this tab shows (already given, or another tab's)")
-            entry = Ranking(item.prompt, item.replies, ranking, status, rater, self.checkpoint, self.sampling)
-            self.store.add(entry)
+            entry = Ranking(item.prompt, item.replies, ranking, status, rater or self.rater, self.checkpoint, self.sampling)
+            try:
+                self.store.add(entry, check=not_answered(item_id))
+            except AlreadyRanked:
+                del self.held[tab]
+                raise
             del self.held[tab]
-            self.given.setdefault(tab, []).append(item.id)
+            self.given.setdefault(tab, []).append(entry)
             return entry
 
     def undo(self, tab: str = "") -> Item | None:
-        """Withdraw this tab's latest answer of this run; its prompt, with the same replies, comes back first."""
+        """Withdraw this tab's latest answer of this run; its prompt, with the same replies, comes back first.
+        A failed write keeps the answer undoable; one that another process replaced meanwhile is AlreadyRanked."""
         with self.lock:
             given = self.given.get(tab, [])
             if not given:
                 return None
-            item_id = given.pop()
-            entry = self.store.in_force().get(item_id)
-            if entry is None:
-                return None
-            self.store.undo(item_id)
+            entry = given[-1]
+            try:
+                self.store.undo(entry.id, check=lambda in_force: still_ours(entry, in_force))
+            except AlreadyRanked:
+                given.pop()
+                raise
+            given.pop()
             if tab in self.held:
                 self.returned.insert(0, self.held.pop(tab))
             self.held[tab] = Item(entry.prompt, None, entry.replies, entry.id)
             return self.held[tab]
+
+
+def still_ours(entry: Ranking, in_force: dict[str, Ranking]) -> None:
+    if in_force.get(entry.id) != entry:
+        raise AlreadyRanked("this answer was withdrawn or replaced by another page; nothing to undo")

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from llm.errors import ConfigError
 from llm.feedback.raters import check_rater, noisy, rate
-from llm.feedback.rankings import Ranking, RankingFile
+from llm.feedback.rankings import AlreadyRanked, Ranking, RankingFile, not_answered
 from llm.feedback.session import Item, Sample
 
 
@@ -32,8 +32,12 @@ def simulate(store: RankingFile, items: Iterator[Item], sample: Sample, rater: s
                 raise ConfigError(f"rater {rater!r} needs built-in prompts, whose answers it checks; got {item.prompt}")
         for item, replies in zip(chunk, sample([item.prompt for item in chunk], rng.randrange(2**31))):
             ranking = noisy(rate(item.task, replies, rater), noise, noise_rng)
-            store.add(Ranking(item.prompt, replies, ranking, "ranked", f"{rater} noise={noise:g}" if noise else rater,
-                              checkpoint, sampling or {}))
+            entry = Ranking(item.prompt, replies, ranking, "ranked", f"{rater} noise={noise:g}" if noise else rater,
+                            checkpoint, sampling or {})
+            try:
+                store.add(entry, check=not_answered(item.id))
+            except AlreadyRanked:
+                continue  # a person (a server on the same file) answered it meanwhile: theirs stands
             added += 1
         if on_progress:
             on_progress(added)

@@ -96,3 +96,73 @@ def test_the_held_out_split_is_by_prompt_and_stable():
     assert 150 < len(held) < 250
     assert held == [i for i in ids if in_validation(i, 0.1, 0)]
     assert held != [i for i in ids if in_validation(i, 0.1, 1)]
+
+
+def short_writes(monkeypatch, keep: int | None):
+    """os.write in rankings.py writes only the first `keep` bytes (None: fails with ENOSPC, writing nothing)."""
+    import errno
+    import os
+
+    from llm.feedback import rankings
+
+    real = os.write
+
+    def write(fd, data):
+        if keep is None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data[:keep])
+
+    monkeypatch.setattr(rankings.os, "write", write)
+    return lambda: monkeypatch.setattr(rankings.os, "write", real)
+
+
+@pytest.mark.parametrize("keep", [163, None])
+def test_a_short_or_failed_write_leaves_nothing_and_the_next_answer_is_a_whole_line(tmp_path, monkeypatch, keep):
+    from llm.feedback.rankings import WriteFailed
+
+    path = tmp_path / "r.jsonl"
+    store = RankingFile(path)
+    store.add(ranking([[0], [1], [2], [3]]))
+    before = path.read_bytes()
+    space_freed = short_writes(monkeypatch, keep)
+    with pytest.raises(WriteFailed, match=rf"{path}: the answer was not saved \(.*\); is the disk full\?"):
+        store.add(ranking([[1], [0], [2], [3]], prompt=[{"role": "user", "content": "Say dog."}]))
+    assert path.read_bytes() == before
+    space_freed()
+    store.add(ranking([[2], [1], [0], [3]], prompt=[{"role": "user", "content": "Say cow."}]))
+    assert [e.prompt[0]["content"] for e in load_rankings(path)] == ["Say cat 2 times.", "Say cow."]
+    assert [e.prompt[0]["content"] for e in RankingFile(path).in_force().values()] == ["Say cat 2 times.", "Say cow."]
+
+
+def test_a_fragment_left_by_another_writer_is_cut_before_the_next_append(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = RankingFile(path)
+    store.add(ranking([[0], [1], [2], [3]]))
+    with path.open("ab") as f:
+        f.write(b'{"id": "abc", "prom')  # another process died inside its write, after this one opened the file
+    store.add(ranking([[1], [0], [2], [3]], prompt=[{"role": "user", "content": "Say dog."}]))
+    assert len(load_rankings(path)) == 2 and path.read_bytes().count(b"\n") == 2
+
+
+def test_another_processs_answers_are_in_force_without_appending_and_a_stale_answer_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    from llm.feedback.rankings import AlreadyRanked
+
+    path = tmp_path / "r.jsonl"
+    mine = RankingFile(path)
+    other = ("import sys; from llm.feedback.rankings import RankingFile, Ranking, Reply; "
+             "RankingFile(sys.argv[1]).add(Ranking([{'role': 'user', 'content': 'Say cat 2 times.'}], "
+             "[Reply('x'), Reply('y')], [[1], [0]], rater='other'))")
+    subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)
+    [theirs] = mine.in_force().values()
+    assert theirs.rater == "other"
+
+    def unranked(in_force):
+        if ranking([[0], [1], [2], [3]]).id in in_force:
+            raise AlreadyRanked("already ranked by another page")
+
+    with pytest.raises(AlreadyRanked):
+        mine.add(ranking([[0], [1], [2], [3]]), check=unranked)
+    assert [e.rater for e in load_rankings(path)] == ["other"]

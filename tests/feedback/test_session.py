@@ -98,3 +98,39 @@ def test_builtin_prompts_carry_their_task_and_files_give_prompts(tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{"prompt": [{"role": "robot", "content": "x"}]}\n')
     with pytest.raises(DataError, match=r"bad.jsonl:2: expected a JSON object with a 'prompt'.*robot"):
         file_items(tmp_path / "bad.jsonl")  # at once, not when the bad prompt's turn comes
+
+
+def test_two_sessions_on_one_file_never_silently_replace_each_others_answer(tmp_path):
+    from llm.feedback.rankings import AlreadyRanked, load_rankings
+
+    path = tmp_path / "r.jsonl"
+    first, second = session(path), session(path)  # two servers, or serve.py while rank.py --rater fills
+    a, b = first.current("t"), second.current("t")
+    assert a.id == b.id  # neither knows what the other holds: both show q0
+    first.give(a.id, [[0], [1], [2]], tab="t")
+    with pytest.raises(AlreadyRanked, match="already ranked by another page"):
+        second.give(b.id, [[2], [1], [0]], tab="t")
+    assert [e.ranking for e in load_rankings(path)] == [[[0], [1], [2]]]
+    assert second.current("t").prompt[0]["content"] == "q1"  # it sees the other's answer and moves on
+
+
+def test_an_undo_never_withdraws_another_pages_answer_and_a_failed_undo_can_be_retried(tmp_path, monkeypatch):
+    from llm.feedback import rankings
+    from llm.feedback.rankings import AlreadyRanked, Ranking, WriteFailed
+
+    path = tmp_path / "r.jsonl"
+    s = session(path)
+    given = s.give(s.current("t").id, [[0], [1], [2]], tab="t")
+    real = rankings.os.write
+    monkeypatch.setattr(rankings.os, "write", lambda fd, data: real(fd, data[:5]))
+    with pytest.raises(WriteFailed):
+        s.undo("t")
+    monkeypatch.setattr(rankings.os, "write", real)
+    assert s.undo("t").id == given.id  # the failed undo was kept, not lost
+    s.give(given.id, [[1], [0], [2]], tab="t")
+    other = RankingFile(path)  # another process withdraws that answer and gives its own
+    other.undo(given.id)
+    other.add(Ranking(given.prompt, given.replies, [[2], [1], [0]], rater="other"))
+    with pytest.raises(AlreadyRanked, match="replaced by another page"):
+        s.undo("t")
+    assert RankingFile(path).in_force()[given.id].rater == "other"
