@@ -83,3 +83,41 @@ def test_a_request_whose_page_left_ends_while_its_batch_mate_goes_on(chat, monke
     text, finished = reply_to(chat.model, chat.tok, CONVERSATIONS[1], params, None)
     assert sizes == [2] and events[0] == []
     assert "".join(e["text"] for e in events[1][:-1]) == text and events[1][-1] == {"done": True, "finished": finished}
+
+
+def test_a_poisoned_request_fails_alone_and_its_batch_mate_gets_its_whole_reply(chat, monkeypatch):
+    """temperature 1e-40 turns the logits into inf and NaN (the page refuses it; this is the worker's own guard)."""
+    sizes = batch_sizes(monkeypatch)
+    good = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
+    poisoned = sampling_params(chat.tok, 20, 1e-40, 0, 1.0)
+    events: list[list[dict]] = [[], []]
+    closed = [threading.Event(), threading.Event()]
+    with chat.lock:
+        for row, params in enumerate((poisoned, good)):
+            chat.answer(CONVERSATIONS[row], params, lambda e, row=row: closed[row].set() if e is None else events[row].append(e),
+                        threading.Event())
+    assert all(c.wait(60) for c in closed), "a reply's stream was never closed"
+    text, finished = reply_to(chat.model, chat.tok, CONVERSATIONS[1], good, None)
+    assert sizes[0] == 2
+    assert "".join(e.get("text", "") for e in events[1]) == text and events[1][-1] == {"done": True, "finished": finished}
+    assert events[0][-1] == {"error": chat_batches.REPLY_FAILED}
+
+
+def test_a_full_queue_is_refused_at_once(chat):
+    from llm.feedback.chat_batches import QueueFull
+
+    batcher = chat_batches.ChatBatcher(chat.model, chat.tok, chat.lock, max_waiting=1)
+    params = sampling_params(chat.tok, 2, 0.0, 0, 1.0)
+    with chat.lock, pytest.raises(QueueFull):  # the worker holds at most one while it waits for the model
+        for seed in range(3):
+            batcher.submit(chat_batches.ChatRequest(CONVERSATIONS[0], params, lambda e: None, threading.Event(), seed))
+
+
+def test_a_long_conversation_is_cut_to_what_can_fit_before_it_is_fitted(chat):
+    from llm.chat import fit_prompt
+
+    long = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"word {i}"} for i in range(4001)]
+    block = chat.model.config.block_size
+    kept = chat_batches.latest(long, block)
+    assert len(kept) <= block and kept[0]["role"] == "user" and kept[-1] == long[-1]
+    assert fit_prompt(chat.tok, kept, block, 20) == fit_prompt(chat.tok, long[-401:], block, 20)  # what dropping pairs gives
