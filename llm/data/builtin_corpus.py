@@ -112,15 +112,20 @@ def builtin_words(count: int = 300, exclude: frozenset[str] = frozenset()) -> li
     return ranked[:count]
 
 
-@functools.lru_cache(maxsize=1)
 def _word_ranking() -> tuple[str, ...]:
+    return tuple(word for word, _ in builtin_word_counts())
+
+
+@functools.lru_cache(maxsize=1)
+def builtin_word_counts() -> tuple[tuple[str, int], ...]:
+    """(word, occurrences) for every plain lowercase word of 3 to 8 letters but the function words, most frequent first."""
     counts: dict[str, int] = {}
     for document in _documents():
         for word in PLAIN_WORD.findall(document):
             counts[word] = counts.get(word, 0) + 1
     # ties broken alphabetically so the order never depends on dict or hash order
     ranked = sorted(counts, key=lambda w: (-counts[w], w))
-    return tuple(w for w in ranked if w not in FUNCTION_WORDS)
+    return tuple((w, counts[w]) for w in ranked if w not in FUNCTION_WORDS)
 
 
 @functools.lru_cache(maxsize=1)

@@ -11,13 +11,18 @@ Generation is deterministic given (split, n, seed) and prefix-stable: the first 
 tasks of n = k. Instances are drawn with replacement, so kinds with small spaces repeat.
 """
 
+import bisect
 import hashlib
+import itertools
 import json
+import functools
 import random
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from llm.data import phrasings
 from llm.data.styles import parse_style
 
 SPLITS = ("train", "val")
@@ -73,6 +78,7 @@ VERBS = _words(
 # Nouns and colours make list operands; the full vocabulary also feeds filler and wrong words.
 LIST_WORDS = COLOURS + ANIMALS + FOODS + OBJECTS + NATURE + PLACES
 WORDS = LIST_WORDS + ADJECTIVES + VERBS
+EVERYDAY = frozenset(WORDS)
 
 TASK_KINDS: tuple[str, ...] = (
     "add", "subtract", "reverse_words", "sort_words", "count_words",
@@ -82,28 +88,6 @@ REJECTION_KINDS: tuple[str, ...] = (
     "off_by_one", "shuffled", "truncated", "ignores_instruction", "never_stops", "wrong_answer", "misspelled",
 )
 _NUMERIC_KINDS = frozenset({"add", "subtract", "count_words"})
-
-# List kinds keep the operands after the last ": " so a reader (or a test) can find them.
-_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "add": ("What is {a} + {b}?", "What is {a} plus {b}?", "Add {a} and {b}.", "Compute the sum of {a} and {b}."),
-    "subtract": ("What is {a} - {b}?", "What is {a} minus {b}?", "Subtract {b} from {a}.",
-                 "Take {b} away from {a}. What is left?"),
-    "reverse_words": ("Reverse the words: {words}", "Write these words in reverse order: {words}",
-                      "Say these words backwards: {words}"),
-    "sort_words": ("Sort these words alphabetically: {words}", "Put these words in alphabetical order: {words}",
-                   "Write these words from A to Z: {words}"),
-    "count_words": ("How many words are in: {words}?", "Count the words: {words}",
-                    "How many words are there in this list: {words}?"),
-    "first_word": ("What is the first word in: {words}?", "Give the first word of: {words}",
-                   "Which word comes first in: {words}?"),
-    "last_word": ("What is the last word in: {words}?", "Give the last word of: {words}",
-                  "Which word comes last in: {words}?"),
-    "uppercase": ("Write in capital letters: {words}", "Make this uppercase: {words}",
-                  "Convert to upper case: {words}"),
-    "repeat": ("Say {word} {count} times.", "Repeat the word {word} {count} times.", "Write {word} {count} times."),
-    "copy": ("Copy this sentence exactly: {sentence}", "Repeat after me: {sentence}",
-             "Write this sentence again: {sentence}"),
-}
 
 _SENTENCE_TEMPLATES = (
     "the {adj} {animal} {verbs} the {thing}.",
@@ -142,11 +126,14 @@ class _Instance:
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """What instances are built from: list words, sentences to copy, the largest operand."""
+    """What instances are built from: list words (and how often each is drawn), sentences to copy, the largest
+    operand, and the phrasing set prompts are asked in."""
 
     words: tuple[str, ...] = ()  # list operands and filler; () = the built-in word lists above
     sentences: tuple[str, ...] = ()  # copy sources of this split; () = synthetic sentences
     max_number: int = MAX_NUMBER
+    weights: tuple[float, ...] = ()  # relative draw frequency of each of `words`; () = uniform
+    phrasings: str = "train"  # llm/data/phrasings.py: "train", or "new" (held out from every training example)
 
     @property
     def list_words(self) -> tuple[str, ...]:
@@ -155,6 +142,20 @@ class Vocabulary:
     @property
     def filler(self) -> tuple[str, ...]:
         return self.words or WORDS
+
+    @functools.cached_property
+    def cumulative(self) -> tuple[float, ...]:
+        return tuple(itertools.accumulate(self.weights))
+
+    def draw(self, rng: random.Random, k: int) -> tuple[str, ...]:
+        """k distinct list words, each drawn in proportion to its weight."""
+        if not self.weights:
+            return tuple(rng.sample(self.list_words, k))
+        chosen: dict[str, None] = {}
+        while len(chosen) < k:
+            point = rng.random() * self.cumulative[-1]
+            chosen[self.words[bisect.bisect_right(self.cumulative, point)]] = None
+        return tuple(chosen)
 
 
 # ---------------------------------------------------------------- scoring
@@ -198,8 +199,8 @@ def _split_of(kind: str, content: tuple) -> str:
     return "val" if int.from_bytes(digest[:8], "big") % VAL_BUCKETS == 0 else "train"
 
 
-def _phrase(rng: random.Random, kind: str, **fields: object) -> str:
-    return rng.choice(_TEMPLATES[kind]).format(**fields)
+def _phrase(rng: random.Random, vocab: Vocabulary, kind: str, **fields: object) -> str:
+    return phrasings.phrase(rng, kind, vocab.phrasings, **fields)
 
 
 def _operand_pair(rng: random.Random, vocab: Vocabulary) -> tuple[int, int]:
@@ -210,27 +211,28 @@ def _operand_pair(rng: random.Random, vocab: Vocabulary) -> tuple[int, int]:
 def _add(rng: random.Random, vocab: Vocabulary) -> _Instance:
     a, b = _operand_pair(rng, vocab)
     # Unordered content: "3 + 5" and "5 + 3" land in the same split, so val never tests a swapped train sum.
-    return _Instance(Task("add", _phrase(rng, "add", a=a, b=b), str(a + b)), tuple(sorted((a, b))), numbers=(a, b))
+    return _Instance(Task("add", _phrase(rng, vocab, "add", a=a, b=b), str(a + b)), tuple(sorted((a, b))), numbers=(a, b))
 
 
 def _subtract(rng: random.Random, vocab: Vocabulary) -> _Instance:
     a, b = sorted(_operand_pair(rng, vocab), reverse=True)  # a >= b: results are never negative
-    return _Instance(Task("subtract", _phrase(rng, "subtract", a=a, b=b), str(a - b)), (a, b), numbers=(a, b))
+    return _Instance(Task("subtract", _phrase(rng, vocab, "subtract", a=a, b=b), str(a - b)), (a, b), numbers=(a, b))
 
 
 def _list_kind(kind: str, answer_of: Callable[[tuple[str, ...]], str], max_words: int = MAX_LIST_WORDS,
                unordered: bool = False) -> Callable[[random.Random, Vocabulary], _Instance]:
     def generate(rng: random.Random, vocab: Vocabulary) -> _Instance:
-        words = tuple(rng.sample(vocab.list_words, rng.randint(MIN_LIST_WORDS, max_words)))  # distinct words
+        words = vocab.draw(rng, rng.randint(MIN_LIST_WORDS, max_words))  # distinct words
         content = tuple(sorted(words)) if unordered else words
-        task = Task(kind, _phrase(rng, kind, words=" ".join(words)), answer_of(words))
+        task = Task(kind, _phrase(rng, vocab, kind, words=" ".join(words)), answer_of(words))
         return _Instance(task, content, words=words)
     return generate
 
 
 def _repeat(rng: random.Random, vocab: Vocabulary) -> _Instance:
-    word, count = rng.choice(vocab.list_words), rng.randint(MIN_REPEAT, MAX_REPEAT)
-    task = Task("repeat", _phrase(rng, "repeat", word=word, count=count), " ".join([word] * count))
+    word, count = vocab.draw(rng, 1)[0], rng.randint(MIN_REPEAT, MAX_REPEAT)
+    prompt = _phrase(rng, vocab, "repeat", word=word, times=phrasings.times(rng, count))
+    task = Task("repeat", prompt, " ".join([word] * count))
     return _Instance(task, (word, count), words=(word,), numbers=(count,))
 
 
@@ -250,7 +252,7 @@ def _synthetic_sentence(rng: random.Random) -> str:
 
 def _copy(rng: random.Random, vocab: Vocabulary) -> _Instance:
     sentence = rng.choice(vocab.sentences) if vocab.sentences else _synthetic_sentence(rng)
-    task = Task("copy", _phrase(rng, "copy", sentence=sentence), sentence)
+    task = Task("copy", _phrase(rng, vocab, "copy", sentence=sentence), sentence)
     return _Instance(task, (sentence,), words=tuple(sentence.split()))
 
 
@@ -306,22 +308,28 @@ def _draw(kind: str, split: str, rng: random.Random, vocab: Vocabulary) -> _Inst
 
 
 def _vocabulary(split: str, kinds: tuple[str, ...], sentences: Sequence[str] | None, words: Sequence[str] | None,
-                max_number: int | None) -> Vocabulary:
+                max_number: int | None, weights: Sequence[float] | None, phrasing_set: str) -> Vocabulary:
     if words is not None and len(set(words)) < MAX_COUNT_WORDS:
         raise ValueError(f"words: need at least {MAX_COUNT_WORDS} distinct words, got {len(set(words))}")
     if max_number is not None and max_number < 1:
         raise ValueError(f"max_number must be >= 1, got {max_number}")
+    if weights is not None and (words is None or len(weights) != len(words) or len(set(words)) != len(words)
+                                or min(weights) <= 0):
+        raise ValueError("weights: need one positive weight for each of `words`, with no word repeated")
+    phrasings.cores(kinds[0], phrasing_set)  # an unknown phrasing set fails here, with the sets' names
     pool = _copy_pool(sentences, split) if sentences is not None and "copy" in kinds else ()
-    return Vocabulary(tuple(dict.fromkeys(words)) if words else (), pool, MAX_NUMBER if max_number is None else max_number)
+    return Vocabulary(tuple(dict.fromkeys(words)) if words else (), pool, MAX_NUMBER if max_number is None else max_number,
+                      tuple(weights) if weights is not None else (), phrasing_set)
 
 
 def _make_instances(split: str, n: int, seed: int, kinds: Sequence[str] | None, sentences: Sequence[str] | None,
-                    words: Sequence[str] | None = None, max_number: int | None = None) -> tuple[list[_Instance], Vocabulary]:
+                    words: Sequence[str] | None = None, max_number: int | None = None,
+                    weights: Sequence[float] | None = None, phrasing_set: str = "train") -> tuple[list[_Instance], Vocabulary]:
     _check_split(split)
     kinds = _check_kinds(kinds)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
-    vocab = _vocabulary(split, kinds, sentences, words, max_number)
+    vocab = _vocabulary(split, kinds, sentences, words, max_number, weights, phrasing_set)
     rng = random.Random(seed)
     instances: list[_Instance] = []
     while len(instances) < n:
@@ -333,13 +341,16 @@ def _make_instances(split: str, n: int, seed: int, kinds: Sequence[str] | None, 
 
 def make_tasks(split: str, n: int, seed: int = 0, kinds: Sequence[str] | None = None,
                sentences: Sequence[str] | None = None, words: Sequence[str] | None = None,
-               max_number: int | None = None) -> list[Task]:
+               max_number: int | None = None, weights: Sequence[float] | None = None,
+               phrasing_set: str = "train") -> list[Task]:
     """n tasks of `split` ("train" or "val"), kinds in turn.
 
     `sentences` feed `copy` (else synthetic ones); `words` replace the built-in word lists for list
-    operands (pick words the model's tokenizer knows); `max_number` bounds arithmetic operands.
+    operands (pick words the model's tokenizer knows), drawn in proportion to `weights` (else uniformly);
+    `max_number` bounds arithmetic operands; `phrasing_set` picks the phrasings prompts are asked in
+    (llm/data/phrasings.py: "train", or "new", which no training example uses).
     """
-    instances, _ = _make_instances(split, n, seed, kinds, sentences, words, max_number)
+    instances, _ = _make_instances(split, n, seed, kinds, sentences, words, max_number, weights, phrasing_set)
     return [instance.task for instance in instances]
 
 
@@ -433,7 +444,7 @@ def _misspell(word: str, rng: random.Random, vocab: Vocabulary, avoid: tuple[str
         donor = rng.choice(donors)
         spelled = word[: rng.randint(1, len(word) - 2)] + donor[rng.randint(1, len(donor) - 2):]
         spelled = spelled.upper() if word.isupper() else spelled
-        if spelled != word and spelled.lower() not in vocab.filler and spelled not in avoid:
+        if spelled != word and spelled.lower() not in vocab.filler and spelled.lower() not in EVERYDAY and spelled not in avoid:
             return spelled
     return None
 
@@ -462,12 +473,21 @@ _REJECTORS: dict[str, Callable[[_Instance, random.Random, Vocabulary], str | Non
 }
 
 
+def _brings_everyday_words(text: str, inst: _Instance, vocab: Vocabulary) -> bool:
+    """A made-up reply that spells an everyday word the task never had ("fig" cut from "figure"): the built-in
+    sets hold those words out of training (llm/data/builtin_tasks.py), so such a rejection is not made."""
+    if not vocab.words:
+        return False
+    own = {w.lower() for w in inst.words}
+    return any(w in EVERYDAY and w not in own for w in re.findall(r"[a-z]+", text.lower()))
+
+
 def _make_pair(inst: _Instance, rng: random.Random, used: Counter, vocab: Vocabulary) -> TaskPair:
     options = {}
     for kind in REJECTION_KINDS:
         text = _REJECTORS[kind](inst, rng, vocab)
         # A maker may land on the answer (echoing an already sorted list): then it does not apply here.
-        if text is not None and not is_correct(inst.task, text):
+        if text is not None and not is_correct(inst.task, text) and not _brings_everyday_words(text, inst, vocab):
             options[kind] = text
     fewest = min(used[kind] for kind in options)  # never_stops always applies, so options is never empty
     kind = rng.choice([k for k in options if used[k] == fewest])
@@ -477,9 +497,10 @@ def _make_pair(inst: _Instance, rng: random.Random, used: Counter, vocab: Vocabu
 
 def make_preference_pairs(split: str, n: int, seed: int = 0, sentences: Sequence[str] | None = None,
                           kinds: Sequence[str] | None = None, words: Sequence[str] | None = None,
-                          max_number: int | None = None) -> list[TaskPair]:
+                          max_number: int | None = None, weights: Sequence[float] | None = None,
+                          phrasing_set: str = "train") -> list[TaskPair]:
     """Pairs over the tasks of make_tasks(split, n, seed, ...), rejection kinds balanced among those that apply."""
     rng = random.Random(f"pairs:{seed}")  # str seeds hash with sha512: stable across processes
     used: Counter = Counter()
-    instances, vocab = _make_instances(split, n, seed, kinds, sentences, words, max_number)
+    instances, vocab = _make_instances(split, n, seed, kinds, sentences, words, max_number, weights, phrasing_set)
     return [_make_pair(inst, rng, used, vocab) for inst in instances]

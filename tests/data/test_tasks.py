@@ -19,13 +19,16 @@ def _numbers(prompt: str) -> list[int]:
 
 
 def _list_operands(prompt: str) -> list[str]:
-    return prompt.rsplit(": ", 1)[1].rstrip("?").split()
+    return prompt.rsplit(": ", 1)[1].rstrip("?.!").split()
+
+
+_NUMBER_WORDS = {"two": 2, "three": 3, "four": 4, "five": 5}
 
 
 def _repeat_operands(prompt: str) -> tuple[str, int]:
-    tokens = prompt.rstrip(".").split()
-    i = next(i for i, token in enumerate(tokens) if token.isdigit())
-    return tokens[i - 1], int(tokens[i])
+    found = re.search(r"(\w+) (?:(\d+|two|three|four|five) times|twice)\b", prompt)
+    count = found.group(2)
+    return found.group(1), int(_NUMBER_WORDS.get(count, count)) if count else 2
 
 
 def _content(task: Task) -> tuple:
