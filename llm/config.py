@@ -82,12 +82,16 @@ class DataConfig(Checked):
     chunk_chars: int = 16384  # a single long text is cut into documents of about this size
     cache_dir: str = ".cache/llm"  # tokenizers and token files, keyed by corpus + tokenizer
     num_proc: int = 0  # processes for datasets.map; 0 picks by corpus size
+    # share of training windows in which a span of their own tokens is written again further on (llm/data/windows.py):
+    # teaches a small model to copy what it has seen before; validation windows are never changed
+    repeat_fraction: float = 0.0
     section = "data."
 
     def check(self) -> None:
         check_filled(self, ("path", "text_field", "split", "cache_dir"))
         # pre-training needs documents on both sides of the split
-        check_ranges(self, {"val_fraction": Range(0, 1, "()"), "chunk_chars": AT_LEAST_1, "num_proc": NON_NEGATIVE})
+        check_ranges(self, {"val_fraction": Range(0, 1, "()"), "chunk_chars": AT_LEAST_1, "num_proc": NON_NEGATIVE,
+                            "repeat_fraction": FRACTION})
 
 
 @dataclass
@@ -292,12 +296,12 @@ class TaskEvalConfig(Checked):
     n_tasks: int = 200  # held-out built-in tasks answered greedily and checked at each evaluation; 0 = off
     max_new_tokens: int = 32
     prefer_style: str = "plain"  # the rater's preferred style, for the best-possible share ("" = correctness only)
-    new_words: int = 200  # held-out tasks built from words no training task uses (builtin_tasks.new_words); 0 = off
+    unseen: int = 200  # held-out tasks on each unseen axis: new words, new phrasings, both (llm/data/builtin_tasks.py); 0 = off
     prompts: list[str] = field(default_factory=lambda: ["Reverse the words: red green blue", "What is 7 + 5?", "What is Python?"])
     section = "eval."
 
     def check(self) -> None:
-        check_ranges(self, {"n_tasks": NON_NEGATIVE, "new_words": NON_NEGATIVE})
+        check_ranges(self, {"n_tasks": NON_NEGATIVE, "unseen": NON_NEGATIVE})
         check_sampling(max_new_tokens=self.max_new_tokens)
         check_choices(self, {"prefer_style": PREFER_STYLES})
 
@@ -325,6 +329,7 @@ class PreferenceDataConfig(Checked):
     sample_temperature: float = 1.0
     sample_max_new_tokens: int = 32
     prefer_style: str = "plain"  # the built-in rater ranks replies: correct first, then this style ("" = correctness only)
+    unseen_pairs: int = 200  # held-out built-in pairs on each unseen axis (new words, new phrasings, both); 0 = off
     styles: StyleMix = field(default_factory=StyleMix)  # styles of the built-in pairs' replies, as in the SFT data
     # source rankings:FILE: a ranking's pairs share one batch slot and one unit of weight (InstructGPT);
     # false trains on them as if each comparison had been given alone
@@ -335,7 +340,7 @@ class PreferenceDataConfig(Checked):
     def check(self) -> None:
         check_sources("sources", self.sources, PREFERENCE_FORMATS)
         check_choices(self, {"on_error": ON_ERROR})
-        counts = ("builtin_train", "builtin_val", "sampled_train", "sampled_val")
+        counts = ("builtin_train", "builtin_val", "sampled_train", "sampled_val", "unseen_pairs")
         check_ranges(self, {"val_fraction": BELOW_1, "samples_per_prompt": AT_LEAST_1, **dict.fromkeys(counts, NON_NEGATIVE)})
         check_kinds("builtin_kinds", self.builtin_kinds)
         check_sampling("sample_", temperature=self.sample_temperature, max_new_tokens=self.sample_max_new_tokens)
@@ -364,12 +369,15 @@ class PolicyEvalConfig(Checked):
     n_samples: int = 8  # prompts whose SFT and policy replies are written side by side to the run folder
     reward_model: str = ""  # a reward run to judge replies by (PPO uses its own reward model when empty)
     prefer_style: str = "plain"  # the rater's preferred style, for the best-possible share ("" = correctness only)
-    new_words: int = 200  # held-out tasks built from words no training task uses (builtin_tasks.new_words); 0 = off
+    unseen: int = 200  # held-out tasks on each unseen axis: new words, new phrasings, both (llm/data/builtin_tasks.py); 0 = off
+    pass_k: int = 0  # > 0: sample this many replies per prompt at temperature 1 and report pass@1 and pass@k on new_both
+    pass_prompts: int = 100  # of the new_both tasks, the first this many
     section = "eval."
 
     def check(self) -> None:
         check_choices(self, {"prefer_style": PREFER_STYLES})
-        check_ranges(self, {"n_prompts": NON_NEGATIVE, "n_samples": NON_NEGATIVE, "new_words": NON_NEGATIVE})
+        check_ranges(self, {"n_prompts": NON_NEGATIVE, "n_samples": NON_NEGATIVE, "unseen": NON_NEGATIVE,
+                            "pass_k": NON_NEGATIVE, "pass_prompts": NON_NEGATIVE})
         check_sampling(max_new_tokens=self.max_new_tokens)
         check_kinds("kinds", self.kinds)
 
@@ -391,10 +399,14 @@ class PPOSettings(Checked):
     prompts: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])  # prompts to roll out on
     builtin_prompts: int = 20000
     builtin_kinds: list[str] = field(default_factory=list)  # [] = every kind
+    # > 0: sample samples_per_prompt replies from the SFT model to this many built-in prompts and roll out only on those
+    # it answers right sometimes but not always (RL at the edge of its competence)
+    edge_candidates: int = 0
     rollout_batch: int = 64  # prompts per PPO iteration in each process (under torchrun the processes share their rollouts)
-    samples_per_prompt: int = 1  # replies sampled per prompt; rloo and grpo need 2 or more
+    samples_per_prompt: int = 1  # replies sampled per prompt; rloo, grpo and dr_grpo need 2 or more
     # gae: critic + GAE (PPO); rloo: each reply's return minus the mean of its group's others, no critic; grpo: each reply's
-    # score minus its group's mean over the group's standard deviation, less its KL penalty minus the group's mean one, no critic
+    # score minus its group's mean over the group's standard deviation, less its KL penalty minus the group's mean one, no critic;
+    # dr_grpo: as grpo, not divided by the deviation (Dr. GRPO)
     advantage: str = "gae"
     rewards: list[RewardSource] = field(default_factory=lambda: [RewardSource()])  # the score: weighted sum of these sources
     minibatch: int = 16  # rollouts per optimizer step in each process
@@ -410,6 +422,10 @@ class PPOSettings(Checked):
     gamma: float = 1.0
     lam: float = 0.95
     clip_ratio: float = 0.2
+    clip_ratio_high: float = 0.0  # > 0: the ratio's upper clip is 1 + this instead of 1 + clip_ratio (DAPO's clip-higher, 0.28)
+    # the policy loss's divisor: token: every reply token of the step (DAPO's token-level mean); constant: rows times
+    # max_new_tokens (Dr. GRPO), so a long reply's tokens weigh as much as a short one's
+    loss_norm: str = "token"
     clip_value: float = 0.2
     vf_coef: float = 0.1
     whiten_advantages: bool = True
@@ -426,14 +442,15 @@ class PPOSettings(Checked):
         check_kinds("builtin_kinds", self.builtin_kinds)
         check_sampling(max_new_tokens=self.max_new_tokens, temperature=self.temperature, top_k=self.top_k)
         check_reward_sources("rewards", self.rewards, self.prompts)
-        check_choices(self, {"advantage": ("gae", "rloo", "grpo"), "kl_estimator": ("k1", "k3"), "critic_init": ("reward", "policy")})
+        check_choices(self, {"advantage": ("gae", "rloo", "grpo", "dr_grpo"), "kl_estimator": ("k1", "k3"),
+                             "critic_init": ("reward", "policy"), "loss_norm": ("token", "constant")})
         one_or_more = ("rollout_batch", "samples_per_prompt", "minibatch", "epochs", "kl_horizon", "ptx_batch")
-        zero_or_more = ("builtin_prompts", "kl_coef", "vf_coef", "missing_end_penalty", "ptx_coef")
+        zero_or_more = ("builtin_prompts", "edge_candidates", "kl_coef", "vf_coef", "missing_end_penalty", "ptx_coef", "clip_ratio_high")
         # target_kl divides the KL error; a ratio starts at 1, so max_ratio <= 1 would stop the first step
         check_ranges(self, {**dict.fromkeys(one_or_more, AT_LEAST_1), **dict.fromkeys(zero_or_more, NON_NEGATIVE),
                             **dict.fromkeys(("target_kl", "clip_ratio", "clip_value", "max_kl"), POSITIVE),
                             "gamma": FRACTION, "lam": FRACTION, "max_ratio": Range(1, ends="(]")})
-        if self.advantage in ("rloo", "grpo") and self.samples_per_prompt < 2:
+        if self.advantage != "gae" and self.samples_per_prompt < 2:
             raise BadValue("samples_per_prompt", f"must be 2 or more with ppo.advantage={self.advantage}, which compares replies to the same prompt",
                            self.samples_per_prompt)
 

@@ -102,7 +102,7 @@ def sft_overrides(init_from: Path, out_dir: Path, name: str = "sft") -> list[str
         "optim.lr=1e-2", "optim.warmup_steps=10", "optim.weight_decay=0",
         "train.batch_size=16", "train.max_steps=150", "train.max_time_s=0", "train.dtype=float32", "train.early_stop_patience=0",
         "train.eval_every=50", "train.log_every=1", "train.progress=false",
-        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.new_words=10", "eval.max_new_tokens=12",
+        "checkpoint.save_every=50", "eval.n_tasks=40", "eval.unseen=10", "eval.max_new_tokens=12",
     ]
 
 
@@ -123,7 +123,7 @@ def ppo_overrides(policy: Path, reward: Path, out_dir: Path, name: str = "ppo") 
         "ppo.builtin_prompts=200", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
         "ppo.epochs=2", "ppo.max_new_tokens=8", "optim.lr=1e-4", "optim.warmup_steps=0", "optim.schedule=constant", "train.max_steps=12",
         "train.max_time_s=0", "train.dtype=float32", "train.eval_every=6", "train.log_every=1", "train.progress=false",
-        "checkpoint.save_every=6", "eval.n_prompts=10", "eval.new_words=5", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
+        "checkpoint.save_every=6", "eval.n_prompts=10", "eval.unseen=5", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
     ]
 
 

@@ -20,7 +20,7 @@ def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides)
                      "train.eval_every=15", "train.eval_batches=2", "train.max_time_s=0", "train.batch_size=8",
                      "checkpoint.save_every=10", "sampling.max_new_tokens=4", "train.progress=false", "train.log_every=1"],
         "sft": ["data.builtin_train=300", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=30",
-                "train.eval_every=15", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=5", "eval.n_tasks=10", "eval.new_words=5",
+                "train.eval_every=15", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=5", "eval.n_tasks=10", "eval.unseen=5",
                 "eval.max_new_tokens=6", "eval.prompts=[hi]", "train.progress=false", "train.log_every=1", "train.dtype=float32"],
         "reward": ["data.builtin_train=200", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=16",
                    "data.sampled_train=8", "data.sampled_val=4",
@@ -28,7 +28,7 @@ def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides)
                    "train.progress=false", "train.log_every=1", "train.dtype=float32"],
         "ppo": ["ppo.builtin_prompts=100", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
                 "ppo.epochs=1", "ppo.max_new_tokens=6", "train.max_steps=6", "train.eval_every=3", "train.max_time_s=0",
-                "checkpoint.save_every=3", "eval.n_prompts=8", "eval.new_words=4", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=6",
+                "checkpoint.save_every=3", "eval.n_prompts=8", "eval.unseen=4", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=6",
                 "train.progress=false", "train.log_every=1", "train.dtype=float32"],
     }
     for stage, extra in extra_overrides.items():

@@ -132,7 +132,7 @@ def test_headline_gives_fixed_broken_and_p_for_each_step(report):
     sft_to_ppo = "PPO is better than SFT (+5.5 points; fixed 15, broken 4 of 200 paired prompts, p = 0.0192)."
     assert base_to_sft in md and sft_to_ppo in md
     assert html.escape(base_to_sft, quote=False) in page and sft_to_ppo in page  # report.html comes from the same blocks
-    assert "not significant" not in md.split("## Headline")[1].split("Exact match of greedy")[0]
+    assert "not significant" not in md.split("## True accuracy")[1].split("Exact match of greedy")[0]
     table = md.split("## Summary")[1].split("##")[0]
     assert "exact_match: 0.0% → 55.5% (fixed 111, broken 0 of 200 paired prompts, p \\< 0.001)" in table
     assert "`exact_match` step 0 → final, prompt by prompt: fixed 15, broken 4 of 200 paired prompts, p = 0.0192" in md
@@ -278,3 +278,30 @@ def test_preference_section_shows_the_rubric_styles_and_the_paired_best_possible
     text = to_markdown(preference_section(stages))
     assert "prefers plain" in text and "| PPO | 90.0% |" in text and "90% / 10% / 0%" in text
     assert "SFT → PPO, best-possible share: 5.0% → 90.0% (fixed 170, broken 0 of 200 paired prompts, p < 0.001)" in text
+
+
+def test_the_headline_leads_with_the_unseen_axes_each_step_paired(tmp_path):
+    from llm.report.build import generalisation, read_run
+
+    run = fake_run(tmp_path)
+    sft = run / "sft"
+    lines = [json.loads(x) for x in (sft / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line["kind"] == "eval":
+            late = line["step"] > 0
+            line.update({"new_both/exact_match": 0.7 if late else 0.0, "new_words/exact_match": 0.8 if late else 0.0,
+                         "new_phrasings/exact_match": 0.75 if late else 0.0})
+    write_jsonl(sft / "metrics.jsonl", lines)
+    final = json.loads((sft / "final.json").read_text())
+    final["metrics"] = lines[-1]
+    (sft / "final.json").write_text(json.dumps(final))
+    items = json.loads((sft / "eval_items.json").read_text())
+    items["step0"]["new_both"] = {p: False for p in PROMPTS}
+    items["latest"]["new_both"] = {p: i < 140 for i, p in enumerate(PROMPTS)}
+    (sft / "eval_items.json").write_text(json.dumps(items))
+    _, stages = read_run(run)
+    text = to_markdown(generalisation(stages))
+    header = next(line for line in text.splitlines() if line.startswith("| model"))
+    assert header.index("new words, new phrasings") < header.index("new words |") < header.index("built-in held-out")
+    assert "| SFT | 70.0% | 80.0% | 75.0% | 55.5% |" in text
+    assert "base → SFT: new words, new phrasings: fixed 140, broken 0 of 200 paired prompts, p < 0.001" in text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -82,6 +82,7 @@ class PairData:
     train: list[PairExample]
     val: list[PairExample]
     log: dict
+    unseen: dict[str, list[PairExample]] = field(default_factory=dict)  # held-out pairs by unseen axis (built-in data only)
 
 
 def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sampler: Sampler | None = None) -> PairData:
@@ -92,7 +93,8 @@ def load_pair_data(data: PreferenceDataConfig, tok: Tokenizer, max_len: int, sam
     log = {"sources": loaded.log, "train": dataclasses.asdict(train_stats), "val": dataclasses.asdict(val_stats)}
     if not train or not val:
         raise DataError(f"preference data: {len(train)} training and {len(val)} validation pairs left after filtering; need both")
-    return PairData(train, val, log)
+    unseen = {axis: tokenize_pairs(tok, pairs, max_len)[0] for axis, pairs in sources.unseen_pairs(data).items()}
+    return PairData(train, val, log, {axis: examples for axis, examples in unseen.items() if examples})
 
 
 def units(examples: Sequence[PairExample]) -> list[list[PairExample]]:

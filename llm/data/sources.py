@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from llm.config import ChatDataConfig, PPOSettings, PreferenceDataConfig, SourceConfig
-from llm.data.builtin_tasks import builtin_pairs, builtin_tasks
+from llm.data.builtin_tasks import UNSEEN_AXES, builtin_pairs, builtin_tasks, held_out_pairs
 from llm.data.chat import task_conversation
 from llm.data.conversations import load_conversations
 from llm.data.preferences import PreferencePair, load_preferences
@@ -92,6 +92,15 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
         if source.path.startswith(RANKINGS):
             builtins[source.path] = ranking_source(source.path[len(RANKINGS):], data.val_fraction, data.seed)
     return load_sources(data.sources, builtins, read, data.val_fraction, data.seed)
+
+
+def unseen_pairs(data: PreferenceDataConfig) -> dict[str, list[PreferencePair]]:
+    """Built-in pairs on each unseen axis (new words, new phrasings, both), for the reward model's accuracy where a
+    person's own words come in; none unless a built-in source is configured."""
+    if not data.unseen_pairs or not any(s.path.startswith("builtin") for s in data.sources):
+        return {}
+    styles = (data.prefer_style, data.styles.weights())
+    return {axis: held_out_pairs(axis, data.unseen_pairs, data.seed, data.builtin_kinds, *styles) for axis in UNSEEN_AXES}
 
 
 RANKINGS = "rankings:"  # a source path "rankings:FILE" reads a rankings file (llm/feedback/rankings.py)

@@ -12,15 +12,16 @@ from collections.abc import Sequence
 import torch
 
 from llm.config import PolicyEvalConfig
-from llm.data.builtin_tasks import new_word_tasks
 from llm.data.tasks import Task
 from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.eval.tasks import Reply, chat_prompt_ids, greedy_replies, item_verdicts, task_metrics
+from llm.data.tasks import is_correct
+from llm.eval.tasks import HeldOutSets, Reply, chat_prompt_ids, generate_replies, greedy_replies, item_verdicts, task_metrics
+from llm.rollouts import group_stats
 from llm.tokenizer import Tokenizer
-from llm.train.distributed import DistInfo, my_block, sum_across
+from llm.train.distributed import DistInfo, gather_lists, my_block, sum_across
 
 
 class PolicyEvaluator:
@@ -33,8 +34,9 @@ class PolicyEvaluator:
         self.sft_replies = self.replies(reference)
         self.sft_scores = self.scores(self.sft_replies)
         self.sft_metrics = self.task_metrics(self.sft_replies)
-        self.new_tasks = new_word_tasks(cfg.new_words, 0, cfg.kinds) if cfg.new_words else []
-        self.sft_new_words = self.new_word_metrics(reference)
+        self.held_out = HeldOutSets.build(tok, cfg.unseen, cfg.kinds)
+        self.sft_unseen, self.sft_unseen_items = self.unseen_metrics(reference)
+        self.sft_unseen.update(self.pass_at_k(reference))
         self.last_items: dict[str, dict[str, bool]] = {}  # item_verdicts of the last evaluation, kept in eval_items.json
 
     def replies(self, model: GPT) -> list[Reply]:
@@ -48,13 +50,24 @@ class PolicyEvaluator:
     def task_metrics(self, replies: Sequence[Reply]) -> dict:
         return task_metrics(self.tasks, replies, self.cfg.prefer_style)
 
-    def new_word_metrics(self, model: GPT) -> dict:
-        """Exact match and best-possible share on held-out tasks built from words no training task uses."""
-        if not self.new_tasks:
+    def unseen_metrics(self, model: GPT) -> tuple[dict, dict[str, dict[str, bool]]]:
+        """Exact match and best-possible share on the unseen axes: new words, new phrasings, both."""
+        return self.held_out.evaluate(model, self.tok, self.cfg.max_new_tokens, self.cfg.prefer_style, self.dist)
+
+    def pass_at_k(self, model: GPT) -> dict:
+        """pass@1 and pass@k of replies sampled at temperature 1 on the first eval.pass_prompts new-words-new-phrasings
+        tasks: RL sharpens what the model can already sometimes do (pass@1 toward pass@k), and rarely adds to pass@k."""
+        k, tasks = self.cfg.pass_k, self.held_out.tasks.get("new_both", [])[: self.cfg.pass_prompts]
+        if not k or not tasks:
             return {}
-        replies = greedy_replies(model, self.tok, [t.prompt for t in self.new_tasks], self.cfg.max_new_tokens, self.dist)
-        metrics = task_metrics(self.new_tasks, replies, self.cfg.prefer_style)
-        return {f"new_words/{key}": metrics[key] for key in ("exact_match", "best_possible")}
+        prompts = [t.prompt for t in tasks for _ in range(k)]
+        mine = my_block(len(prompts), self.dist)
+        replies = gather_lists(generate_replies(model, self.tok, [prompts[i] for i in mine], self.cfg.max_new_tokens, temperature=1.0,
+                                                seed=4321 + mine.start), self.dist)
+        right = torch.tensor([r.finished and is_correct(t, r.text) for t, r in zip((t for t in tasks for _ in range(k)), replies)],
+                             dtype=torch.float32)
+        stats = group_stats(right, k)
+        return {f"new_both/{key}": stats[key] for key in ("pass@1", f"pass@{k}")}
 
     def evaluate(self, policy: GPT) -> tuple[dict, list[Reply]]:
         # the step-0 policy is the reference itself: its replies, scores and KL (0) are known already
@@ -63,8 +76,12 @@ class PolicyEvaluator:
         self.last_items = item_verdicts(self.tasks, replies, self.cfg.prefer_style)
         metrics = {**self.task_metrics(replies), "sft_exact_match": self.sft_metrics["exact_match"],
                    "sft_best_possible": self.sft_metrics["best_possible"]}
-        metrics.update(self.sft_new_words if same else self.new_word_metrics(policy))
-        metrics.update({f"sft_{key}": value for key, value in self.sft_new_words.items()})
+        unseen, unseen_items = (self.sft_unseen, self.sft_unseen_items) if same else self.unseen_metrics(policy)
+        if not same:
+            unseen = {**unseen, **self.pass_at_k(policy)}
+        metrics.update(unseen)
+        self.last_items.update(unseen_items)
+        metrics.update({f"sft_{key}": value for key, value in self.sft_unseen.items()})
         scores = self.sft_scores if same else self.scores(replies)
         if scores is not None:
             wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores, self.sft_scores)]

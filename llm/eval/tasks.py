@@ -14,6 +14,7 @@ from llm.config import PreferenceDataConfig
 from llm.data import sampled_pairs
 from llm.data.sources import Sampler
 from llm.data.styles import STYLES, judge
+from llm.data.builtin_tasks import UNSEEN_AXES, builtin_tasks, held_out_tasks, target_token_ids, tokens_seen
 from llm.data.tasks import Task, exact_match, is_correct
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, weights_digest
@@ -110,3 +111,47 @@ def item_verdicts(tasks: Sequence[Task], replies: Sequence[Reply], prefer: str =
         correct.setdefault(task.prompt, is_correct(task, reply.text))
         preferred.setdefault(task.prompt, judge(task.answer, reply.text, reply.finished, prefer).best)
     return {"items": correct, "preferred": preferred}
+
+
+@dataclass
+class HeldOutSets:
+    """The unseen axes' tasks (llm/data/builtin_tasks.py: new words, new phrasings, both), built once so every
+    evaluation asks the same ones, and the token ids SFT's targets contain, to split new words by whether
+    their tokens were ever trained as targets."""
+
+    tasks: dict[str, list[Task]]
+    seen_tokens: frozenset[int]
+
+    @classmethod
+    def build(cls, tok: Tokenizer, n: int, kinds: Sequence[str] | None, n_train_answers: int = 20000) -> HeldOutSets:
+        if not n:
+            return cls({}, frozenset())
+        tasks = {axis: held_out_tasks(axis, n, 0, kinds) for axis in UNSEEN_AXES}
+        answers = [t.answer for t in builtin_tasks("train", n_train_answers, 0, kinds)]
+        return cls(tasks, target_token_ids(tok.encode, answers))
+
+    def evaluate(self, model: GPT, tok: Tokenizer, max_new_tokens: int, prefer: str,
+                 dist: DistInfo = DistInfo()) -> tuple[dict, dict[str, dict[str, bool]]]:
+        """Metrics on each axis ("new_words/exact_match", ...; new words also split by whether every token of the
+        answer was a training target) and each axis's per-prompt verdicts, for eval_items.json."""
+        metrics: dict = {}
+        items: dict[str, dict[str, bool]] = {}
+        for axis, tasks in self.tasks.items():
+            replies = greedy_replies(model, tok, [t.prompt for t in tasks], max_new_tokens, dist)
+            found = task_metrics(tasks, replies, prefer)
+            metrics.update({f"{axis}/{key}": found[key] for key in ("exact_match", "best_possible")})
+            items[axis] = item_verdicts(tasks, replies, prefer)["items"]
+            if axis == "new_words":
+                metrics.update(self.by_token_coverage(tok, tasks, replies))
+        return metrics, items
+
+    def by_token_coverage(self, tok: Tokenizer, tasks: Sequence[Task], replies: Sequence[Reply]) -> dict:
+        groups: dict[str, list[bool]] = {"seen_tokens": [], "unseen_tokens": []}
+        for task, reply in zip(tasks, replies):
+            group = "seen_tokens" if tokens_seen(tok.encode, task.answer, self.seen_tokens) else "unseen_tokens"
+            groups[group].append(is_correct(task, reply.text))
+        out = {}
+        for group, verdicts in groups.items():
+            out[f"new_words/{group}_n"] = len(verdicts)
+            out[f"new_words/{group}_exact_match"] = sum(verdicts) / len(verdicts) if verdicts else 0.0
+        return out

@@ -26,7 +26,13 @@ MEASURES = {"pretrain": ("val_bpb",), "sft": ("exact_match",), "reward": ("val_a
 # the models answering the report's prompts side by side: (column, stage)
 ANSWER_MODELS = (("base", "pretrain"), ("SFT", "sft"), ("PPO", "ppo"), ("DPO", "dpo"))
 PERCENT = {"exact_match", "sft_exact_match", "stop_rate", "val_accuracy", "win_rate", "val_rewards/accuracies", "accuracy",
-           "best_possible", "sft_best_possible", "new_words/exact_match", "new_words/best_possible", "val_top1_best"}
+           "best_possible", "sft_best_possible", "val_top1_best",
+           *(f"{axis}/{key}" for axis in ("new_words", "new_phrasings", "new_both") for key in ("exact_match", "best_possible")),
+           *(f"{axis}/val_accuracy" for axis in ("new_words", "new_phrasings", "new_both")),
+           "new_words/seen_tokens_exact_match", "new_words/unseen_tokens_exact_match"}
+# the held-out axes (llm/data/builtin_tasks.py), what a person's own prompt is most like first
+AXES = (("new_both", "new words, new phrasings"), ("new_words", "new words"), ("new_phrasings", "new phrasings"),
+        ("items", "built-in held-out"))
 RUBRIC = ("The built-in rater (`llm/data/styles.py`) stands in for the person who ranks replies. Its rubric: a correct reply "
           "that ends by itself before any other; among those, the preferred style before the others. The demonstrations "
           "answer in three styles, all correct: plain (the answer alone), filler (\"Sure! ...\") and disclaimer "
@@ -334,9 +340,38 @@ def problems(pipeline: dict, stages: dict[str, Stage]) -> list:
     return lines
 
 
+def axis_value(stage: Stage | None, which: str, axis: str):
+    if stage is None or not stage.ran:
+        return None
+    return getattr(stage, which).get("exact_match" if axis == "items" else f"{axis}/exact_match")
+
+
+def generalisation(stages: dict[str, Stage]) -> list:
+    """The headline: exact match on each held-out axis, model by model, new words and new phrasings first,
+    and each step between models compared prompt by prompt on every axis."""
+    models = (("base", "sft", "baseline"), ("SFT", "sft", "metrics"), ("PPO", "ppo", "metrics"), ("DPO", "dpo", "metrics"))
+    rows = []
+    for label, name, which in models:
+        values = [axis_value(stages.get(name), which, axis) for axis, _ in AXES]
+        if any(v is not None for v in values):
+            rows.append([label, *(fmt("exact_match", v) for v in values)])
+    if not rows or all(row[1] == "n/a" for row in rows):
+        return []
+    lines = []
+    for before, after, name in (("base", "SFT", "sft"), ("SFT", "PPO", "ppo"), ("SFT", "DPO", "dpo")):
+        parts = [f"{title}: {paired_text(result)}" for axis, title in AXES if (result := paired(stages.get(name), axis))]
+        if parts:
+            lines.append(Text(f"{before} → {after}: " + "; ".join(parts) + "."))
+    return [Heading(2, "Headline: what a person's own prompt gets"), Table(["model", *(title for _, title in AXES)], rows), *lines,
+            Text("Exact match of greedy replies on four held-out sets (`llm/data/builtin_tasks.py`): everyday words that no "
+                 "training example uses, asked in phrasings that none uses; the new words in training phrasings; training "
+                 "words in the new phrasings; and held-out combinations of training words and phrasings. Base is SFT's "
+                 "step-0 evaluation; each step is an exact two-sided sign test on the prompts that changed.")]
+
+
 def headline(run_dir: Path, stages: dict[str, Stage], pipeline: dict | None = None) -> list:
     points = headline_points(stages)
-    blocks = [Heading(2, "Headline: true accuracy on held-out built-in tasks"), *problems(pipeline or {}, stages)]
+    blocks = [Heading(2, "True accuracy on held-out built-in combinations"), *problems(pipeline or {}, stages)]
     if len(points) < 2:
         return blocks + [Text("Not enough stages ran to compare: needs at least two of base (SFT's step 0), SFT, PPO, DPO.")]
     named = dict(points)
@@ -507,7 +542,8 @@ def build_report(run_dir: Path, answers: bool = True) -> Path:
         replies = generate_answers(run_dir, stages, list(pipeline.get("report_prompts") or []))
     else:
         replies = read_json(run_dir / "answers.json")
-    blocks = [*header(run_dir, pipeline), *summary(stages), *headline(run_dir, stages, pipeline), *preference_section(stages)]
+    blocks = [*header(run_dir, pipeline), *summary(stages), *generalisation(stages), *headline(run_dir, stages, pipeline),
+              *preference_section(stages)]
     for stage in stages.values():
         blocks += stage_section(run_dir, stage)
     blocks += [*answers_section(replies), *samples_section(stages)]

@@ -46,6 +46,8 @@ class RewardStage(Stage):
         self.source = EpochBatches(train, lengths, cfg.train.batch_size, cfg.train.seed,
                                    lambda batch: collate_units(batch, pad_id), runtime.dist.rank, runtime.dist.world_size)
         self.val_batches = fixed_batches(data.val, [len(e) for e in data.val], cfg.train.batch_size, self.collate)
+        self.unseen_batches = {axis: fixed_batches(examples, [len(e) for e in examples], cfg.train.batch_size, self.collate)
+                               for axis, examples in data.unseen.items()}
 
     def collate(self, examples):
         return collate_pairs(examples, self.pad_id)
@@ -57,17 +59,24 @@ class RewardStage(Stage):
         return LossOutput(losses.sum(), float(weights.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def evaluate(self, model) -> dict:
+        chosen, rejected, kinds = self.scored(model, self.val_batches)
+        metrics = reward_metrics(chosen, rejected, kinds, self.cfg.margin)
+        groups = ranked_groups(self.data.val)
+        if groups:
+            metrics["val_top1_best"] = top1_best(model, groups, self.pad_id)
+        for axis, batches in self.unseen_batches.items():  # pairs of a person's own words or phrasings, apart
+            chosen, rejected, _ = self.scored(model, batches)
+            metrics[f"{axis}/val_accuracy"] = float((chosen > rejected).float().mean())
+        return metrics
+
+    def scored(self, model, batches) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         chosen, rejected, kinds = [], [], []
-        for batch in self.val_batches:
+        for batch in batches:
             c, r = pair_rewards(model, to_device(batch, self.device))
             chosen.append(c.float().cpu())
             rejected.append(r.float().cpu())
             kinds += batch["kinds"]
-        metrics = reward_metrics(torch.cat(chosen), torch.cat(rejected), kinds, self.cfg.margin)
-        groups = ranked_groups(self.data.val)
-        if groups:
-            metrics["val_top1_best"] = top1_best(model, groups, self.pad_id)
-        return metrics
+        return torch.cat(chosen), torch.cat(rejected), kinds
 
     def flops_per_token(self) -> float:
         return model_size(self.model.config).flops_per_token

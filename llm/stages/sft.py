@@ -23,8 +23,8 @@ from llm.load import LoadedModel, load_for_finetuning
 from llm.losses import IGNORE, token_nll
 from llm.model import model_size
 from llm.run_files import write_json
-from llm.data.builtin_tasks import builtin_tasks, new_word_tasks
-from llm.eval.tasks import evaluate_tasks, generate_replies, item_verdicts
+from llm.data.builtin_tasks import builtin_tasks
+from llm.eval.tasks import HeldOutSets, evaluate_tasks, generate_replies, item_verdicts
 from llm.tokenizer import Tokenizer
 from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
@@ -64,7 +64,7 @@ class SFTStage(Stage):
         self.cfg, self.tok, self.data, self.device, self.dist = cfg, base.tokenizer, data, runtime.device, runtime.dist
         self.last_items: dict[str, dict[str, bool]] = {}
         # built once: the same held-out tasks at every evaluation
-        self.new_word_tasks = new_word_tasks(cfg.eval.new_words, 0, cfg.data.builtin_kinds) if cfg.eval.new_words else []
+        self.held_out = HeldOutSets.build(self.tok, cfg.eval.unseen, cfg.data.builtin_kinds)
         self.model = base.model.train()
         collate = self.collate
         lengths = [len(e) for e in data.train]
@@ -94,9 +94,9 @@ class SFTStage(Stage):
             metrics.update(task_metrics)
             self.last_items = item_verdicts(self.data.eval_tasks, replies, self.cfg.eval.prefer_style)
         e = self.cfg.eval
-        if self.new_word_tasks:
-            new, _ = evaluate_tasks(model, self.tok, self.new_word_tasks, e.max_new_tokens, e.prefer_style, self.dist)
-            metrics.update({f"new_words/{key}": new[key] for key in ("exact_match", "best_possible")})
+        unseen, items = self.held_out.evaluate(model, self.tok, e.max_new_tokens, e.prefer_style, self.dist)
+        metrics.update(unseen)
+        self.last_items.update(items)
         return metrics
 
     def eval_items(self) -> dict[str, dict[str, bool]]:

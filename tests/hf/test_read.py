@@ -113,7 +113,7 @@ def test_a_gpt2_model_goes_through_sft_and_exports_again(foreign_tokenizer, tmp_
     save_foreign(tmp_path / "gpt2", config, foreign_tokenizer, scale=None)  # transformers' own initialisation
     overrides = sft_overrides(f"hf:{tmp_path / 'gpt2'}", tmp_path / "runs") + [
         "data.builtin_train=320", "train.max_steps=20", "train.eval_every=0", "checkpoint.save_every=0", "optim.lr=3e-3",
-        "eval.n_tasks=8", "eval.new_words=0"]
+        "eval.n_tasks=8", "eval.unseen=0"]
     run(load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", overrides))
     losses = metric_losses(tmp_path / "runs" / "sft")
     first, last = [sum(losses[s] for s in steps) / 5 for steps in (range(1, 6), range(16, 21))]

@@ -29,7 +29,7 @@ def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
         f"init_from={sft_run}", f"out_dir={out_dir}", f"name={name}", "data.builtin_train=400", "data.builtin_val=40",
         "data.builtin_kinds=[first_word, last_word]", "optim.lr=1e-3", "optim.warmup_steps=0", "train.batch_size=8",
         "train.max_steps=60", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=30",
-        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10", "eval.new_words=5",
+        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10", "eval.unseen=5",
         "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
     ]
 

@@ -61,10 +61,11 @@ def test_sft_loss_falls_and_model_learns_to_stop(sft_run, pretrained_run):
     assert evals[0]["step"] == 0 and evals[-1]["val_loss"] < 0.75 * evals[0]["val_loss"]
     # Greedy stop rate on 40 held-out tasks is a cliff (0.35-1.0 over those runs): only "some replies stop
     # where none did" is asserted on it. Teacher-forced, the chance of <|end|> after a held-out reference
-    # answer was 0.53-0.75 after SFT and below 1e-4 before it: 0.25 is far from both.
+    # answer was 0.53-0.75 after SFT and below 1e-4 before it with single-token operands; with the word pool's
+    # multi-token and made-up words (llm/data/builtin_tasks.py) it is 0.23 after SFT and 6e-5 before: 0.1 is far from both.
     assert evals[0]["stop_rate"] == 0.0 and evals[-1]["stop_rate"] > 0.0
     tasks = builtin_tasks("val", 60, 0, ["first_word", "last_word"])
-    assert end_probability(pretrained_run, tasks) < 0.01 and end_probability(sft_run, tasks) > 0.25
+    assert end_probability(pretrained_run, tasks) < 0.01 and end_probability(sft_run, tasks) > 0.1
     samples = [json.loads(x) for x in (sft_run / "samples.jsonl").read_text().splitlines()]
     assert samples[-1]["step"] == evals[-1]["step"] and samples[-1]["samples"][0]["prompt"]
     data = json.loads((sft_run / "data.json").read_text())
@@ -88,7 +89,7 @@ def fitted_sft(tmp_path_factory, pretrained_run):
 
     # plain replies, as when the 40 steps were measured: a styled reply is longer and fits later
     cfg = load_config(SFTConfig, None, sft_overrides(pretrained_run, tmp_path_factory.mktemp("fit"), "fit") + FOUR_ITEMS + [
-        "train.max_steps=40", "eval.n_tasks=0", "eval.new_words=0", "data.styles.filler=0", "data.styles.disclaimer=0"])
+        "train.max_steps=40", "eval.n_tasks=0", "eval.unseen=0", "data.styles.filler=0", "data.styles.disclaimer=0"])
     run(cfg)
     return cfg.run_dir, builtin_tasks("train", 4, cfg.data.seed, cfg.data.builtin_kinds)
 
