@@ -101,16 +101,21 @@ class PolicyLoss:
 
 
 def ppo_policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                    clip_ratio: float) -> PolicyLoss:
-    """PPO's clipped surrogate per token: max(-A * r, -A * clip(r, 1 - eps, 1 + eps))."""
+                    clip_ratio: float, clip_ratio_high: float | None = None) -> PolicyLoss:
+    """PPO's clipped surrogate per token: max(-A * r, -A * clip(r, 1 - eps, 1 + eps_high)).
+
+    eps_high = eps is PPO's; a larger eps_high is DAPO's clip-higher (Yu et al. 2025), which lets a rare
+    token's probability rise further in one step than a likely token's may fall.
+    """
+    high = clip_ratio if clip_ratio_high is None else clip_ratio_high
     log_ratio = (logprobs - old_logprobs) * mask
     ratio = torch.exp(log_ratio)
-    clipped = ratio.clamp(1 - clip_ratio, 1 + clip_ratio)
+    clipped = ratio.clamp(1 - clip_ratio, 1 + high)
     per_token = torch.max(-advantages * ratio, -advantages * clipped) * mask
     with torch.no_grad():
         stats = {
             "loss/policy": per_token.sum(),
-            "policy/clipfrac": (((ratio - 1).abs() > clip_ratio) & mask).float().sum(),
+            "policy/clipfrac": (((ratio < 1 - clip_ratio) | (ratio > 1 + high)) & mask).float().sum(),
             "policy/approxkl": (0.5 * log_ratio**2 * mask).sum(),
         }
     return PolicyLoss(per_token, ratio, stats)

@@ -204,6 +204,22 @@ def group_normalised_advantages(scores: torch.Tensor, group: int, eps: float = 1
     return torch.where(tied, torch.zeros_like(normalised), normalised).reshape(-1)
 
 
+def group_centred(scores: torch.Tensor, group: int) -> torch.Tensor:
+    """Dr. GRPO (Liu et al. 2025): each score minus its group's mean, not divided by the group's deviation,
+    which weights nearly-solved and nearly-failed prompts (small deviation) up against the rest."""
+    grouped = scores.view(-1, group)
+    return (grouped - grouped.mean(dim=1, keepdim=True)).reshape(-1)
+
+
+def group_stats(rewards: torch.Tensor, group: int) -> dict[str, float]:
+    """For (N,) 0/1 rewards in groups of `group` replies to one prompt: pass@1 (the mean), pass@group (the share of
+    groups with a reply rewarded 1), and the share of groups whose replies all got the same reward, which
+    carry no signal for a group advantage (TRL's frac_reward_zero_std)."""
+    grouped = rewards.view(-1, group)
+    return {"pass@1": float(grouped.mean()), f"pass@{group}": float((grouped.max(dim=1).values > 0).float().mean()),
+            "frac_reward_zero_std": float((grouped == grouped[:, :1]).all(dim=1).float().mean())}
+
+
 def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whiten_advantages: bool, estimator: str = "rloo") -> None:
     """Advantages without a critic; rows come in groups of `group` replies to one prompt, and each
     reply's advantage is given to every one of its tokens. A reply's return is its score minus kl_coef
@@ -220,12 +236,13 @@ def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whi
     returns = batch.scores - kl_coef * kl
     if estimator == "rloo":
         per_reply = leave_one_out_advantages(returns, group)
-    elif estimator == "grpo":
+    elif estimator in ("grpo", "dr_grpo"):
         grouped_kl = kl.view(-1, group)
         centred_kl = (grouped_kl - grouped_kl.mean(dim=1, keepdim=True)).reshape(-1)
-        per_reply = group_normalised_advantages(batch.scores, group) - kl_coef * centred_kl
+        scaled = group_normalised_advantages(batch.scores, group) if estimator == "grpo" else group_centred(batch.scores, group)
+        per_reply = scaled - kl_coef * centred_kl
     else:
-        raise ValueError(f"unknown group advantage {estimator!r}; estimators are rloo and grpo")
+        raise ValueError(f"unknown group advantage {estimator!r}; estimators are rloo, grpo and dr_grpo")
     advantages = per_reply[:, None] * batch.reply_mask
     batch.advantages = whiten(advantages, batch.reply_mask) if whiten_advantages else advantages
     batch.returns = returns[:, None] * batch.reply_mask

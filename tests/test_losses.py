@@ -107,3 +107,12 @@ def test_ppo_value_loss_clips_by_hand():
     assert ppo_value_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([2.0]), 0.5).item() == pytest.approx(0.5 * 1.5**2)
     # return below: the unclipped error 1 is the larger
     assert ppo_value_loss(torch.tensor([1.0]), torch.tensor([0.0]), torch.tensor([0.0]), 0.5).item() == pytest.approx(0.5)
+
+
+def test_clip_higher_raises_only_the_upper_bound():
+    # DAPO: eps_low 0.2, eps_high 0.28; A > 0 at r = 1.5 is clipped at 1.28, A < 0 at r = 0.5 still at 0.8
+    new = torch.tensor([[LN(1.5), LN(0.5), LN(1.25)]])
+    advantages = torch.tensor([[1.0, -1.0, 1.0]])
+    out = ppo_policy_loss(new, torch.zeros(1, 3), advantages, torch.ones(1, 3, dtype=torch.bool), clip_ratio=0.2, clip_ratio_high=0.28)
+    torch.testing.assert_close(out.per_token, torch.tensor([[-1.28, 0.8, -1.25]]))
+    assert out.stats["policy/clipfrac"].item() == 2.0  # 1.25 lies inside [0.8, 1.28]

@@ -12,7 +12,7 @@ from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel
 from llm.rollouts import (RolloutBatch, assign_advantages, assign_group_advantages, checker_rewards, collect, gae, group_normalised_advantages,
-                          kl_per_token, leave_one_out_advantages, score, source_rewards, weighted_score, whiten)
+                          group_stats, kl_per_token, leave_one_out_advantages, score, source_rewards, weighted_score, whiten)
 
 
 def test_gae_matches_a_hand_computed_example():
@@ -157,7 +157,7 @@ def test_rloo_advantage_is_the_return_minus_the_mean_of_the_other_replies():
     assert (batch.advantages[3:] == 0).all()
 
 
-@pytest.mark.parametrize("estimator", ["rloo", "grpo"])
+@pytest.mark.parametrize("estimator", ["rloo", "grpo", "dr_grpo"])
 def test_group_advantages_reject_replies_that_do_not_form_groups(estimator):
     mask = torch.ones(3, 2, dtype=torch.bool)
     with pytest.raises(ValueError, match="groups of 2"):
@@ -193,3 +193,17 @@ def test_grpo_advantage_is_the_normalised_score_less_the_centred_kl_penalty():
     torch.testing.assert_close(batch.advantages, expected[:, None] * mask)
     # the return is the same as RLOO's: the score less kl_coef times the summed KL
     torch.testing.assert_close(batch.returns[:, 0], torch.tensor([1.5, 0.0, 0.9, 0.7]))
+
+
+def test_dr_grpo_centres_scores_without_dividing_by_the_spread():
+    mask = torch.ones(4, 2, dtype=torch.bool)
+    batch = scored_batch([1.0, 0.0, 0.0, 0.0], torch.zeros(4, 2), mask)
+    assign_group_advantages(batch, kl_coef=0.5, group=2, whiten_advantages=False, estimator="dr_grpo")
+    torch.testing.assert_close(batch.advantages[:, 0], torch.tensor([0.5, -0.5, 0.0, 0.0]))
+
+
+def test_group_stats_pass_at_k_and_the_share_of_groups_with_one_reward():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0])
+    stats = group_stats(rewards, 3)
+    # groups (1, 0, 0), (0, 1, 1), (0, 0, 0): two have a right reply, one is all the same
+    assert stats == {"pass@1": pytest.approx(3 / 9), "pass@3": pytest.approx(2 / 3), "frac_reward_zero_std": pytest.approx(1 / 3)}

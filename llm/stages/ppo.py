@@ -32,14 +32,17 @@ from llm.load import gpt_from, read, reward_model_from, tokenizer_of
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
+from llm.eval.tasks import generate_replies
 from llm.reward_model import RewardModel
-from llm.rollouts import RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, score, source_rewards
+from llm.rollouts import (
+    RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, group_stats, score, source_rewards,
+)
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
-from llm.data.tasks import Task
+from llm.data.tasks import Task, is_correct
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.train.distributed import DistInfo, max_across, my_block
+from llm.train.distributed import DistInfo, gather_lists, max_across, my_block
 from llm.train.loop import LossOutput, Stage, TrainResult, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
@@ -141,7 +144,7 @@ class RolloutSource:
             assign_advantages(rollouts, self.kl.coef, self.s.gamma, self.s.lam, self.s.whiten_advantages)
         else:
             assign_group_advantages(rollouts, self.kl.coef, group, self.s.whiten_advantages, self.s.advantage)
-        self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration)
+        self.stats = rollout_stats(rollouts, self.kl.coef, self.iteration, group)
         self.kl.update(self.stats["objective/kl"], self.rollouts_per_iteration)  # per reply, as TRL counts
         self.buffer = minibatches(rollouts, self.minibatch_rows, self.s.epochs, rng)
         if self.ptx_examples:
@@ -224,10 +227,16 @@ def own_part(batch: dict, dist: DistInfo) -> dict:
     return part
 
 
-def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int) -> dict:
+def rollout_stats(rollouts: RolloutBatch, kl_coef: float, iteration: int, group: int = 1) -> dict:
     kl = float(rollouts.kl.sum(dim=1).mean())
     scores = float(rollouts.scores.mean())
+    groups = {}
+    if group > 1:
+        groups["rollout/frac_reward_zero_std"] = group_stats(rollouts.scores, group)["frac_reward_zero_std"]
+        if "checker" in rollouts.rewards:  # the verifiable reward: how often a sampled reply is right, and a group has one
+            groups.update({f"rollout/{k}": v for k, v in group_stats(rollouts.rewards["checker"], group).items() if "pass" in k})
     return {
+        **groups,
         "iteration": iteration,
         "kl_coef": kl_coef,
         "objective/kl": kl,
@@ -257,7 +266,7 @@ class PPOStage(Stage):
         logits, values, ptx_logits = model(batch["input_ids"], batch["attention_mask"], batch.get("ptx_input_ids"))
         logits = logits[:, offset - 1 : offset - 1 + width]
         logprobs = token_logprobs(logits, batch["input_ids"][:, offset:], s.temperature)
-        policy = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, s.clip_ratio)
+        policy = ppo_policy_loss(logprobs, batch["logprobs"], batch["advantages"], mask, s.clip_ratio, s.clip_ratio_high or None)
         self.check_ratio(policy.ratio, mask, batch)
         total, metrics = policy.per_token.sum(), policy.stats
         metrics["objective/entropy"] = (entropy(logits.detach(), s.temperature) * mask).sum()
@@ -270,7 +279,8 @@ class PPOStage(Stage):
             ptx = nll * batch["ptx_weight"]  # of the whole minibatch, so that the processes' parts add up to it
             total = total + s.ptx_coef * ptx
             metrics["loss/ptx"] = ptx.detach()
-        return LossOutput(total, int(mask.sum()), tokens=int(batch["attention_mask"].sum()), metrics=metrics)
+        count = int(mask.sum()) if s.loss_norm == "token" else mask.shape[0] * s.max_new_tokens
+        return LossOutput(total, count, tokens=int(batch["attention_mask"].sum()), metrics=metrics)
 
     def check_ratio(self, ratio: torch.Tensor, mask: torch.Tensor, batch: dict) -> None:
         ratio = ratio.detach()
@@ -327,6 +337,32 @@ def rollout_prompts(settings: PPOSettings, tok: Tokenizer, max_prompt: int) -> t
         raise ConfigError(f"no PPO prompt fits in {max_prompt} tokens (model.block_size minus ppo.max_new_tokens)")
     prompts, tasks = zip(*kept)
     return list(prompts), list(tasks)
+
+
+def edge_of_competence(reference: GPT, tok: Tokenizer, prompts: list[list[int]], tasks: list[Task | None], settings: PPOSettings,
+                       seed: int, dist: DistInfo = DistInfo()) -> tuple[list[list[int]], list[Task | None], dict]:
+    """The first ppo.edge_candidates prompts that the SFT model answers right sometimes but not always, judged by the
+    task checker on samples_per_prompt replies each at the rollout temperature. A prompt it always or never gets right
+    gives every reply of its group the same reward, and so no group advantage (DAPO filters these too)."""
+    candidates = list(range(min(settings.edge_candidates, len(prompts))))
+    if any(tasks[i] is None for i in candidates):
+        raise ConfigError("ppo.edge_candidates needs built-in prompts: the task checker judges the SFT model's replies")
+    repeated = [tasks[i].prompt for i in candidates for _ in range(settings.samples_per_prompt)]
+    mine = my_block(len(repeated), dist)
+    replies = generate_replies(reference, tok, [repeated[i] for i in mine], settings.max_new_tokens, settings.temperature,
+                               settings.top_k, seed=seed + mine.start)
+    replies = gather_lists(replies, dist)
+    rates = []
+    for n, i in enumerate(candidates):
+        group = replies[n * settings.samples_per_prompt : (n + 1) * settings.samples_per_prompt]
+        rates.append(sum(r.finished and is_correct(tasks[i], r.text) for r in group) / len(group))
+    kept = [i for i, rate in zip(candidates, rates) if 0 < rate < 1]
+    if not kept:
+        raise ConfigError(f"none of {len(candidates)} PPO prompts is at the SFT model's edge (answered right sometimes, not always); "
+                          f"raise ppo.edge_candidates or choose harder ppo.builtin_kinds")
+    stats = {"candidates": len(candidates), "kept": len(kept), "always": sum(r == 1 for r in rates), "never": sum(r == 0 for r in rates),
+             "pass@1": sum(rates) / len(rates)}
+    return [prompts[i] for i in kept], [tasks[i] for i in kept], stats
 
 
 def ptx_data(settings: PPOSettings, tok: Tokenizer, block_size: int, processes: int = 1) -> list:
@@ -390,6 +426,11 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     model = ActorCritic(policy.train(), make_critic(cfg, policy_ckpt, reward_ckpt))
     cfg = dataclasses.replace(cfg, model=policy.config)
     prompts, prompt_tasks = rollout_prompts(cfg.ppo, tok, cfg.model.block_size - cfg.ppo.max_new_tokens)
+    if cfg.ppo.edge_candidates:
+        with runtime.precision.autocast():
+            prompts, prompt_tasks, edge = edge_of_competence(reference, tok, prompts, prompt_tasks, cfg.ppo, cfg.train.seed, runtime.dist)
+        runtime.say(f"[ppo] edge of competence: {edge['kept']:,} of {edge['candidates']:,} prompts answered right sometimes "
+                    f"(always {edge['always']:,}, never {edge['never']:,}; SFT's pass@1 {edge['pass@1']:.1%})")
     source = RolloutSource(model, reference, reward_model, prompts, prompt_tasks, tok, cfg.ppo, runtime.precision, cfg.train.seed,
                            ptx_data(cfg.ppo, tok, cfg.model.block_size, runtime.dist.world_size), runtime.dist)
     judge = reward_model  # frozen, so the judge can be the same module when it is the same checkpoint; None: no reward metrics

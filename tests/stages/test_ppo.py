@@ -131,3 +131,29 @@ def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_pat
     with pytest.raises(TrainingError, match=r"probability ratio .* past ppo.max_ratio=1.000001 at iteration 1, minibatch 2 of \d+: "
                                             r"token '.*' went from probability .* to .* \(advantage -?\d"):
         run(cfg)
+
+
+def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypatch):
+    from llm.config import PPOSettings
+    from llm.data.tasks import Task
+    from llm.eval.tasks import Reply
+    from llm.stages import ppo
+
+    tasks = [Task("first_word", f"Give the first word of: w{i} x", f"w{i}") for i in range(4)]
+    right_of = {0: 0, 1: 2, 2: 3, 3: 1}  # of 3 replies each: never, sometimes, always, sometimes
+
+    def fake_replies(model, tok, prompts, max_new_tokens, temperature, top_k, seed):
+        out = []
+        for n, prompt in enumerate(prompts):
+            i = int(prompt.split("w")[-1].split()[0])
+            out.append(Reply(f"w{i}" if n % 3 < right_of[i] else "nope", [], True))
+        return out
+
+    monkeypatch.setattr(ppo, "generate_replies", fake_replies)
+    settings = PPOSettings(edge_candidates=4, samples_per_prompt=3, advantage="grpo")
+    prompts, kept, stats = ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
+    assert prompts == [[1], [3]] and kept == [tasks[1], tasks[3]]
+    assert stats == {"candidates": 4, "kept": 2, "always": 1, "never": 1, "pass@1": pytest.approx(6 / 12)}
+    monkeypatch.setattr(ppo, "generate_replies", lambda *a, **k: [Reply("nope", [], True)] * 12)
+    with pytest.raises(ConfigError, match="edge_candidates"):
+        ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
