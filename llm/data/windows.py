@@ -13,16 +13,47 @@ import numpy as np
 import torch
 
 
+def window_rows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> np.ndarray:
+    return np.stack([tokens[s : s + block_size + 1] for s in starts]).astype(np.int64)
+
+
 def window_batch(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> dict[str, torch.Tensor]:
-    rows = np.stack([tokens[s : s + block_size + 1] for s in starts]).astype(np.int64)
-    window = torch.from_numpy(rows)
+    window = torch.from_numpy(window_rows(tokens, starts, block_size))
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}
 
 
-class RandomWindows:
-    """Training batches of `batch_size` windows at random offsets."""
+MIN_SPAN, MAX_SPAN = 4, 24  # tokens in a repeated span
 
-    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int, rank: int = 0, world_size: int = 1):
+
+def repeat_spans(rows: np.ndarray, rng: np.random.Generator, fraction: float) -> np.ndarray:
+    """Rows where, with probability `fraction`, a span of MIN_SPAN..MAX_SPAN tokens is written again later in the
+    row, at a random distance.
+
+    Predicting the repeat's tokens after its first takes an induction head (find where the current token occurred
+    before, copy the token after it), the circuit that copies a word it was never trained on token by token. A
+    tiny model on a small corpus forms none in a short pre-training (measured in docs/design.md); varying the span,
+    the distance and the content keeps a fixed-offset shortcut from doing the job instead.
+    """
+    out = rows.copy()
+    width = rows.shape[1]
+    longest = min(MAX_SPAN, width // 2 - 1)
+    if longest < MIN_SPAN:
+        raise ValueError(f"a window of {width} tokens is too short to repeat a span of {MIN_SPAN} in; lower data.repeat_fraction to 0")
+    for row, chosen in zip(out, rng.random(len(rows)) < fraction):
+        length = int(rng.integers(MIN_SPAN, longest + 1))
+        first = int(rng.integers(0, width - 2 * length))
+        again = int(rng.integers(first + length, width - length + 1))
+        if chosen:
+            row[again : again + length] = row[first : first + length]
+    return out
+
+
+class RandomWindows:
+    """Training batches of `batch_size` windows at random offsets, with a share of them holding a repeated span
+    (`repeat_fraction`, repeat_spans)."""
+
+    def __init__(self, tokens: np.ndarray, batch_size: int, block_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 repeat_fraction: float = 0.0):
         if len(tokens) <= block_size + 1:
             raise ValueError(f"the training split has {len(tokens)} tokens, fewer than one window of {block_size + 1}")
         self.tokens = tokens
@@ -30,14 +61,20 @@ class RandomWindows:
         self.block_size = block_size
         self.seed = seed
         self.rank, self.world_size = rank, world_size
+        self.repeat_fraction = repeat_fraction
         self.batches_drawn = 0
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, 0, self.batches_drawn])
         starts = rng.integers(0, len(self.tokens) - self.block_size - 1, size=self.batch_size * self.world_size)
         self.batches_drawn += 1
-        mine = starts[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-        return window_batch(self.tokens, mine, self.block_size)
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        if not self.repeat_fraction:
+            return window_batch(self.tokens, starts[mine], self.block_size)
+        # drawn for the global batch, so each window's repeat does not depend on how many processes share it
+        rows = repeat_spans(window_rows(self.tokens, starts, self.block_size), rng, self.repeat_fraction)[mine]
+        window = torch.from_numpy(rows)
+        return {"input_ids": window[:, :-1], "targets": window[:, 1:]}
 
     @property
     def epoch(self) -> float:

@@ -32,7 +32,7 @@ class PretrainStage(Stage):
         train_tokens, val_tokens = corpus.train.load(), corpus.val.load()
         tc = cfg.train
         self.source = RandomWindows(train_tokens, tc.batch_size, cfg.model.block_size, tc.seed, runtime.dist.rank,
-                                    runtime.dist.world_size)
+                                    runtime.dist.world_size, cfg.data.repeat_fraction)
         self.val_batches = eval_windows(val_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.train_sample = fixed_train_windows(train_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.token_bytes = torch.tensor(self.tokenizer.token_byte_lengths(), dtype=torch.float64)

@@ -39,3 +39,31 @@ def test_eval_windows_are_fixed_and_disjoint():
     starts = [int(x) for b in batches for x in b["input_ids"][:, 0]]
     assert starts == list(range(0, 190, 10))
     assert len(eval_windows(tokens, 3, 10, max_batches=2)) == 2
+
+
+def test_repeated_spans_copy_a_span_of_the_row_further_on_at_varying_distances():
+    tokens = np.arange(100_000)  # every token distinct, so a repeat is the only way a token occurs twice in a row
+    sampler = RandomWindows(tokens, batch_size=64, block_size=64, seed=0, repeat_fraction=0.5)
+    rows = sampler.next_batch()["input_ids"]
+    repeated, distances = 0, set()
+    for row in rows.tolist():
+        seen = {token: i for i, token in enumerate(row)}
+        copies = [(i, seen[t]) for i, t in enumerate(row) if seen[t] != i]
+        if copies:
+            repeated += 1
+            earlier, later = copies[0]  # (a span token's first position, its copy's)
+            distances.add(later - earlier)
+            # one contiguous span, copied whole: the span and its copy both run consecutively
+            assert copies == [(earlier + k, later + k) for k in range(len(copies))]
+            assert 1 <= len(copies) <= 24
+    assert 20 <= repeated <= 44 and len(distances) > 10
+    plain = RandomWindows(tokens, batch_size=64, block_size=64, seed=0)
+    assert all(len(set(r)) == len(r) for r in plain.next_batch()["input_ids"].tolist())
+
+
+def test_repeated_spans_split_across_processes_as_one_process_draws_them():
+    tokens = np.arange(50_000)
+    whole = RandomWindows(tokens, batch_size=8, block_size=32, seed=3, repeat_fraction=0.5).next_batch()
+    halves = [RandomWindows(tokens, batch_size=4, block_size=32, seed=3, rank=r, world_size=2, repeat_fraction=0.5).next_batch()
+              for r in (0, 1)]
+    assert (np.concatenate([h["input_ids"] for h in halves]) == whole["input_ids"].numpy()).all()
