@@ -11,6 +11,7 @@ import torch
 from llm.config import PretrainConfig
 from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
+from llm.eval.copying import copy_losses, passages
 from llm.generate import SamplingParams, generate
 from llm.losses import token_nll
 from llm.model import GPT, model_size
@@ -36,6 +37,7 @@ class PretrainStage(Stage):
         self.val_batches = eval_windows(val_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.train_sample = fixed_train_windows(train_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.token_bytes = torch.tensor(self.tokenizer.token_byte_lengths(), dtype=torch.float64)
+        self.copy_passages = passages(val_tokens)
 
     def loss(self, model, batch) -> LossOutput:
         return lm_loss(model, batch)
@@ -44,11 +46,13 @@ class PretrainStage(Stage):
         val_nats, val_tokens, val_bytes = self.summed_loss(model, self.val_batches)
         train_nats, train_tokens, _ = self.summed_loss(model, self.train_sample)
         val_loss = val_nats / val_tokens
+        first, second = copy_losses(model, self.copy_passages)
         return {
             "val_loss": val_loss,
             "val_ppl": math.exp(min(val_loss, 50.0)),
             "val_bpb": val_nats / (math.log(2) * val_bytes),
             "train_loss": train_nats / train_tokens,
+            "copy_gain": first - second,  # nats per token: near 0 until the model can copy what it has seen
         }
 
     def summed_loss(self, model, batches) -> tuple[float, int, float]:

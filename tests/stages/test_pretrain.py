@@ -23,6 +23,7 @@ def test_loss_falls_and_metrics_are_reported(tiny_pretrain_config):
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5
     assert 0 < evals[-1]["val_bpb"] < evals[0]["val_bpb"]
     assert result.metrics["val_ppl"] > 1
+    assert abs(evals[0]["copy_gain"]) < 0.1  # a fresh model gains nothing from having seen the passage
     samples = [json.loads(x) for x in (cfg.run_dir / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == len(evals) and all(isinstance(s, str) for s in samples[-1]["samples"])
     corpus = json.loads((cfg.run_dir / "corpus.json").read_text())
