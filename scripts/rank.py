@@ -10,11 +10,14 @@ The web page (scripts/serve.py) writes the same file.
 """
 
 import argparse
+import re
 import sys
 
 from llm.cli import main
 from llm.feedback.options import add_ranking_flags, check_ranking_flags
 
+# escape codes, other control characters and bidirectional controls in model output would act on the terminal
+UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 HELP = "order best first (e.g. 2 1 4 3; 2=1 ties), s skip, b all bad, u undo, p TEXT your own prompt, q quit"
 
 
@@ -39,10 +42,15 @@ def parse_order(text: str, k: int) -> list[list[int]]:
     return groups
 
 
+def printable(text: str) -> str:
+    """Text as the terminal may show it: each control character as a visible <U+XXXX>."""
+    return UNPRINTABLE.sub(lambda m: f"<U+{ord(m.group()):04X}>", text)
+
+
 def show(item, progress: dict) -> None:
-    print(f"\n[{progress['ranked']} of {progress['target']} ranked] {item.prompt[-1]['content']}")
+    print(f"\n[{progress['ranked']} of {progress['target']} ranked] {printable(item.prompt[-1]['content'])}")
     for number, reply in enumerate(item.replies, 1):
-        print(f"  {number}. {reply.text}" + ("" if reply.finished else "   (cut: did not finish)"))
+        print(f"  {number}. {printable(reply.text)}" + ("" if reply.finished else "   (cut: did not finish)"))
 
 
 def answer(session, item, line: str) -> bool:
@@ -64,6 +72,8 @@ def answer(session, item, line: str) -> bool:
 
 
 def rank_by_hand(session) -> int:
+    from llm.feedback.rankings import AlreadyRanked, WriteFailed
+
     print(HELP, file=sys.stderr)
     while True:
         item = session.current()
@@ -81,6 +91,8 @@ def rank_by_hand(session) -> int:
                 return 0
         except ValueError as err:
             print(f"({err}; {HELP})")
+        except (AlreadyRanked, WriteFailed) as err:
+            print(f"({err})")
 
 
 def entry() -> int:
@@ -94,8 +106,8 @@ def entry() -> int:
     from llm.feedback.rankings import RankingFile
     from llm.feedback.session import RankingSession
 
+    store = RankingFile(args.rank)  # an unwritable file fails now, before the model loads
     opened = open_model(args)
-    store = RankingFile(args.rank)
     if args.rater:
         from llm.feedback.simulate import simulate
 

@@ -6,10 +6,18 @@ python scripts/serve.py --checkpoint runs/tiny/ppo                              
 The ranking page shows a prompt and K sampled replies; give each a place (1 = best, equal places tie), or
 skip, or say all are bad. Every answer is appended to the --rank file before the page moves on, so a reload,
 a crash or a restart loses nothing and shows no prompt twice. scripts/rank.py writes the same file.
+
+On 127.0.0.1 (the default) only this machine's browsers reach the pages, and each answer is written as
+--rater's. With --host beyond loopback, each name in --raters gets its own secret address (#token=...),
+printed at start; a request without a token is refused, an answer carries its rater's name, and every
+request is logged on stderr.
 """
 
 import argparse
+import ipaddress
+import secrets
 import socket
+import sys
 from pathlib import Path
 
 from llm.cli import main
@@ -22,7 +30,25 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rank", help="the rankings file (JSON Lines) to append to; without it only the chat page is served")
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    parser.add_argument("--rater", default="person", help="the name written with every answer given on this machine")
+    parser.add_argument("--raters", help="with --host beyond loopback: the raters' names, comma-separated, each given "
+                                         "its own token (default: --rater)")
     return parser.parse_args()
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def rater_tokens(args: argparse.Namespace) -> dict[str, str] | None:
+    """token -> rater name for a server exposed beyond loopback; None on loopback, where none is needed."""
+    if is_loopback(args.host):
+        return None
+    names = [name.strip() for name in (args.raters or args.rater).split(",") if name.strip()]
+    return {secrets.token_urlsafe(16): name for name in names}
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -47,10 +73,10 @@ def address(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def open_app(args: argparse.Namespace):
+def open_app(args: argparse.Namespace, store, tokens: dict[str, str] | None):
     """The checkpoint's model behind the chat page and, with --rank, a ranking session over the file."""
+    from llm.feedback.guard import LOOPBACK_NAMES
     from llm.feedback.options import open_model, prompt_items
-    from llm.feedback.rankings import RankingFile
     from llm.feedback.session import RankingSession
     from llm.feedback.web import ChatModel, create_app
 
@@ -59,9 +85,22 @@ def open_app(args: argparse.Namespace):
                      {"temperature": args.temperature, "top_k": args.top_k, "max_new_tokens": args.max_new_tokens})
     session = None
     if args.rank:
-        session = RankingSession(RankingFile(args.rank), prompt_items(args, opened.loaded), opened.sampler, args.target,
-                                 args.checkpoint, opened.sampling, args.seed)
-    return create_app(chat, session, args.checkpoint)
+        session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target,
+                                 args.checkpoint, opened.sampling, args.seed, args.rater)
+    hosts = None if tokens is not None else LOOPBACK_NAMES | {args.host}
+    return create_app(chat, session, args.checkpoint, hosts, tokens, log=tokens is not None)
+
+
+def say_addresses(url: str, rank: bool, tokens: dict[str, str] | None) -> None:
+    pages = (f"ranking page: {url}/rank   " if rank else "") + f"chat page: {url}/chat"
+    if tokens is None:
+        print(f"{pages}   (Ctrl-C stops)", flush=True)
+        return
+    print(f"warning: listening beyond this machine; anyone on the network can reach {url}: only the token addresses "
+          "below are served, and every request is logged here", file=sys.stderr, flush=True)
+    print(f"{pages}   (Ctrl-C stops)", flush=True)
+    for token, name in tokens.items():
+        print(f"rater {name}: {url}/{'rank' if rank else 'chat'}#token={token}", flush=True)
 
 
 def entry() -> int:
@@ -72,12 +111,19 @@ def entry() -> int:
 
         raise DataError(f"{args.prompts}: no such prompts file")
     sock = listen(args.host, args.port)  # a busy port fails before the model loads
-    app = open_app(args)
+    store = None
+    if args.rank:
+        from llm.feedback.rankings import RankingFile
+
+        store = RankingFile(args.rank)  # an unwritable file fails now, before the model loads
+    tokens = rater_tokens(args)
+    app = open_app(args, store, tokens)
     import uvicorn
 
-    url = address(sock)
-    print((f"ranking page: {url}/rank   " if args.rank else "") + f"chat page: {url}/chat   (Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+    from llm.feedback.guard import TimedH11Protocol
+
+    say_addresses(address(sock), bool(args.rank), tokens)
+    config = uvicorn.Config(app, http=TimedH11Protocol, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled; every answer is already on disk

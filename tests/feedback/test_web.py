@@ -20,7 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest_helpers import PYTHON, REPO
-from llm.feedback.rankings import RankingFile, Reply, load_rankings
+from llm.feedback.rankings import RankingFile, Reply, load_rankings, prompt_id
 from llm.feedback.session import Item, RankingSession
 from llm.feedback.web import ChatModel, create_app, reply_events
 
@@ -32,11 +32,14 @@ def fake_sample(prompts, seed):
     return [[Reply(f"{p[-1]['content']} r{i}") for i in range(3)] for p in prompts]
 
 
+LOCAL = "http://127.0.0.1:8000"  # what a browser on this machine sends as its Host
+
+
 def app_client(path: Path, rank: bool = True) -> TestClient:
     """The app over a fake sampler; its chat model is never reached by these requests."""
     items = iter([Item([{"role": "user", "content": f"q{i}"}]) for i in range(10)])
     session = RankingSession(RankingFile(path), items, fake_sample, target=5) if rank else None
-    return TestClient(create_app(ChatModel(None, None, threading.Lock()), session))
+    return TestClient(create_app(ChatModel(None, None, threading.Lock()), session), base_url=LOCAL)
 
 
 # (method, path, body with {id} for the tab's current prompt, what the one-line error says)
@@ -50,7 +53,7 @@ BAD_REQUESTS = [
     ("POST", "/api/rank/give", '{"tab": "t", "id": "{id}", "ranking": [[0, "1"], [2]]}', "list of lists of reply numbers"),
     ("POST", "/api/rank/give", '{"tab": "t", "id": "{id}", "ranking": [], "status": "great"}', "status must be one of"),
     ("POST", "/api/rank/give", '{"tab": "t", "id": "0123456789abcdef", "ranking": [[0], [1], [2]]}', "not the one this tab shows"),
-    ("GET", "/api/rank/current", None, "a tab id"),
+    ("POST", "/api/rank/current", "{}", "a tab id"),
     ("POST", "/api/rank/prompt", '{"tab": "t", "text": "  "}', "the prompt is empty"),
     ("POST", "/api/rank/undo", '{"tab": 7}', "a tab id"),
     ("POST", "/api/chat", "{}", "missing field 'messages'"),
@@ -67,7 +70,7 @@ BAD_REQUESTS = [
 def test_a_malformed_request_gets_a_4xx_with_a_one_line_reason_and_writes_nothing(method, url, body, reason, tmp_path):
     path = tmp_path / "r.jsonl"
     client = app_client(path)
-    item_id = client.get("/api/rank/current", params={"tab": "t"}).json()["item"]["id"]
+    item_id = client.post("/api/rank/current", json={"tab": "t"}).json()["item"]["id"]
     content = body.replace("{id}", item_id).encode() if body else None
     response = client.request(method, url, content=content, headers={"Content-Type": "application/json"})
     assert 400 <= response.status_code < 500, response.text
@@ -79,23 +82,150 @@ def test_a_malformed_request_gets_a_4xx_with_a_one_line_reason_and_writes_nothin
 def test_a_given_ranking_is_on_disk_when_the_answer_returns_and_undo_appends_a_tombstone(tmp_path):
     path = tmp_path / "r.jsonl"
     client = app_client(path)
-    item = client.get("/api/rank/current", params={"tab": "t"}).json()["item"]
+    item = client.post("/api/rank/current", json={"tab": "t"}).json()["item"]
     answer = client.post("/api/rank/give", json={"tab": "t", "id": item["id"], "ranking": [[2], [0, 1]]}).json()
     assert answer["progress"] == {"ranked": 1, "done": 1, "target": 5}
     [line] = path.read_text().splitlines()
     assert json.loads(line)["ranking"] == [[2], [0, 1]] and json.loads(line)["replies"] == item["replies"]
     assert client.post("/api/rank/undo", json={"tab": "t"}).json() == {"undone": True}
     assert json.loads(path.read_text().splitlines()[1])["undo"] == item["id"]
-    assert client.get("/api/rank/current", params={"tab": "t"}).json()["item"] == item  # the same replies, to rank again
+    assert client.post("/api/rank/current", json={"tab": "t"}).json()["item"] == item  # the same replies, to rank again
 
 
 def test_without_a_rankings_file_only_the_chat_is_served(tmp_path):
     client = app_client(tmp_path / "r.jsonl", rank=False)
     page = client.get("/rank")
     assert page.status_code == 404 and "--rank FILE" in page.text
-    assert client.get("/api/rank/current", params={"tab": "t"}).status_code == 404
+    assert client.post("/api/rank/current", json={"tab": "t"}).status_code == 404
     assert client.get("/", follow_redirects=False).headers["location"] == "/chat"
     assert client.get("/chat").status_code == 200 and client.get("/api/info").json()["rank"] is False
+
+
+# (method, path, headers, body, status, what the error says): a page of another site, or a rebinding DNS name
+FORGED = [
+    ("POST", "/api/rank/give", {"Content-Type": "text/plain"}, '{"tab": "t", "id": "{id}", "ranking": [[0], [1], [2]]}', 415,
+     "Content-Type: application/json"),
+    ("POST", "/api/rank/give", {"Content-Type": "application/json", "Origin": "http://evil.example"},
+     '{"tab": "t", "id": "{id}", "ranking": [[0], [1], [2]]}', 403, "another site"),
+    ("POST", "/api/rank/prompt", {"Content-Type": "application/json", "Host": "evil.example:8000"}, '{"tab": "t", "text": "mine"}',
+     403, "not this server's name"),
+    ("POST", "/api/chat", {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
+     '{"messages": [{"role": "user", "content": "hi"}]}', 403, "another site"),
+    ("GET", "/api/rank/current?tab=u", {}, None, 405, None),
+]
+
+
+@pytest.mark.parametrize("method, url, headers, body, status, reason", FORGED, ids=[f"{m} {u} {h}" for m, u, h, *_ in FORGED])
+def test_a_cross_site_or_rebound_request_is_refused_and_writes_and_holds_nothing(method, url, headers, body, status, reason, tmp_path):
+    path = tmp_path / "r.jsonl"
+    client = app_client(path)
+    item_id = client.post("/api/rank/current", json={"tab": "t"}).json()["item"]["id"]
+    content = body.replace("{id}", item_id).encode() if body else None
+    response = client.request(method, url, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    assert reason is None or reason in response.json()["error"]
+    assert path.read_bytes() == b""
+    assert client.post("/api/rank/current", json={"tab": "v"}).json()["item"]["prompt"][0]["content"] == "q1"  # q1 still free
+
+
+def test_the_same_origin_page_is_served_with_headers_that_forbid_framing_and_sniffing(tmp_path):
+    client = app_client(tmp_path / "r.jsonl")
+    for response in (client.get("/rank"), client.get("/static/rank.js"), client.post("/api/rank/current", json={})):
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["content-security-policy"] == "frame-ancestors 'none'; default-src 'self'"
+        assert response.headers["x-content-type-options"] == "nosniff" and response.headers["referrer-policy"] == "no-referrer"
+    same = client.post("/api/rank/current", json={"tab": "t"}, headers={"Origin": LOCAL})
+    assert same.status_code == 200
+
+
+OVERSIZED = [
+    ("/api/rank/give", "[" * 100_000 + "]" * 100_000, 400, "nested too deeply"),
+    ("/api/chat", '{"messages": [{"role": "user", "content": "' + "x" * (1 << 20) + '"}]}', 413, "over 1048576 bytes"),
+    ("/api/rank/prompt", '{"tab": "t", "text": "' + "x" * 5000 + '"}', 400, "at most 4000"),
+    ("/api/chat", '{"messages": [{"role": "user", "content": "hi"}], "temperature": 1e-40}', 400, "0 (greedy) or at least 0.01"),
+    ("/api/chat", '{"messages": [{"role": "user", "content": "\\ud800"}]}', 400, "not valid JSON in UTF-8"),
+    ("/api/rank/give", '{"tab": "t", "id": "{id}", "ranking": [' + "[0]," * 10_000 + '[1]]}', 400, "exactly once"),
+]
+
+
+@pytest.mark.parametrize("url, body, status, reason", OVERSIZED, ids=[r for *_, r in OVERSIZED])
+def test_an_oversized_or_poisoned_body_is_refused_with_one_short_line(url, body, status, reason, tmp_path):
+    client = app_client(tmp_path / "r.jsonl")
+    item_id = client.post("/api/rank/current", json={"tab": "t"}).json()["item"]["id"]
+    response = client.post(url, content=body.replace("{id}", item_id).encode(), headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text[:200]
+    error = response.json()["error"]
+    assert reason in error and "\n" not in error and len(error) < 300
+
+
+def test_a_body_sent_in_chunks_past_the_limit_is_refused(tmp_path):
+    client = app_client(tmp_path / "r.jsonl")
+    chunks = (b"x" * 65536 for _ in range(20))  # no Content-Length: the route counts what arrives
+    response = client.post("/api/rank/prompt", content=chunks, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_a_failed_write_is_a_503_that_keeps_the_prompt_and_a_conflict_is_a_409(tmp_path, monkeypatch):
+    from llm.feedback import rankings
+
+    path = tmp_path / "r.jsonl"
+    client, other = app_client(path), app_client(path)  # two servers on one file
+    item = client.post("/api/rank/current", json={"tab": "t"}).json()["item"]
+    assert other.post("/api/rank/current", json={"tab": "t"}).json()["item"]["id"] == item["id"]
+    real = rankings.os.write
+    monkeypatch.setattr(rankings.os, "write", lambda fd, data: real(fd, data[:163]))
+    answer = {"tab": "t", "id": item["id"], "ranking": [[0], [1], [2]]}
+    failed = client.post("/api/rank/give", json=answer)
+    assert failed.status_code == 503 and "nothing was saved, try again" in failed.json()["error"]
+    assert path.read_bytes() == b""
+    monkeypatch.setattr(rankings.os, "write", real)
+    assert client.post("/api/rank/give", json=answer).status_code == 200  # the same prompt, given again
+    conflict = other.post("/api/rank/give", json={**answer, "ranking": [[2], [1], [0]]})
+    assert conflict.status_code == 409 and "already ranked by another page" in conflict.json()["error"]
+    assert [e.ranking for e in load_rankings(path)] == [[[0], [1], [2]]]
+
+
+def test_with_tokens_an_api_request_needs_one_and_the_answer_carries_its_raters_name(tmp_path):
+    path = tmp_path / "r.jsonl"
+    items = iter([Item([{"role": "user", "content": f"q{i}"}]) for i in range(10)])
+    session = RankingSession(RankingFile(path), items, fake_sample, target=5)
+    app = create_app(ChatModel(None, None, threading.Lock()), session, hosts=None, tokens={"s3cret": "ana"})
+    client = TestClient(app, base_url="http://192.0.2.7:8000")
+    assert client.post("/api/rank/current", json={"tab": "t"}).status_code == 401
+    assert client.get("/rank").status_code == 200  # the page itself is no secret; it reads the token from #token=
+    auth = {"Authorization": "Bearer s3cret"}
+    item = client.post("/api/rank/current", json={"tab": "t"}, headers=auth).json()["item"]
+    client.post("/api/rank/give", json={"tab": "t", "id": item["id"], "ranking": [[0], [1], [2]]}, headers=auth)
+    assert [e.rater for e in load_rankings(path)] == ["ana"]
+
+
+def test_a_client_that_never_finishes_its_request_is_disconnected(tmp_path):
+    import socket
+
+    import uvicorn
+
+    from llm.feedback.guard import TimedH11Protocol
+
+    class Quick(TimedH11Protocol):
+        read_timeout_s = 0.5
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    server = uvicorn.Server(uvicorn.Config(app_client(tmp_path / "r.jsonl").app, http=Quick, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        slow = [socket.create_connection(sock.getsockname(), timeout=10) for _ in range(2)]
+        slow[0].sendall(b"POST /api/rank/give HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # headers never finished
+        slow[1].sendall(b"POST /api/rank/give HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: 100\r\n\r\n{")  # a body never finished
+        started = time.monotonic()
+        assert [s.recv(1024) for s in slow] == [b"", b""]  # closed by the server
+        assert time.monotonic() - started < 5
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +242,7 @@ def test_a_chat_reply_streams_piece_by_piece_and_matches_the_terminal_chats_repl
     from llm.chat import reply_to
     from llm.feedback.replies import sampling_params
 
-    client = TestClient(create_app(ChatModel(loaded.model, loaded.tokenizer, threading.Lock(), seed=0), None))
+    client = TestClient(create_app(ChatModel(loaded.model, loaded.tokenizer, threading.Lock(), seed=0), None), base_url=LOCAL)
     messages = [{"role": "user", "content": "What is the first word in: green apples fall?"}]
     with client.stream("POST", "/api/chat", json={"messages": messages, "temperature": 1.0, "top_k": 0, "max_new_tokens": 24}) as response:
         events = [json.loads(line) for line in response.iter_lines() if line]
@@ -210,7 +340,7 @@ def test_a_kill_during_submissions_leaves_whole_lines_and_a_restart_shows_a_new_
             for _ in range(500):
                 if time.monotonic() > deadline:
                     break
-                item = call(f"{url}/api/rank/current?tab={tab}")["item"]
+                item = call(f"{url}/api/rank/current", {"tab": tab})["item"]
                 call(f"{url}/api/rank/give", {"tab": tab, "id": item["id"], "ranking": [[1], [0]]})
             endings.append("finished")
         except urllib.error.HTTPError as err:  # an answer, not a dead server: the test's own mistake
@@ -233,7 +363,7 @@ def test_a_kill_during_submissions_leaves_whole_lines_and_a_restart_shows_a_new_
     assert len(records) >= 12 and all(r["status"] == "ranked" for r in records)
     proc, url = start_server(sft_run, tmp_path / "restart.log", "--rank", str(path), "--k", "2", "--max-new-tokens", "6")
     try:
-        item = call(f"{url}/api/rank/current?tab=new")["item"]
+        item = call(f"{url}/api/rank/current", {"tab": "new"})["item"]
     finally:
         stop_server(proc)
     assert item["id"] not in {r["id"] for r in records}
@@ -370,3 +500,52 @@ def test_the_chat_page_streams_a_reply(browser, server):
     screenshot(browser, "chat.png")
     browser.find_element(By.ID, "new").click()
     assert browser.find_elements(By.CSS_SELECTOR, ".conversation .turn") == []
+
+
+FORGED_PAGE = """<!doctype html><title>forging</title><script>
+async function forge(mode, type) {{
+  const send = (path, body) => fetch("{url}" + path, {{method: "POST", mode, headers: {{"Content-Type": type}},
+                                                     body: JSON.stringify(body)}}).catch(() => null);
+  await send("/api/rank/prompt", {{tab: "x", text: "forged prompt"}});  // its id is known: a hash of the text
+  await send("/api/rank/give", {{tab: "x", id: "{id}", ranking: [[0], [1], [2]]}});
+  await send("/api/chat", {{messages: [{{role: "user", content: "forged chat"}}]}});
+}}
+forge("no-cors", "text/plain").then(() => forge("cors", "application/json")).then(() => {{ document.title = "done"; }});
+</script>"""
+
+
+def test_a_page_of_another_origin_cannot_write_a_ranking_type_a_prompt_or_chat(browser, server, tmp_path):
+    """What a malicious site could make a rater's browser send: a 'simple' text/plain POST and a JSON one."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    url, path = server
+    before = path.read_bytes() if path.exists() else b""
+    forged_id = prompt_id([{"role": "user", "content": "forged prompt"}])
+    (tmp_path / "forge.html").write_text(FORGED_PAGE.format(url=url, id=forged_id))
+    other = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        browser.get(f"http://127.0.0.1:{other.server_address[1]}/forge.html")
+        wait_for(browser, lambda d: d.title == "done", "the forged requests to settle")
+    finally:
+        other.shutdown()
+    assert (path.read_bytes() if path.exists() else b"") == before
+
+
+def test_a_rankings_file_that_cannot_be_written_is_one_error_line_before_the_model_loads(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    path = tmp_path / "a-file" / "r.jsonl"  # its folder is a file: nothing can be created there
+    done = subprocess.run([PYTHON, "scripts/serve.py", "--checkpoint", str(tmp_path / "none"), "--rank", str(path), "--port", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [f"error: {path}: cannot open the rankings file for appending (File exists)"]
+
+
+def test_the_terminal_is_shown_escape_codes_and_bidi_controls_as_visible_marks():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("rank_script", REPO / "scripts/rank.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.printable("\x1b[2Jgone\u202eevil\u202c ok\tfine") == "<U+001B>[2Jgone<U+202E>evil<U+202C> ok\tfine"

@@ -48,7 +48,7 @@ async function send(text) {
   let answer = "";
   try {
     const response = await fetch("/api/chat", {
-      method: "POST", headers: {"Content-Type": "application/json"}, signal: reading.signal,
+      method: "POST", headers: apiHeaders(), signal: reading.signal,
       body: JSON.stringify({messages: history, ...settings()}),
     });
     if (!response.ok) {
@@ -59,7 +59,7 @@ async function send(text) {
       if (event.error) throw new Error(event.error);
       if (event.text) {
         answer += event.text;
-        reply.textContent = answer;
+        reply.textContent = visible(answer);
         reply.dataset.pieces = String(Number(reply.dataset.pieces) + 1);
         reply.scrollIntoView({block: "end"});
       }

@@ -62,9 +62,10 @@ async function act(request, done) {
   try {
     const outcome = await request();
     if (done) say(done(outcome));
-    show(await api(`/api/rank/current?tab=${encodeURIComponent(tab)}`));
+    show(await api("/api/rank/current", {tab}));
   } catch (error) {
     say(error.message, true);
+    if (error.status === 409) await api("/api/rank/current", {tab}).then(show, () => {});  // another page answered it: move on
   } finally {
     busy(false);
   }
