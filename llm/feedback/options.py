@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import threading
 from dataclasses import dataclass
 
 from llm.errors import ConfigError
@@ -45,20 +44,20 @@ class Opened:
     loaded: object  # llm.load.LoadedModel
     sampler: object  # llm.feedback.session.Sample
     sampling: dict  # the settings written with every ranking
-    lock: threading.Lock  # serialises use of the model
+    lock: object  # llm.feedback.replies.FairLock: serialises use of the model
 
 
 def open_model(args: argparse.Namespace) -> Opened:
     """The checkpoint's language model and a sampler of K replies; a reward model is refused."""
     from llm.device import pick_device
-    from llm.feedback.replies import model_sampler, sampling_params
+    from llm.feedback.replies import FairLock, model_sampler, sampling_params
     from llm.load import load_gpt
 
     loaded = load_gpt(args.checkpoint, pick_device(args.device))
     kind = loaded.checkpoint.meta.get("kind", "gpt")
     if kind == "reward":
         raise ConfigError(f"{args.checkpoint}: a reward model, not a language model; give a pretrain, SFT, PPO or DPO run")
-    lock = threading.Lock()
+    lock = FairLock()  # the chat worker and the ranking sampler take turns in the order they asked
     params = sampling_params(loaded.tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     sampling = {"k": args.k, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed}

@@ -4,9 +4,11 @@ Shared by the web page and the terminal, so both keep the same rules:
 - prompts come from the built-in tasks, a file, or the person's own typing; a prompt already in force
   in the rankings file (ranked, skipped or all bad) is never shown again, also after a restart;
 - each tab (a browser tab, or the terminal) holds at most one prompt at a time, the same one after a
-  reload, and two tabs never hold the same prompt;
+  reload, and two tabs never hold the same prompt; a tab silent for `hold_s` (closed, abandoned) lets its
+  prompt go to the next tab that needs one;
 - a prompt's replies are sampled once per server run, with a seed drawn from the prompt, so the
-  person ranks what was shown; an undo puts the ranking's prompt and replies back before the tab.
+  person ranks what was shown; an undo puts the ranking's prompt and replies back before the tab. The
+  sampling runs outside the session's lock, so another tab's answer never waits behind it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +43,7 @@ class Item:
         return {"id": self.id, "prompt": self.prompt, "replies": [vars(r) for r in self.replies]}
 
 
+HOLD_S = 30 * 60  # a tab that has not asked or answered for this long has been closed or abandoned
 MAX_PROMPT_CHARS = 4000  # a typed prompt; the model's context is far shorter, and each becomes a line of the file
 Sample = Callable[[list[list[dict]], int], list[list[Reply]]]  # (prompts' messages, seed) -> K replies to each
 
@@ -84,8 +88,11 @@ def seed_for(item_id: str, seed: int) -> int:
 
 class RankingSession:
     def __init__(self, store: RankingFile, prompts: Iterator[Item], sample: Sample, target: int = 50,
-                 checkpoint: str = "", sampling: dict | None = None, seed: int = 0, rater: str = "person"):
+                 checkpoint: str = "", sampling: dict | None = None, seed: int = 0, rater: str = "person",
+                 hold_s: float = HOLD_S, clock: Callable[[], float] = time.monotonic):
         self.store, self.prompts, self.sample, self.rater = store, prompts, sample, rater
+        self.hold_s, self.clock = hold_s, clock
+        self.seen: dict[str, float] = {}  # tab -> when it last asked or answered
         self.target, self.checkpoint, self.sampling, self.seed = target, checkpoint, sampling or {}, seed
         self.lock = threading.RLock()
         self.held: dict[str, Item] = {}  # tab -> the prompt it shows
@@ -97,19 +104,30 @@ class RankingSession:
         return {"ranked": sum(r.status == "ranked" for r in in_force), "done": len(in_force), "target": self.target}
 
     def current(self, tab: str = "") -> Item | None:
-        """The prompt this tab shows: the one it holds, or the next one nobody has done or holds."""
+        """The prompt this tab shows: the one it holds, or the next one nobody has done or holds. Its replies
+        are sampled outside the lock (the seed is the prompt's, so two concurrent samplings agree)."""
         with self.lock:
+            self.seen[tab] = self.clock()
             if tab not in self.held:
                 item = self.next_free()
                 if item is None:
                     return None
                 self.held[tab] = item
             item = self.held[tab]
-            if not item.replies:
-                item.replies = self.sample([item.prompt], seed_for(item.id, self.seed))[0]
-            return item
+        if not item.replies:
+            replies = self.sample([item.prompt], seed_for(item.id, self.seed))[0]
+            with self.lock:
+                item.replies = item.replies or replies
+        return item
+
+    def let_go_of_silent_tabs(self) -> None:
+        """The prompts of tabs silent for hold_s go back to the queue, first (called under the lock)."""
+        now = self.clock()
+        for tab in [tab for tab in self.held if now - self.seen.get(tab, now) > self.hold_s]:
+            self.returned.insert(0, self.held.pop(tab))
 
     def next_free(self) -> Item | None:
+        self.let_go_of_silent_tabs()
         done = self.store.in_force()
         taken = {item.id for item in self.held.values()}
         while self.returned:
@@ -129,6 +147,7 @@ class RankingSession:
             raise ValueError(f"the prompt is {len(text)} characters; at most {MAX_PROMPT_CHARS} are taken")
         item = Item([{"role": "user", "content": text.strip()}])
         with self.lock:
+            self.seen[tab] = self.clock()
             if item.id in self.store.in_force():
                 raise ValueError("this prompt is already in the rankings file")
             if any(held.id == item.id for other, held in self.held.items() if other != tab):
@@ -143,6 +162,7 @@ class RankingSession:
         """Record the tab's answer for the prompt it holds; ValueError when it holds another or the answer is bad,
         AlreadyRanked (and the tab lets the prompt go) when another process answered it meanwhile."""
         with self.lock:
+            self.seen[tab] = self.clock()
             item = self.held.get(tab)
             if item is None or item.id != item_id:
                 raise ValueError(f"prompt {item_id} is not the one this tab shows (already given, or another tab's)")
@@ -160,6 +180,7 @@ class RankingSession:
         """Withdraw this tab's latest answer of this run; its prompt, with the same replies, comes back first.
         A failed write keeps the answer undoable; one that another process replaced meanwhile is AlreadyRanked."""
         with self.lock:
+            self.seen[tab] = self.clock()
             given = self.given.get(tab, [])
             if not given:
                 return None

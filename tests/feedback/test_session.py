@@ -134,3 +134,70 @@ def test_an_undo_never_withdraws_another_pages_answer_and_a_failed_undo_can_be_r
     with pytest.raises(AlreadyRanked, match="replaced by another page"):
         s.undo("t")
     assert RankingFile(path).in_force()[given.id].rater == "other"
+
+
+def test_an_abandoned_tabs_prompt_goes_to_the_next_tab_after_the_hold_expires(tmp_path):
+    now = [0.0]
+    s = RankingSession(RankingFile(tmp_path / "r.jsonl"), items(5), fake_sample, hold_s=600, clock=lambda: now[0])
+    abandoned = [s.current(f"unused-{i}").id for i in range(5)]  # five tabs opened and closed
+    assert s.current("rater") is None
+    now[0] = 601.0
+    mine = s.current("rater")
+    assert mine is not None and mine.id in abandoned
+    s.give(mine.id, [[0], [1], [2]], tab="rater")
+    with pytest.raises(ValueError, match="not the one this tab shows"):
+        s.give(abandoned[0], [[0], [1], [2]], tab="unused-0")  # a tab coming back after the hold finds it gone
+
+
+def test_an_answer_does_not_wait_while_another_tab_samples(tmp_path):
+    import threading
+
+    started, finish = threading.Event(), threading.Event()
+
+    def slow_sample(prompts, seed):
+        if prompts[0][0]["content"] == "q1":
+            started.set()
+            finish.wait(30)
+        return fake_sample(prompts, seed)
+
+    s = RankingSession(RankingFile(tmp_path / "r.jsonl"), items(), slow_sample)
+    first = s.current("a")
+    sampling = threading.Thread(target=s.current, args=("b",))
+    sampling.start()
+    assert started.wait(30)
+    try:
+        answered = threading.Thread(target=s.give, args=(first.id, [[0], [1], [2]], "ranked", "a"))
+        answered.start()
+        answered.join(5)
+        assert not answered.is_alive(), "the answer waited behind another tab's sampling"
+    finally:
+        finish.set()
+        sampling.join(30)
+    assert s.current("b").prompt[0]["content"] == "q1"
+
+
+def test_the_model_lock_is_granted_in_the_order_asked():
+    import threading
+    import time
+
+    from llm.feedback.replies import FairLock
+
+    lock, order = FairLock(), []
+    lock.acquire()
+
+    def take(name):
+        with lock:
+            order.append(name)
+
+    waiters = []
+    for name in ("sampler", "second"):
+        waiters.append(threading.Thread(target=take, args=(name,)))
+        waiters[-1].start()
+        while len(lock.waiting) < len(waiters):
+            time.sleep(0.001)
+    lock.release()
+    take("worker again")  # the chat worker, re-taking the lock at once, goes behind those already waiting
+    for waiter in waiters:
+        waiter.join(10)
+    assert order == ["sampler", "second", "worker again"]
+    assert lock.acquire(timeout=0.01) and not lock.acquire(timeout=0.01)
