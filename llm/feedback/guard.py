@@ -89,7 +89,10 @@ class Guard:
         if scope["method"] == "POST":
             if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
                 return 415, "a POST must have Content-Type: application/json"
-            if int(headers.get("content-length", "0") or 0) > MAX_BODY_BYTES:
+            length = headers.get("content-length", "0")
+            if not length.isdigit():
+                return 400, f"Content-Length must be a number of bytes; got {length[:30]!r}"
+            if int(length) > MAX_BODY_BYTES:
                 return 413, f"the request body is over {MAX_BODY_BYTES} bytes"
         return None
 

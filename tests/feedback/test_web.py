@@ -112,6 +112,8 @@ FORGED = [
     ("POST", "/api/chat", {"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
      '{"messages": [{"role": "user", "content": "hi"}]}', 403, "another site"),
     ("GET", "/api/rank/current?tab=u", {}, None, 405, None),
+    ("POST", "/api/rank/prompt", {"Content-Type": "application/json", "Content-Length": "lots"}, '{"tab": "t", "text": "x"}',
+     400, "Content-Length must be a number"),
 ]
 
 
