@@ -72,7 +72,14 @@ class ChatBatcher:
         while True:
             first = self.waiting.get()
             with self.lock:
-                self.decode([first, *self.more(self.max_batch - 1)])
+                live = []
+                for request in [first, *self.more(self.max_batch - 1)]:
+                    if request.gone.is_set():  # its page left while it waited: nothing to fit or decode
+                        request.emit(None)
+                    else:
+                        live.append(request)
+                if live:
+                    self.decode(live)
 
     def more(self, limit: int) -> list[ChatRequest]:
         """The requests that arrived while the model was busy, without waiting for any other."""
