@@ -359,7 +359,8 @@ def generalisation(stages: dict[str, Stage]) -> list:
         return []
     lines = []
     for before, after, name in (("base", "SFT", "sft"), ("SFT", "PPO", "ppo"), ("SFT", "DPO", "dpo")):
-        parts = [f"{title}: {paired_text(result)}" for axis, title in AXES if (result := paired(stages.get(name), axis))]
+        parts = [f"{title}: {paired_text(result)}" + (" (worse)" if result["significant"] and result["broken"] > result["fixed"] else "")
+                 for axis, title in AXES if (result := paired(stages.get(name), axis))]
         if parts:
             lines.append(Text(f"{before} → {after}: " + "; ".join(parts) + "."))
     return [Heading(2, "Headline: what a person's own prompt gets"), Table(["model", *(title for _, title in AXES)], rows), *lines,
