@@ -26,7 +26,7 @@ def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides)
                    "data.sampled_train=8", "data.sampled_val=4",
                    "train.eval_every=8", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=8",
                    "train.progress=false", "train.log_every=1", "train.dtype=float32"],
-        "ppo": ["ppo.builtin_prompts=100", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
+        "ppo": ["ppo.builtin_prompts=100", "ppo.edge_candidates=0", "eval.pass_k=0", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
                 "ppo.epochs=1", "ppo.max_new_tokens=6", "train.max_steps=6", "train.eval_every=3", "train.max_time_s=0",
                 "checkpoint.save_every=3", "eval.n_prompts=8", "eval.unseen=4", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=6",
                 "train.progress=false", "train.log_every=1", "train.dtype=float32"],

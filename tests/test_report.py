@@ -37,6 +37,22 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
+def add_evals(folder: Path, figures, measure: str, step0: dict, latest: dict) -> None:
+    """Give a fake stage's evaluations more figures (`figures(late)`: step 0's or a later one's), the final one in
+    final.json too, and per-prompt verdicts on `measure` for step 0 and the latest evaluation."""
+    lines = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    for line in lines:
+        if line["kind"] == "eval":
+            line.update(figures(line["step"] > 0))
+    write_jsonl(folder / "metrics.jsonl", lines)
+    final = json.loads((folder / "final.json").read_text())
+    final["metrics"] = lines[-1]
+    (folder / "final.json").write_text(json.dumps(final))
+    items = json.loads((folder / "eval_items.json").read_text())
+    items["step0"][measure], items["latest"][measure] = step0, latest
+    (folder / "eval_items.json").write_text(json.dumps(items))
+
+
 def fake_stage(run: Path, stage: str, evals: list[dict], samples: list, finished: bool = True, kind: str = "gpt") -> None:
     """A stage folder as a real run leaves it: metrics, samples, config, a checkpoint's meta and final.json."""
     folder = run / stage
@@ -259,21 +275,10 @@ def test_preference_section_shows_the_rubric_styles_and_the_paired_best_possible
     from llm.report.build import preference_section, read_run
 
     run = fake_run(tmp_path)
-    ppo = run / "ppo"
-    lines = [json.loads(x) for x in (ppo / "metrics.jsonl").read_text().splitlines()]
-    for line in lines:
-        if line["kind"] == "eval":
-            late = line["step"] > 0
-            line.update(best_possible=0.9 if late else 0.05, style={"plain": 0.9 if late else 0.06, "filler": 0.1, "disclaimer": 0.0},
-                        **{"new_words/exact_match": 0.02, "new_words/best_possible": 0.01})
-    write_jsonl(ppo / "metrics.jsonl", lines)
-    final = json.loads((ppo / "final.json").read_text())
-    final["metrics"] = lines[-1]
-    (ppo / "final.json").write_text(json.dumps(final))
-    items = json.loads((ppo / "eval_items.json").read_text())
-    items["step0"]["preferred"] = {p: i < 10 for i, p in enumerate(PROMPTS)}
-    items["latest"]["preferred"] = {p: i < 180 for i, p in enumerate(PROMPTS)}
-    (ppo / "eval_items.json").write_text(json.dumps(items))
+    add_evals(run / "ppo", lambda late: {"best_possible": 0.9 if late else 0.05, "new_words/exact_match": 0.02,
+                                         "style": {"plain": 0.9 if late else 0.06, "filler": 0.1, "disclaimer": 0.0},
+                                         "new_words/best_possible": 0.01},
+              "preferred", {p: i < 10 for i, p in enumerate(PROMPTS)}, {p: i < 180 for i, p in enumerate(PROMPTS)})
     _, stages = read_run(run)
     text = to_markdown(preference_section(stages))
     assert "prefers plain" in text and "| PPO | 90.0% |" in text and "90% / 10% / 0%" in text
@@ -284,21 +289,9 @@ def test_the_headline_leads_with_the_unseen_axes_each_step_paired(tmp_path):
     from llm.report.build import generalisation, read_run
 
     run = fake_run(tmp_path)
-    sft = run / "sft"
-    lines = [json.loads(x) for x in (sft / "metrics.jsonl").read_text().splitlines()]
-    for line in lines:
-        if line["kind"] == "eval":
-            late = line["step"] > 0
-            line.update({"new_both/exact_match": 0.7 if late else 0.0, "new_words/exact_match": 0.8 if late else 0.0,
-                         "new_phrasings/exact_match": 0.75 if late else 0.0})
-    write_jsonl(sft / "metrics.jsonl", lines)
-    final = json.loads((sft / "final.json").read_text())
-    final["metrics"] = lines[-1]
-    (sft / "final.json").write_text(json.dumps(final))
-    items = json.loads((sft / "eval_items.json").read_text())
-    items["step0"]["new_both"] = {p: False for p in PROMPTS}
-    items["latest"]["new_both"] = {p: i < 140 for i, p in enumerate(PROMPTS)}
-    (sft / "eval_items.json").write_text(json.dumps(items))
+    add_evals(run / "sft", lambda late: {"new_both/exact_match": 0.7 if late else 0.0, "new_words/exact_match": 0.8 if late else 0.0,
+                                         "new_phrasings/exact_match": 0.75 if late else 0.0},
+              "new_both", {p: False for p in PROMPTS}, {p: i < 140 for i, p in enumerate(PROMPTS)})
     _, stages = read_run(run)
     text = to_markdown(generalisation(stages))
     header = next(line for line in text.splitlines() if line.startswith("| model"))

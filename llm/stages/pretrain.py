@@ -11,7 +11,7 @@ import torch
 from llm.config import PretrainConfig
 from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
-from llm.eval.copying import copy_losses, passages
+from llm.eval.copying import PASSAGE_TOKENS, copy_losses, passages
 from llm.generate import SamplingParams, generate
 from llm.losses import token_nll
 from llm.model import GPT, model_size
@@ -37,7 +37,7 @@ class PretrainStage(Stage):
         self.val_batches = eval_windows(val_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.train_sample = fixed_train_windows(train_tokens, tc.batch_size, cfg.model.block_size, tc.eval_batches)
         self.token_bytes = torch.tensor(self.tokenizer.token_byte_lengths(), dtype=torch.float64)
-        self.copy_passages = passages(val_tokens)
+        self.copy_passages = passages(val_tokens, length=min(PASSAGE_TOKENS, cfg.model.block_size // 2))
 
     def loss(self, model, batch) -> LossOutput:
         return lm_loss(model, batch)
