@@ -99,23 +99,6 @@ def builtin_sentences(
     return list(sentences if limit is None else sentences[:limit])
 
 
-def builtin_words(count: int = 300, exclude: frozenset[str] = frozenset()) -> list[str]:
-    """The corpus's most frequent plain lowercase words (3 to 8 letters), most frequent first.
-
-    Function words ("the", "which") and `exclude` are left out. A tokenizer trained on this corpus
-    has nearly all of them as single tokens, which makes them the natural operands of the built-in
-    instruction tasks for a model pre-trained here.
-    """
-    if count < 1:
-        raise ValueError(f"builtin_words: count must be >= 1, got {count}")
-    ranked = [w for w in _word_ranking() if w not in exclude]
-    return ranked[:count]
-
-
-def _word_ranking() -> tuple[str, ...]:
-    return tuple(word for word, _ in builtin_word_counts())
-
-
 @functools.lru_cache(maxsize=1)
 def builtin_word_counts() -> tuple[tuple[str, int], ...]:
     """(word, occurrences) for every plain lowercase word of 3 to 8 letters but the function words, most frequent first."""

@@ -88,22 +88,23 @@ def builtin_tasks(split: str, n: int, seed: int = 0, kinds: Sequence[str] | None
                       weights=weights, max_number=MAX_NUMBER)
 
 
+def _held_out_source(axis: str, axes: Sequence[str]) -> dict:
+    """make_tasks' arguments for one held-out axis: its words (new everyday words, drawn uniformly, or the training
+    pool with its weights and copy sentences) and its phrasing set."""
+    if axis not in axes:
+        raise ValueError(f"unknown held-out axis {axis!r}; choose from {', '.join(axes)}")
+    phrasing_set = "new" if axis in ("new_phrasings", "new_both") else "train"
+    if axis in ("new_words", "new_both"):
+        return {"words": new_words(), "phrasing_set": phrasing_set}
+    words, weights, sentences = vocabulary()
+    return {"words": words, "weights": weights, "sentences": sentences, "phrasing_set": phrasing_set}
+
+
 def held_out_tasks(axis: str, n: int, seed: int = 0, kinds: Sequence[str] | None = None) -> list[Task]:
     """n held-out tasks on one of AXES. New-word tasks draw everyday words uniformly; `copy` then gets
     synthetic sentences of everyday words."""
-    if axis not in AXES:
-        raise ValueError(f"unknown held-out axis {axis!r}; choose from {', '.join(AXES)}")
-    kinds = list(kinds) if kinds else None
-    phrasing_set = "new" if axis in ("new_phrasings", "new_both") else "train"
-    if axis in ("new_words", "new_both"):
-        return make_tasks("val", n, seed=seed, kinds=kinds, words=new_words(), max_number=MAX_NUMBER, phrasing_set=phrasing_set)
-    words, weights, sentences = vocabulary()
-    return make_tasks("val", n, seed=seed, kinds=kinds, sentences=sentences, words=words, weights=weights,
-                      max_number=MAX_NUMBER, phrasing_set=phrasing_set)
-
-
-def new_word_tasks(n: int, seed: int = 0, kinds: Sequence[str] | None = None) -> list[Task]:
-    return held_out_tasks("new_words", n, seed, kinds)
+    source = _held_out_source(axis, AXES)
+    return make_tasks("val", n, seed=seed, kinds=list(kinds) if kinds else None, max_number=MAX_NUMBER, **source)
 
 
 def target_token_ids(tokenize, answers: Iterable[str]) -> frozenset[int]:
@@ -134,16 +135,8 @@ def builtin_pairs(split: str, n: int, seed: int = 0, kinds: Sequence[str] | None
 def held_out_pairs(axis: str, n: int, seed: int = 0, kinds: Sequence[str] | None = None, prefer: str = "",
                    style_weights: Sequence[float] | None = None) -> list[PreferencePair]:
     """Preference pairs on one of UNSEEN_AXES: the reward model's accuracy where a person's words or phrasings come in."""
-    if axis not in UNSEEN_AXES:
-        raise ValueError(f"unknown held-out axis {axis!r}; choose from {', '.join(UNSEEN_AXES)}")
-    phrasing_set = "new" if axis != "new_words" else "train"
-    if axis == "new_phrasings":
-        words, weights, sentences = vocabulary()
-        pool = {"words": words, "weights": weights, "sentences": sentences}
-    else:
-        pool = {"words": new_words()}
-    pairs = make_preference_pairs("val", n, seed=seed, kinds=list(kinds) if kinds else None, max_number=MAX_NUMBER,
-                                  phrasing_set=phrasing_set, **pool)
+    source = _held_out_source(axis, UNSEEN_AXES)
+    pairs = make_preference_pairs("val", n, seed=seed, kinds=list(kinds) if kinds else None, max_number=MAX_NUMBER, **source)
     return [_styled_pair(p, prefer, style_weights) for p in pairs]
 
 

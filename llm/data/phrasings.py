@@ -4,7 +4,7 @@ A person does not type the generator's one sentence. Each kind has core sentence
 orders ("Give the last word of", "Which word comes last in"); a prompt wraps a core in a polite form
 ("Please ...", "Could you ...?", "..., please") and ends with the punctuation people use, or none;
 repeat's count is a digit, a number word or "twice". The NEW cores are held out: evaluation asks with
-them to measure what a person's own phrasing gets (tests/data/test_phrasings.py proves no training
+them to measure what a person's own phrasing gets (tests/data/test_builtin_tasks.py proves no training
 prompt uses one).
 
 Fields in a core: {words} (a list, always after the last ": " so the operands can be read back),

@@ -18,7 +18,11 @@ def window_rows(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> np.n
 
 
 def window_batch(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> dict[str, torch.Tensor]:
-    window = torch.from_numpy(window_rows(tokens, starts, block_size))
+    return rows_batch(window_rows(tokens, starts, block_size))
+
+
+def rows_batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
+    window = torch.from_numpy(rows)
     return {"input_ids": window[:, :-1], "targets": window[:, 1:]}
 
 
@@ -72,9 +76,7 @@ class RandomWindows:
         if not self.repeat_fraction:
             return window_batch(self.tokens, starts[mine], self.block_size)
         # drawn for the global batch, so each window's repeat does not depend on how many processes share it
-        rows = repeat_spans(window_rows(self.tokens, starts, self.block_size), rng, self.repeat_fraction)[mine]
-        window = torch.from_numpy(rows)
-        return {"input_ids": window[:, :-1], "targets": window[:, 1:]}
+        return rows_batch(repeat_spans(window_rows(self.tokens, starts, self.block_size), rng, self.repeat_fraction)[mine])
 
     @property
     def epoch(self) -> float:

@@ -17,11 +17,10 @@ from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.data.tasks import is_correct
-from llm.eval.tasks import HeldOutSets, Reply, chat_prompt_ids, generate_replies, greedy_replies, item_verdicts, task_metrics
+from llm.eval.tasks import HeldOutSets, Reply, chat_prompt_ids, checked_samples, greedy_replies, item_verdicts, task_metrics
 from llm.rollouts import group_stats
 from llm.tokenizer import Tokenizer
-from llm.train.distributed import DistInfo, gather_lists, my_block, sum_across
+from llm.train.distributed import DistInfo, my_block, sum_across
 
 
 class PolicyEvaluator:
@@ -60,12 +59,7 @@ class PolicyEvaluator:
         k, tasks = self.cfg.pass_k, self.held_out.tasks.get("new_both", [])[: self.cfg.pass_prompts]
         if not k or not tasks:
             return {}
-        prompts = [t.prompt for t in tasks for _ in range(k)]
-        mine = my_block(len(prompts), self.dist)
-        replies = gather_lists(generate_replies(model, self.tok, [prompts[i] for i in mine], self.cfg.max_new_tokens, temperature=1.0,
-                                                seed=4321 + mine.start), self.dist)
-        right = torch.tensor([r.finished and is_correct(t, r.text) for t, r in zip((t for t in tasks for _ in range(k)), replies)],
-                             dtype=torch.float32)
+        right = checked_samples(model, self.tok, tasks, k, self.cfg.max_new_tokens, 1.0, 0, 4321, self.dist)
         stats = group_stats(right, k)
         return {f"new_both/{key}": stats[key] for key in ("pass@1", f"pass@{k}")}
 

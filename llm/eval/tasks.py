@@ -48,6 +48,17 @@ def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequenc
     return replies
 
 
+def checked_samples(model: GPT, tok: Tokenizer, tasks: Sequence[Task], k: int, max_new_tokens: int, temperature: float,
+                    top_k: int, seed: int, dist: DistInfo = DistInfo()) -> torch.Tensor:
+    """(len(tasks) * k,) 1.0 or 0.0: whether each of k replies sampled per task stopped and the checker accepts it,
+    a task's k in a row. Under torchrun the processes split the samples and share them (a collective call)."""
+    repeated = [t for t in tasks for _ in range(k)]
+    mine = my_block(len(repeated), dist)
+    replies = generate_replies(model, tok, [repeated[i].prompt for i in mine], max_new_tokens, temperature, top_k, seed=seed + mine.start)
+    replies = gather_lists(replies, dist)
+    return torch.tensor([r.finished and is_correct(t, r.text) for t, r in zip(repeated, replies, strict=True)], dtype=torch.float32)
+
+
 def greedy_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequence[dict]], max_new_tokens: int,
                    dist: DistInfo = DistInfo()) -> list[Reply]:
     """Greedy replies to every prompt, on every process; under torchrun each process replies to its block of

@@ -32,17 +32,17 @@ from llm.load import gpt_from, read, reward_model_from, tokenizer_of
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
-from llm.eval.tasks import generate_replies
+from llm.eval.tasks import checked_samples
 from llm.reward_model import RewardModel
 from llm.rollouts import (
     RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, group_stats, score, source_rewards,
 )
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
-from llm.data.tasks import Task, is_correct
+from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.train.distributed import DistInfo, gather_lists, max_across, my_block
+from llm.train.distributed import DistInfo, max_across, my_block
 from llm.train.loop import LossOutput, Stage, TrainResult, train
 from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
 
@@ -347,15 +347,9 @@ def edge_of_competence(reference: GPT, tok: Tokenizer, prompts: list[list[int]],
     candidates = list(range(min(settings.edge_candidates, len(prompts))))
     if any(tasks[i] is None for i in candidates):
         raise ConfigError("ppo.edge_candidates needs built-in prompts: the task checker judges the SFT model's replies")
-    repeated = [tasks[i].prompt for i in candidates for _ in range(settings.samples_per_prompt)]
-    mine = my_block(len(repeated), dist)
-    replies = generate_replies(reference, tok, [repeated[i] for i in mine], settings.max_new_tokens, settings.temperature,
-                               settings.top_k, seed=seed + mine.start)
-    replies = gather_lists(replies, dist)
-    rates = []
-    for n, i in enumerate(candidates):
-        group = replies[n * settings.samples_per_prompt : (n + 1) * settings.samples_per_prompt]
-        rates.append(sum(r.finished and is_correct(tasks[i], r.text) for r in group) / len(group))
+    right = checked_samples(reference, tok, [tasks[i] for i in candidates], settings.samples_per_prompt, settings.max_new_tokens,
+                            settings.temperature, settings.top_k, seed, dist)
+    rates = right.view(len(candidates), settings.samples_per_prompt).mean(dim=1).tolist()
     kept = [i for i, rate in zip(candidates, rates) if 0 < rate < 1]
     if not kept:
         raise ConfigError(f"none of {len(candidates)} PPO prompts is at the SFT model's edge (answered right sometimes, not always); "

@@ -136,6 +136,7 @@ def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_pat
 def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypatch):
     from llm.config import PPOSettings
     from llm.data.tasks import Task
+    from llm.eval import tasks as eval_tasks
     from llm.eval.tasks import Reply
     from llm.stages import ppo
 
@@ -149,11 +150,11 @@ def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypat
             out.append(Reply(f"w{i}" if n % 3 < right_of[i] else "nope", [], True))
         return out
 
-    monkeypatch.setattr(ppo, "generate_replies", fake_replies)
+    monkeypatch.setattr(eval_tasks, "generate_replies", fake_replies)
     settings = PPOSettings(edge_candidates=4, samples_per_prompt=3, advantage="grpo")
     prompts, kept, stats = ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
     assert prompts == [[1], [3]] and kept == [tasks[1], tasks[3]]
     assert stats == {"candidates": 4, "kept": 2, "always": 1, "never": 1, "pass@1": pytest.approx(6 / 12)}
-    monkeypatch.setattr(ppo, "generate_replies", lambda *a, **k: [Reply("nope", [], True)] * 12)
+    monkeypatch.setattr(eval_tasks, "generate_replies", lambda *a, **k: [Reply("nope", [], True)] * 12)
     with pytest.raises(ConfigError, match="edge_candidates"):
         ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
