@@ -145,7 +145,7 @@ class TrainConfig(Checked):
     eval_at_start: bool = True  # evaluate before the first step: the baseline every later figure is compared with
     max_nonfinite: int = 5  # non-finite losses skipped before the run aborts
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    dtype: str = "auto"  # auto | float32 | bfloat16 | float16 (auto: bf16 where the GPU or CPU runs it natively, else fp32)
+    dtype: str = "auto"  # auto | float32 | bfloat16 (auto: bf16 where the GPU or CPU runs it natively, else fp32)
     compile: bool = False
     # under torchrun: ddp keeps a whole model, gradients and optimizer state on every process; fsdp (FSDP2)
     # shards them per transformer block, and checkpoints are written as shards each process saves
@@ -161,6 +161,8 @@ class TrainConfig(Checked):
         zero_or_more = ("tokens_per_step", "max_steps", "max_tokens", "max_time_s", "epochs", "eval_every", "log_every",
                         "early_stop_patience", "early_stop_min_delta", "max_nonfinite", "seed")
         check_ranges(self, {"batch_size": AT_LEAST_1, "eval_batches": AT_LEAST_1, **dict.fromkeys(zero_or_more, NON_NEGATIVE)})
+        if self.dtype == "float16":  # fp16 gradients underflow without loss scaling, which the loop does not do
+            raise BadValue("dtype", "float16 training needs a gradient scaler, which this loop has not; use bfloat16 or auto", self.dtype)
         check_choices(self, {"early_stop_mode": ("", "min", "max"), "dtype": DTYPE_CHOICES, "parallel": ("ddp", "fsdp")})
         check_device("device", self.device)
 

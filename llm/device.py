@@ -16,7 +16,7 @@ import torch
 
 from llm.errors import ConfigError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 # Dense bf16 tensor-core peaks from the vendors' datasheets (no sparsity), matched by substring of
 # torch.cuda.get_device_name(). MFU is only reported where the peak is known: never a guess.

@@ -107,6 +107,7 @@ BAD_VALUES = [
     (PretrainConfig, "train.eval_batches=0", "train.eval_batches"),
     (PretrainConfig, "train.max_time_s=nan", "train.max_time_s"),
     (PretrainConfig, "train.dtype=fp8", "train.dtype"),
+    (PretrainConfig, "train.dtype=float16", "train.dtype"),  # no gradient scaler: refused, not silently underflowing
     (PretrainConfig, "train.early_stop_mode=up", "train.early_stop_mode"),
     (PretrainConfig, "train.device=gpu", "train.device"),
     (PretrainConfig, "train.seed=-1", "train.seed"),
