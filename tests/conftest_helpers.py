@@ -6,6 +6,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+# torchrun from the interpreter running the tests, wherever its environment lives (not <repo>/.venv, not PATH)
+TORCHRUN = [PYTHON, "-m", "torch.distributed.run"]
 
 # train.dtype=auto picks bf16 on a CPU with native bf16 and float32 elsewhere: a test that asserts a learned
 # figure pins float32, so the figure does not depend on the CPU. (tiny_overrides stays unpinned: the CUDA

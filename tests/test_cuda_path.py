@@ -8,7 +8,7 @@ import subprocess
 import pytest
 import torch
 
-from conftest_helpers import PYTHON, REPO, read_metrics, tiny_overrides
+from conftest_helpers import PYTHON, REPO, TORCHRUN, read_metrics, tiny_overrides
 from llm.config import ModelConfig, OptimConfig
 from llm.device import peak_flops, pick_precision
 from llm.generate import SamplingParams, generate
@@ -112,7 +112,7 @@ def test_pretraining_on_cuda_lowers_the_loss(tmp_path, corpus_file, extra):
 @pytest.mark.parametrize("nproc", [1, pytest.param(2, marks=pytest.mark.skipif(
     torch.cuda.device_count() < 2, reason="DDP over NCCL needs one GPU per rank"))])
 def test_torchrun_trains_on_cuda(tmp_path, corpus_file, nproc):
-    launcher = [PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    launcher = [*TORCHRUN, "--standalone", f"--nproc_per_node={nproc}"]
     done = run_pretrain(tmp_path, corpus_file, [], launcher)
     assert done.returncode == 0, done.stdout + done.stderr
     losses = [x["loss"] for x in read_metrics(tmp_path / "runs" / "cuda", "train")]

@@ -5,15 +5,14 @@ import subprocess
 
 import pytest
 
-from conftest_helpers import REPO, read_metrics
+from conftest_helpers import REPO, TORCHRUN, read_metrics
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])  # Muon orthogonalises whole all-reduced gradients on each rank
 def test_two_process_training_shares_steps_and_writes_once(pretrain_args, tmp_path, optimizer):
     args = pretrain_args("train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6", f"optim.name={optimizer}", name="ddp")
-    torchrun = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
-    done = subprocess.run([torchrun, "--nproc_per_node=2", "--master_port=29533", "scripts/pretrain.py", "--config",
+    done = subprocess.run([*TORCHRUN, "--nproc_per_node=2", "--master_port=29533", "scripts/pretrain.py", "--config",
                            "configs/pretrain/tiny.yaml", *args, "train.dtype=float32", "train.device=cpu"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -10,10 +10,9 @@ import subprocess
 
 import pytest
 
-from conftest_helpers import PYTHON, REPO, metric_losses, ppo_overrides, read_metrics
+from conftest_helpers import PYTHON, REPO, TORCHRUN, metric_losses, ppo_overrides, read_metrics
 from llm.train import checkpoint as ckpt
 
-TORCHRUN = str(REPO / ".venv/bin/torchrun") if (REPO / ".venv/bin/torchrun").exists() else "torchrun"
 FP32_CPU = ["train.dtype=float32", "train.device=cpu"]
 
 
@@ -24,7 +23,7 @@ def launch(script: str, args: list[str], processes: int, *, config: str | None =
     if processes == 1:
         command = [PYTHON, *target, *config_args, *args, *FP32_CPU, f"train.parallel={parallel}"]
     else:
-        command = [TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}", *target, *config_args, *args, *FP32_CPU,
+        command = [*TORCHRUN, f"--nproc_per_node={processes}", f"--master_port={port}", *target, *config_args, *args, *FP32_CPU,
                    f"train.parallel={parallel}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     if check:
