@@ -61,19 +61,27 @@ def finish_stage(stage: str, result) -> int:
 
 
 def run_stage_script(stage: str, description: str) -> None:
-    """A stage's launcher: --config, --resume, --fresh and overrides, then llm.stages.<stage>.run."""
+    """A stage's launcher: --config, --resume, --fresh and overrides, then the stage (llm.stages.launch)."""
 
     def entry() -> int:
-        import importlib
-
-        from llm.config import STAGE_SCHEMAS, load_config
+        from llm.config import load_stage_config
 
         args = stage_parser(description).parse_intermixed_args()
-        cfg = load_config(STAGE_SCHEMAS[stage], args.config, args.overrides)
-        run = importlib.import_module(f"llm.stages.{stage}").run  # after the config, so a bad key fails fast
-        return finish_stage(stage, run(cfg, resume=args.resume, fresh=args.fresh))
+        cfg = load_stage_config(stage, args.config, args.overrides)
+        from llm.stages.launch import run_stage  # after the settings, so a bad key fails before torch loads
+
+        return finish_stage(stage, run_stage(stage, cfg, resume=args.resume, fresh=args.fresh))
 
     main(entry)
+
+
+def invocation() -> str:
+    """The command line as the user typed it, for the records a run keeps: `llm pipeline ...` or `python scripts/...`."""
+    import shlex
+
+    program = sys.argv[0]
+    words = [program, *sys.argv[1:]] if program.startswith("llm ") else ["python", program, *sys.argv[1:]]
+    return " ".join(w if w.startswith("llm ") else shlex.quote(w) for w in words)
 
 
 def exit_status(reason: str) -> int:

@@ -22,8 +22,9 @@ import yaml
 from llm.data.conversations import CONVERSATION_FORMATS
 from llm.data.preferences import PREFERENCE_FORMATS
 from llm.data.styles import STYLES
+from llm import stage_table
 from llm.errors import ConfigError
-from llm.settings_checks import (AT_LEAST_1, BELOW_1, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, PIPELINE_STAGES, POSITIVE,
+from llm.settings_checks import (AT_LEAST_1, BELOW_1, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
                                   REWARD_SOURCES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
                                   check_reward_sources, check_sampling, check_sources)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
@@ -227,6 +228,11 @@ class RunConfig(Checked):
     def check(self) -> None:
         check_filled(self, ("name", "out_dir"))  # an empty name would make out_dir itself the run folder
 
+    def missing_input(self) -> str:
+        """What a run of this stage lacks to start (a required key, with an example), or "": checked when a stage is
+        launched, before its run folder exists; not when the settings are built, so defaults stay constructible."""
+        return ""
+
 
 @dataclass
 class PretrainConfig(RunConfig):
@@ -312,6 +318,9 @@ class TaskEvalConfig(Checked):
 class SFTConfig(RunConfig):
     name: str = "sft"
     init_from: str = ""  # a pre-training run folder or checkpoint; its model config and tokenizer are used
+
+    def missing_input(self) -> str:
+        return "" if self.init_from else "key 'init_from' is required: the pre-training run to fine-tune (e.g. init_from=runs/pretrain-tiny)"
     data: ChatDataConfig = field(default_factory=ChatDataConfig)
     eval: TaskEvalConfig = field(default_factory=TaskEvalConfig)
 
@@ -356,6 +365,9 @@ class RewardConfig(RunConfig):
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
     margin: float = 0.0  # loss -logsigmoid(r_chosen - r_rejected - margin)
     center_coef: float = 0.01  # penalty on (r_chosen + r_rejected)^2 that keeps rewards centred on zero
+
+    def missing_input(self) -> str:
+        return "" if self.init_from else "key 'init_from' is required: the SFT run the reward model starts from (e.g. init_from=runs/sft-tiny)"
 
     def check(self) -> None:
         super().check()
@@ -456,6 +468,14 @@ class PPOSettings(Checked):
             raise BadValue("samples_per_prompt", f"must be 2 or more with ppo.advantage={self.advantage}, which compares replies to the same prompt",
                            self.samples_per_prompt)
 
+    def reward_model_use(self) -> str:
+        """Why a run must load a reward model ("" when it need not): a model reward source, or a critic started from it."""
+        if any(r.source == "model" for r in self.rewards):
+            return "ppo.rewards has a model source"
+        if self.advantage == "gae" and self.critic_init == "reward":
+            return "ppo.critic_init=reward starts the critic from it"
+        return ""
+
 
 @dataclass
 class PPOConfig(RunConfig):
@@ -464,6 +484,13 @@ class PPOConfig(RunConfig):
     reward_model: str = ""  # the reward run folder or checkpoint
     ppo: PPOSettings = field(default_factory=PPOSettings)
     eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
+
+    def missing_input(self) -> str:
+        if not self.policy:
+            return "key 'policy' is required: the SFT run to optimise (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)"
+        if not self.reward_model and (why := self.ppo.reward_model_use()):
+            return f"key 'reward_model' is required: {why} (e.g. reward_model=runs/reward-tiny)"
+        return ""
 
 
 @dataclass
@@ -488,6 +515,9 @@ class DPOConfig(RunConfig):
     dpo: DPOSettings = field(default_factory=DPOSettings)
     eval: PolicyEvalConfig = field(default_factory=PolicyEvalConfig)
 
+    def missing_input(self) -> str:
+        return "" if self.init_from else "key 'init_from' is required: the SFT run to optimise (e.g. init_from=runs/sft-tiny)"
+
 
 @dataclass
 class StageRef(Checked):
@@ -505,15 +535,12 @@ class StageRef(Checked):
 
 
 @dataclass
-class PipelineConfig(Checked):
+class PipelineSettings(Checked):
+    """A pipeline's own keys; PipelineConfig adds one StageRef per stage of the table (llm/stage_table.py)."""
+
     name: str = "tiny"
     out_dir: str = "runs"  # stages run in <out_dir>/<name>/<stage>
     stages: list[str] = field(default_factory=lambda: ["pretrain", "sft", "reward", "ppo", "dpo"])
-    pretrain: StageRef = field(default_factory=lambda: StageRef("configs/pretrain/tiny.yaml"))
-    sft: StageRef = field(default_factory=lambda: StageRef("configs/sft/tiny.yaml"))
-    reward: StageRef = field(default_factory=lambda: StageRef("configs/reward/tiny.yaml"))
-    ppo: StageRef = field(default_factory=lambda: StageRef("configs/ppo/tiny.yaml"))
-    dpo: StageRef = field(default_factory=lambda: StageRef("configs/dpo/tiny.yaml"))
     report: bool = True
     report_prompts: list[str] = field(default_factory=lambda: [
         "What is the first word in: value string file?",
@@ -525,24 +552,34 @@ class PipelineConfig(Checked):
 
     def check(self) -> None:
         check_filled(self, ("name", "out_dir", "stages"))
-        unknown = [s for s in self.stages if s not in PIPELINE_STAGES]
+        unknown = [s for s in self.stages if s not in stage_table.NAMES]
         if unknown:
-            raise BadValue("stages", f"has an unknown stage {unknown[0]!r} (choose from {', '.join(PIPELINE_STAGES)})", self.stages)
+            raise BadValue("stages", f"has an unknown stage {unknown[0]!r} (choose from {', '.join(stage_table.NAMES)})", self.stages)
         for stage in self.stages:
             if not getattr(self, stage).config:
                 raise BadValue(f"{stage}.config", f"must name the stage's YAML (e.g. configs/{stage}/tiny.yaml) while stages lists {stage}", "")
 
 
+def stage_ref(name: str) -> Any:
+    return field(default_factory=lambda: StageRef(f"configs/{name}/tiny.yaml"))
+
+
+PipelineConfig = dataclasses.make_dataclass("PipelineConfig", [(s.name, StageRef, stage_ref(s.name)) for s in stage_table.STAGES],
+                                            bases=(PipelineSettings,))
+PipelineConfig.__module__ = __name__
 # the schema of each folder under configs/
-STAGE_SCHEMAS: dict[str, type] = {
-    "pretrain": PretrainConfig, "sft": SFTConfig, "reward": RewardConfig, "ppo": PPOConfig, "dpo": DPOConfig, "pipeline": PipelineConfig,
-}
+STAGE_SCHEMAS: dict[str, type] = {**{s.name: globals()[s.schema] for s in stage_table.STAGES}, "pipeline": PipelineConfig}
 
 C = TypeVar("C")
 
 
 def load_config(schema: type[C], path: str | Path | None, overrides: list[str] = ()) -> C:
     """Build `schema` from a YAML file (or defaults when path is None) and `a.b=c` overrides."""
+    return build(schema, *raw_settings(path, overrides))
+
+
+def raw_settings(path: str | Path | None, overrides: list[str]) -> tuple[dict[str, Any], str]:
+    """The YAML mapping with the overrides set in it, and the name errors give its source by."""
     raw: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -551,7 +588,22 @@ def load_config(schema: type[C], path: str | Path | None, overrides: list[str] =
     for override in overrides:
         key, value = parse_override(override)
         set_dotted(raw, key, value)
-    return build(schema, raw, source)
+    return raw, source
+
+
+def load_stage_config(stage: str, path: str | Path | None, overrides: list[str] = ()) -> Any:
+    """A stage's settings with its preset's keys fixed (another value for one is an error) and its inputs present:
+    everything a launch checks before the run folder is touched."""
+    spec = stage_table.spec(stage)
+    raw, source = raw_settings(path, overrides)
+    for key, value in spec.preset:
+        if get_dotted(raw, key) not in (None, value):
+            raise ConfigError(f"{source}: key '{key}' is {value} in llm {stage} (llm {spec.module} takes any); got {get_dotted(raw, key)!r}")
+        set_dotted(raw, key, value)
+    cfg = build(STAGE_SCHEMAS[stage], raw, source)
+    if missing := cfg.missing_input():
+        raise ConfigError(f"{source}: {missing}")
+    return cfg
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:
@@ -579,6 +631,13 @@ def parse_override(text: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         parsed = value
     return key, parsed
+
+
+def get_dotted(tree: dict[str, Any], key: str) -> Any:
+    node: Any = tree
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from llm.config import ModelConfig
-from llm.errors import CheckpointError, ConfigError
+from llm.errors import CheckpointError
 from llm.hf import PREFIX as HF_PREFIX
 from llm.model import GPT
 from llm.tokenizer import Tokenizer
@@ -110,7 +110,5 @@ def load_reward_model(path: str | Path, device: torch.device | str = "cpu", pref
 
 def load_for_finetuning(cfg, device) -> tuple[LoadedModel, object]:
     """The model to fine-tune, and the config with its model section taken from that checkpoint."""
-    if not cfg.init_from:
-        raise ConfigError("key 'init_from' is required: a run folder or checkpoint to start from (e.g. init_from=runs/pretrain-tiny)")
     base = load_gpt(cfg.init_from, device, dropout=cfg.model.dropout)
     return base, dataclasses.replace(cfg, model=base.model.config)

@@ -10,7 +10,6 @@ the same command again therefore finishes the job.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,18 +17,10 @@ from pathlib import Path
 
 import torch
 
-from llm.config import STAGE_SCHEMAS, PipelineConfig, dump_yaml, load_config
+from llm import stage_table
+from llm.config import PipelineConfig, dump_yaml, load_config, load_stage_config
 from llm.errors import ConfigError, LLMError
 from llm.run_files import read_json, write_json
-
-ORDER = ("pretrain", "sft", "reward", "ppo", "dpo")
-# which keys of a stage's config point at which earlier stage's run folder
-INPUTS = {
-    "sft": {"init_from": "pretrain"},
-    "reward": {"init_from": "sft"},
-    "ppo": {"policy": "sft", "reward_model": "reward"},
-    "dpo": {"init_from": "sft", "eval.reward_model": "reward"},
-}
 
 
 @dataclass
@@ -50,15 +41,15 @@ def plan(cfg: PipelineConfig) -> list[PlannedStage]:
     """Every stage's resolved config and fingerprint, in run order."""
     base = Path(cfg.out_dir) / cfg.name
     planned: dict[str, PlannedStage] = {}
-    for stage in [s for s in ORDER if s in cfg.stages]:
+    for stage in [s for s in stage_table.NAMES if s in cfg.stages]:
         ref = getattr(cfg, stage)
         wiring = [f"name={stage}", f"out_dir={base}"]
         upstream = []
-        for key, source in INPUTS.get(stage, {}).items():
+        for key, source in stage_table.spec(stage).inputs:
             if source in planned:
                 wiring.append(f"{key}={planned[source].run_dir}")
                 upstream.append(planned[source].fingerprint)
-        config = load_config(STAGE_SCHEMAS[stage], ref.config, [*ref.overrides, *wiring])
+        config = load_stage_config(stage, ref.config, [*ref.overrides, *wiring])
         digest = hashlib.sha256("\n".join([stage, dump_yaml(config), *upstream]).encode()).hexdigest()[:16]
         planned[stage] = PlannedStage(stage, config, base / stage, digest, upstream, ref.reference_s)
     return list(planned.values())
@@ -111,7 +102,6 @@ class PipelineRun:
 
     def run_stage(self, index: int, step: PlannedStage, resume: bool) -> str:
         print(f"[pipeline] {step.stage}: {'resuming' if resume else 'starting'} in {step.run_dir}", flush=True)
-        module = importlib.import_module(f"llm.stages.{step.stage}")
         if not resume:
             from llm.train.runtime import prepare_run_dir
 
@@ -120,11 +110,12 @@ class PipelineRun:
         spent_before = float(self.previous.get(step.stage, {}).get("elapsed_s") or 0.0) if resume else 0.0
         self.update(index, status="running", started=now(), elapsed_s=spent_before)
         started = time.perf_counter()
+        from llm.stages.launch import run_stage
         from llm.train.loop import observe_progress
 
         try:
             with observe_progress(TimeEstimate(self.steps[index:])):
-                result = module.run(step.config, resume=resume, fresh=False)
+                result = run_stage(step.stage, step.config, resume=resume, fresh=False)
         except LLMError as exc:
             write_json(step.run_dir / "pipeline-stage.json", {"fingerprint": step.fingerprint, "status": "failed"})
             self.update(index, status="failed", error=str(exc), elapsed_s=spent_before + time.perf_counter() - started, finished=now())

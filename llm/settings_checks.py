@@ -58,7 +58,6 @@ SAMPLING_RULES = {"max_new_tokens": AT_LEAST_1, "temperature": NON_NEGATIVE, "to
 FLAG_RULES = {**SAMPLING_RULES, "num_samples": AT_LEAST_1}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")  # llm.device.DTYPES, without importing torch here
-PIPELINE_STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
 ON_ERROR = ("skip", "raise")
 REWARD_SOURCES = ("model", "checker")  # the reward model; the built-in task checker (rewards that can be verified)
 

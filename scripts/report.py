@@ -1,31 +1,6 @@
-"""Rebuild a pipeline run's report from its folder alone: report.md, a self-contained report.html, plots/*.png.
+"""`llm report` as a script: python scripts/report.py --help (llm/commands/report.py)."""
 
-python scripts/report.py runs/tiny
-python scripts/report.py runs/tiny --no-answers   # reuse answers.json instead of loading each stage's model
-"""
-
-import argparse
-from pathlib import Path
-
-from llm.cli import main
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Write runs/<name>/report.md and report.html from a pipeline run folder.")
-    parser.add_argument("run_dir", help="the pipeline's run folder (holds pipeline.json and one folder per stage)")
-    parser.add_argument("--no-answers", action="store_true",
-                        help="do not load models to answer the report prompts; show the answers cached in answers.json")
-    return parser.parse_args()
-
-
-def entry() -> int:
-    args = parse_args()
-    from llm.report.build import build_report
-
-    report = build_report(Path(args.run_dir), answers=not args.no_answers)
-    print(f"{report}\n{report.with_suffix('.html')}")
-    return 0
-
+from llm.commands import run_tool
 
 if __name__ == "__main__":
-    main(entry)
+    run_tool("report")

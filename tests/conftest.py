@@ -68,23 +68,23 @@ def tiny_pretrain_config(pretrain_args):
 def pretrained_run(tmp_path_factory, corpus_file, cache_dir) -> Path:
     """A tiny model pre-trained for a few seconds: the base every later-stage test starts from."""
     from llm.config import PretrainConfig, load_config
-    from llm.stages.pretrain import run
+    from llm.stages.launch import run_stage
 
     out = tmp_path_factory.mktemp("pretrained")
     overrides = tiny_overrides(corpus_file, cache_dir, out, "base") + [
         "model.block_size=64", "model.n_embd=64", "train.max_steps=80", "train.eval_every=40", "checkpoint.save_every=40", FLOAT32,
     ]
-    run(load_config(PretrainConfig, None, overrides))
+    run_stage("pretrain", load_config(PretrainConfig, None, overrides))
     return out / "base"
 
 
 @pytest.fixture(scope="session")
 def sft_run(tmp_path_factory, pretrained_run) -> Path:
     from llm.config import SFTConfig, load_config
-    from llm.stages.sft import run
+    from llm.stages.launch import run_stage
 
     out = tmp_path_factory.mktemp("sft")
-    run(load_config(SFTConfig, None, sft_overrides(pretrained_run, out)))
+    run_stage("sft", load_config(SFTConfig, None, sft_overrides(pretrained_run, out)))
     return out / "sft"
 
 
@@ -99,8 +99,8 @@ def sft_args(pretrained_run, tmp_path):
 @pytest.fixture(scope="session")
 def reward_run(tmp_path_factory, sft_run) -> Path:
     from llm.config import RewardConfig, load_config
-    from llm.stages.reward import run
+    from llm.stages.launch import run_stage
 
     out = tmp_path_factory.mktemp("reward")
-    run(load_config(RewardConfig, None, reward_overrides(sft_run, out)))
+    run_stage("reward", load_config(RewardConfig, None, reward_overrides(sft_run, out)))
     return out / "reward"

@@ -1,6 +1,5 @@
 """Bad flags and config values end a script with one `error: ...` line and status 2, before anything loads."""
 
-import importlib.util
 import subprocess
 import time
 from types import SimpleNamespace
@@ -34,15 +33,9 @@ def test_a_bad_value_is_one_error_line_before_anything_loads(args, expected, tmp
     assert elapsed < 30, f"took {elapsed:.1f}s: something loaded before the check"
 
 
-def load_chat_script():
-    spec = importlib.util.spec_from_file_location("chat_script", REPO / "scripts" / "chat.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_chat_temperature_command_refuses_a_bad_value_and_goes_on(capsys):
-    chat = load_chat_script()
+    from llm.commands import chat
+
     session = SimpleNamespace(temperature=0.7)
     assert chat.command(session, "/temperature -1") is True
     assert session.temperature == 0.7

@@ -35,9 +35,17 @@ def test_runs_are_labelled_by_the_config_keys_that_differ(tmp_path):
     assert cmp.label_runs(twins) == [str(tmp_path / "p" / "reward"), str(tmp_path / "q" / "reward")]
 
 
-@pytest.mark.parametrize("stage", [s for s in STAGE_SCHEMAS if s != "pipeline"])
+@pytest.mark.parametrize("stage", ["pretrain", "sft", "reward", "ppo", "dpo"])
 def test_a_runs_stage_is_told_by_its_configs_sections(tmp_path, stage):
     assert cmp.read_run(make_run(tmp_path / "run", schema=STAGE_SCHEMAS[stage])).stage == stage
+
+
+def test_a_run_folder_that_records_its_stage_is_read_as_that_stage(tmp_path):
+    # a GRPO run has PPO's settings: only stage.json tells them apart, and it picks the metrics compare plots
+    folder = make_run(tmp_path / "run", schema=STAGE_SCHEMAS["grpo"])
+    (folder / "stage.json").write_text('{"stage": "grpo"}')
+    run = cmp.read_run(folder)
+    assert run.stage == "grpo" and cmp.default_metrics([run]) == ["reward", "exact_match"]
 
 
 def test_final_and_best_follow_the_metrics_direction_and_time_is_training_seconds(tmp_path):

@@ -41,7 +41,7 @@ def test_ppo_build_reads_each_checkpoint_once(sft_run, reward_run, tmp_path, mon
 
     cfg = load_config(PPOConfig, None, ppo_overrides(sft_run, reward_run, tmp_path, "ppo") + [e.format(reward=reward_run) for e in extra])
     reads, hashes = count_reads(monkeypatch)
-    stage, _, _ = build(cfg, setup_runtime(cfg))
+    stage = build(cfg, setup_runtime(cfg)).stage
     assert sorted(reads.values()) == [1, 1] and {p.parents[1] for p in reads} == {sft_run, reward_run}
     assert set(hashes.values()) == {1}
     policy, critic, source = stage.model.policy, stage.model.critic, stage.source
@@ -56,6 +56,7 @@ def test_ppo_build_reads_each_checkpoint_once(sft_run, reward_run, tmp_path, mon
 
 def test_dpo_reads_init_from_once(sft_run, tmp_path, monkeypatch):
     import llm.stages.dpo as dpo
+    from llm.stages.launch import run_stage
     from llm.config import DPOConfig
 
     class Built(Exception):
@@ -68,6 +69,6 @@ def test_dpo_reads_init_from_once(sft_run, tmp_path, monkeypatch):
     cfg = load_config(DPOConfig, None, [f"init_from={sft_run}", f"out_dir={tmp_path}", "name=dpo", "train.dtype=float32", "train.progress=false"])
     reads, hashes = count_reads(monkeypatch)
     with pytest.raises(Built):
-        dpo.run(cfg)
+        run_stage("dpo", cfg)
     assert [p.parents[1] for p in reads] == [sft_run] and list(reads.values()) == [1]
     assert set(hashes.values()) == {1}

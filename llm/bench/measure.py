@@ -158,7 +158,7 @@ SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared/data/tinyshak
 def time_to_target(config: str, target_bpb: float, seed: int, overrides: list[str]) -> dict:
     """Pre-train with a shipped config until validation bits per byte reach `target_bpb` (evaluating every 10
     steps; the schedule is the config's own), and report the time it took."""
-    from llm.stages.pretrain import run as pretrain
+    from llm.stages.launch import run_stage
 
     with tempfile.TemporaryDirectory() as out:
         args = [f"out_dir={out}", "name=target", f"train.seed={seed}", f"train.target={target_bpb}",
@@ -166,7 +166,7 @@ def time_to_target(config: str, target_bpb: float, seed: int, overrides: list[st
                 "train.progress=false", "checkpoint.save_every=0", f"data.cache_dir={out}/cache", *overrides]
         cfg = load_config(PretrainConfig, Path(config), args)
         started = time.perf_counter()
-        result = pretrain(cfg)
+        result = run_stage("pretrain", cfg)
         wall = time.perf_counter() - started
         run_dir = Path(out) / "target"
         evals = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]

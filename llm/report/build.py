@@ -13,18 +13,19 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm import stage_table
 from llm.eval.stats import paired_comparison
 from llm.report import plots
 from llm.report.render import Code, Heading, Image, Table, Text, to_html, to_markdown
 from llm.errors import DataError, LLMError
 from llm.run_files import read_json, read_jsonl, write_json, write_text
 
-STAGES = ("pretrain", "sft", "reward", "ppo", "dpo")
+STAGES = stage_table.NAMES
 # what each stage is judged by: the first of these metrics its evaluations carry
-MEASURES = {"pretrain": ("val_bpb",), "sft": ("exact_match",), "reward": ("val_accuracy",),
-            "ppo": ("exact_match", "reward"), "dpo": ("exact_match", "val_rewards/accuracies")}
 # the models answering the report's prompts side by side: (column, stage)
-ANSWER_MODELS = (("base", "pretrain"), ("SFT", "sft"), ("PPO", "ppo"), ("DPO", "dpo"))
+ANSWER_MODELS = tuple((s.label, s.name) for s in stage_table.STAGES if s.answers)
+# each model on the held-out sets: (label, stage, which evaluation); base is SFT's step 0, the policies come after SFT
+MODELS = (("base", "sft", "baseline"), ("SFT", "sft", "metrics"), *((s.label, s.name, "metrics") for s in stage_table.POLICIES))
 PERCENT = {"exact_match", "sft_exact_match", "stop_rate", "val_accuracy", "win_rate", "val_rewards/accuracies", "accuracy",
            "best_possible", "sft_best_possible", "val_top1_best",
            *(f"{axis}/{key}" for axis in ("new_words", "new_phrasings", "new_both") for key in ("exact_match", "best_possible")),
@@ -107,7 +108,8 @@ def read_stage(run_dir: Path, name: str, entry: dict) -> Stage:
     config_path = stage.folder / "config.yaml"
     stage.config = (yaml.safe_load(config_path.read_text()) or {}) if config_path.is_file() else {}
     stage.samples = read_jsonl(stage.folder / "samples.jsonl")
-    stage.data = read_json(stage.folder / ("corpus.json" if name == "pretrain" else "data.json"))
+    data_file = stage_table.spec(name).data_file
+    stage.data = read_json(stage.folder / data_file) if data_file else None
     stage.items = read_json(stage.folder / "eval_items.json")
     return stage
 
@@ -187,7 +189,7 @@ def last(records: list[dict], key: str):
 
 def measure(stage: Stage) -> tuple[str, object, object] | None:
     """(metric, step-0 value, final value) of what the stage is judged by."""
-    for key in MEASURES[stage.name]:
+    for key in stage_table.spec(stage.name).measures:
         if key in stage.metrics or key in stage.baseline:
             return key, stage.baseline.get(key), stage.metrics.get(key)
     return None
@@ -298,9 +300,20 @@ def headline_points(stages: dict[str, Stage]) -> list[tuple[str, float]]:
         return float(value) if isinstance(value, (int, float)) else None
 
     # PPO's and DPO's step-0 evaluation is the SFT model: a stand-in when the SFT stage is not in this run
-    sft = next((v for v in (exact("sft", "metrics"), exact("ppo", "baseline"), exact("dpo", "baseline")) if v is not None), None)
-    found = [("base", exact("sft", "baseline")), ("SFT", sft), ("PPO", exact("ppo", "metrics")), ("DPO", exact("dpo", "metrics"))]
+    sft = next((v for v in (exact("sft", "metrics"), *(exact(s.name, "baseline") for s in stage_table.POLICIES)) if v is not None), None)
+    found = [("base", exact("sft", "baseline")), ("SFT", sft), *((s.label, exact(s.name, "metrics")) for s in stage_table.POLICIES)]
     return [(label, value) for label, value in found if value is not None]
+
+
+def policy_chains(points: list[tuple[str, float]]) -> list[list[tuple[str, float]]]:
+    """base -> SFT -> the first policy stage, then SFT -> each other one: the policy stages (PPO, GRPO, RLOO,
+    DPO) are alternatives after SFT, each compared with SFT, not with one another."""
+    first = [p for p in points if p[0] in ("base", "SFT")]
+    policies = points[len(first):]
+    if not policies:
+        return [points]
+    sft = [p for p in first if p[0] == "SFT"]
+    return [first + policies[:1], *(sft + [p] for p in policies[1:])]
 
 
 def compare(a: tuple[str, float], b: tuple[str, float], result: dict | None) -> tuple[str, str]:
@@ -349,16 +362,15 @@ def axis_value(stage: Stage | None, which: str, axis: str):
 def generalisation(stages: dict[str, Stage]) -> list:
     """The headline: exact match on each held-out axis, model by model, new words and new phrasings first,
     and each step between models compared prompt by prompt on every axis."""
-    models = (("base", "sft", "baseline"), ("SFT", "sft", "metrics"), ("PPO", "ppo", "metrics"), ("DPO", "dpo", "metrics"))
     rows = []
-    for label, name, which in models:
+    for label, name, which in MODELS:
         values = [axis_value(stages.get(name), which, axis) for axis, _ in AXES]
         if any(v is not None for v in values):
             rows.append([label, *(fmt("exact_match", v) for v in values)])
     if not rows or all(row[1] == "n/a" for row in rows):
         return []
     lines = []
-    for before, after, name in (("base", "SFT", "sft"), ("SFT", "PPO", "ppo"), ("SFT", "DPO", "dpo")):
+    for before, after, name in (("base", "SFT", "sft"), *(("SFT", s.label, s.name) for s in stage_table.POLICIES)):
         parts = [f"{title}: {paired_text(result)}" + (" (worse)" if result["significant"] and result["broken"] > result["fixed"] else "")
                  for axis, title in AXES if (result := paired(stages.get(name), axis))]
         if parts:
@@ -374,10 +386,9 @@ def headline(run_dir: Path, stages: dict[str, Stage], pipeline: dict | None = No
     points = headline_points(stages)
     blocks = [Heading(2, "True accuracy on held-out built-in combinations"), *problems(pipeline or {}, stages)]
     if len(points) < 2:
-        return blocks + [Text("Not enough stages ran to compare: needs at least two of base (SFT's step 0), SFT, PPO, DPO.")]
-    named = dict(points)
-    # PPO and DPO are two alternatives after SFT: each is compared with SFT, not with the other
-    chains = [[p for p in points if p[0] != "DPO"], [p for p in points if p[0] in ("SFT", "DPO")]] if "PPO" in named else [points]
+        return blocks + [Text("Not enough stages ran to compare: needs at least two of base (SFT's step 0), SFT and "
+                              f"{', '.join(s.label for s in stage_table.POLICIES)}.")]
+    chains = policy_chains(points)
     lines, verdicts = [], []
     for chain in [c for c in chains if len(c) > 1]:
         text = f"{chain[0][0]} {fmt('exact_match', chain[0][1])}"
@@ -404,7 +415,7 @@ def preference_section(stages: dict[str, Stage]) -> list:
     """What RLHF changed that the demonstrations left open: the rater's best-possible share, the correct share and
     the styles of each model's greedy replies, on held-out tasks and on tasks built from words no training used."""
     rows, lines = [], []
-    for label, name, which in (("base", "sft", "baseline"), ("SFT", "sft", "metrics"), ("PPO", "ppo", "metrics"), ("DPO", "dpo", "metrics")):
+    for label, name, which in MODELS:
         stage = stages.get(name)
         m = getattr(stage, which) if stage and stage.ran else {}
         if "best_possible" not in m:
@@ -413,7 +424,7 @@ def preference_section(stages: dict[str, Stage]) -> list:
         rows.append([label, fmt("best_possible", m["best_possible"]), fmt("exact_match", m.get("exact_match")),
                      " / ".join(f"{style.get(k, 0):.0%}" for k in ("plain", "filler", "disclaimer")),
                      fmt("exact_match", m.get("new_words/exact_match")), fmt("best_possible", m.get("new_words/best_possible"))])
-    for label, name in (("PPO", "ppo"), ("DPO", "dpo")):
+    for label, name in ((s.label, s.name) for s in stage_table.POLICIES):
         result = paired(stages.get(name), "preferred")
         if result:
             before, after = fmt("best_possible", result["before_accuracy"]), fmt("best_possible", result["after_accuracy"])
@@ -485,7 +496,7 @@ def answers_section(answers: dict | None) -> list:
 
 def samples_section(stages: dict[str, Stage]) -> list:
     blocks = [Heading(2, "Samples from the last evaluation")]
-    for name in ("ppo", "dpo", "sft"):
+    for name in (*(s.name for s in stage_table.POLICIES), "sft"):
         stage = stages.get(name)
         if stage and stage.samples:
             record = stage.samples[-1]

@@ -17,15 +17,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from llm import stage_table
 from llm.config import STAGE_SCHEMAS, to_dict
 from llm.errors import LLMError
 from llm.report import plots
-from llm.run_files import read_jsonl
+from llm.run_files import read_json, read_jsonl
 from llm.train.trackers import scalars
 
-# what a sweep of each stage is usually judged by: its held-out loss and the figure it is trained to move
-DEFAULT_METRICS = {"pretrain": ("val_loss", "val_bpb"), "sft": ("val_loss", "exact_match"), "reward": ("val_loss", "val_accuracy"),
-                   "dpo": ("val_loss", "exact_match"), "ppo": ("reward", "exact_match")}
 FALLBACK_METRICS = ("val_loss", "loss")
 IDENTITY_KEYS = ("name", "out_dir")  # differ between any two runs: they say where a run is, not how it was trained
 LOWER_IS_BETTER = ("loss", "ppl", "bpb", "kl", "nll", "grad_norm")  # a name holding one of these is best at its minimum
@@ -48,7 +46,7 @@ def read_run(folder: Path) -> Run:
         if not (folder / name).is_file():
             raise LLMError(f"{folder}: no {name} (not a run folder?)")
     config = yaml.safe_load((folder / "config.yaml").read_text()) or {}
-    stage = stage_of(set(config))
+    stage = (read_json(folder / stage_table.STAGE_FILE) or {}).get("stage") or stage_of(set(config))  # older run folders: by their keys
     # a key added to the schema after the run was saved reads as its default, as load_config would read it:
     # a run from before optim.name existed trained with what is now optim.name=adamw
     defaults = flatten(to_dict(STAGE_SCHEMAS[stage]())) if stage else {}
@@ -67,10 +65,11 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 
 def stage_of(sections: set[str]) -> str | None:
-    """The stage whose schema has every top-level key of a config, the narrowest such (SFT's keys are all DPO's too)."""
-    fits = [(len(fields), stage) for stage, schema in STAGE_SCHEMAS.items() if stage != "pipeline"
+    """The stage whose schema has every top-level key of a config, the narrowest such (SFT's keys are all DPO's too);
+    of a schema's presets (ppo, grpo, rloo) the first, which a run folder without stage.json cannot tell apart."""
+    fits = [(len(fields), order, stage) for order, (stage, schema) in enumerate(STAGE_SCHEMAS.items()) if stage != "pipeline"
             if sections <= (fields := set(schema.__dataclass_fields__))]
-    return min(fits)[1] if fits else None
+    return min(fits)[2] if fits else None
 
 
 def differing_keys(runs: list[Run]) -> list[str]:
@@ -144,7 +143,8 @@ def check_metrics(runs: list[Run], metrics: list[str]) -> None:
 
 
 def default_metrics(runs: list[Run]) -> list[str]:
-    return list(DEFAULT_METRICS.get(runs[0].stage, FALLBACK_METRICS))
+    # what a sweep of a stage is usually judged by (the table's compare): its held-out loss and the figure it moves
+    return list(stage_table.spec(runs[0].stage).compare if runs[0].stage else FALLBACK_METRICS)
 
 
 def table(runs: list[Run], metrics: list[str]) -> str:

@@ -13,23 +13,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot fixes its backend on import: use("Agg") first)
 
-# (title, source of the points, keys drawn in the panel); a panel with no finite point is left out
-PANELS: dict[str, list[tuple[str, str, tuple[str, ...]]]] = {
-    "pretrain": [("validation loss", "eval", ("val_loss", "train_loss")), ("bits per byte", "eval", ("val_bpb",))],
-    "sft": [("validation loss", "eval", ("val_loss",)), ("exact match (held-out tasks)", "eval", ("exact_match", "stop_rate"))],
-    "reward": [("validation accuracy", "eval", ("val_accuracy",)), ("validation margin", "eval", ("val_margin",))],
-    "ppo": [
-        ("reward-model score", "eval", ("reward", "sft_reward")), ("win rate vs SFT", "eval", ("win_rate",)),
-        ("KL to SFT", "eval", ("kl",)), ("exact match (true accuracy)", "eval", ("exact_match", "sft_exact_match")),
-        ("rollout score and KL (train)", "train", ("objective/scores", "objective/kl")),
-    ],
-    "dpo": [
-        ("validation loss", "eval", ("val_loss",)), ("preference accuracy", "eval", ("val_rewards/accuracies",)),
-        ("reward-model score", "eval", ("reward", "sft_reward")), ("win rate vs SFT", "eval", ("win_rate",)),
-        ("KL to SFT", "eval", ("kl",)), ("exact match (true accuracy)", "eval", ("exact_match", "sft_exact_match")),
-    ],
-}
-LOSS_PANEL = ("training loss", "train", ("loss",))  # drawn raw and smoothed, every stage
+from llm import stage_table  # noqa: E402
+from llm.stage_table import Panel  # noqa: E402
+
+LOSS_PANEL = Panel("training loss", "train", ("loss",))  # drawn raw and smoothed, every stage; the rest are the table's
 COLUMNS = 3
 PANEL_INCHES = (4.2, 3.0)
 DPI = 90  # small files: the HTML embeds every PNG
@@ -82,7 +69,7 @@ def draw_panel(ax, title: str, records: list[dict], keys: tuple[str, ...]) -> bo
 
 def stage_figure(stage: str, train: list[dict], evals: list[dict], path: Path) -> bool:
     """Write `path` (PNG) with the training loss and the stage's evaluation panels; False if nothing to draw."""
-    wanted = [LOSS_PANEL] + PANELS.get(stage, [])
+    wanted = [LOSS_PANEL, *(stage_table.spec(stage).panels if stage in stage_table.BY_NAME else ())]
     drawable = [p for p in wanted if any(series(train if p[1] == "train" else evals, key)[0] for key in p[2])]
     if not drawable:
         return False

@@ -23,10 +23,10 @@ from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
 from llm.model import model_size
 from llm.eval.policy import PolicyEvaluator
 from llm.eval.tasks import rater_ranked_sampler
-from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
-from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
-from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
+from llm.stages.launch import Built
+from llm.train.loop import LossOutput, Stage, to_device
+from llm.train.runtime import Runtime
 
 
 def reply_logps(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,21 +101,13 @@ class DPOStage(Stage):
         return model_size(self.model.config).flops_per_token
 
 
-def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
-    if not cfg.init_from:
-        from llm.errors import ConfigError
-
-        raise ConfigError("key 'init_from' is required: the SFT run to optimise (e.g. init_from=runs/sft-tiny)")
-    prepare_run_dir(cfg.run_dir, resume, fresh)
-    runtime = setup_runtime(cfg)
+def build(cfg: DPOConfig, runtime: Runtime) -> Built:
     init = read(cfg.init_from)  # read and checksummed once: the policy and the reference are two copies of it
     policy = load_gpt(init, "cpu", dropout=cfg.model.dropout)
     reference = load_gpt(init, runtime.device).model.requires_grad_(False)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     data = load_pair_data(cfg.data, tok, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
-    if runtime.dist.is_main:
-        write_json(cfg.run_dir / "data.json", data.log)
     evaluator = None
     if cfg.eval.n_prompts:
         judge = load_reward_model(cfg.eval.reward_model, runtime.device)[0] if cfg.eval.reward_model else None
@@ -123,5 +115,5 @@ def run(cfg: DPOConfig, resume: bool = False, fresh: bool = False) -> TrainResul
             evaluator = PolicyEvaluator(tok, builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds), reference, judge, cfg.eval,
                                         runtime.dist)
     stage = DPOStage(cfg, policy.model.train(), reference, data.train, data.val, tok.pad_id, evaluator, runtime)
-    runtime.say(f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}")
-    return train(stage, cfg, runtime, tok.to_json(), resume)
+    return Built(stage, cfg, tok.to_json(), data.log,
+                 [f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}"])

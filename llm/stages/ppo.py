@@ -43,8 +43,9 @@ from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
 from llm.train.distributed import DistInfo, max_across, my_block
-from llm.train.loop import LossOutput, Stage, TrainResult, train
-from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
+from llm.stages.launch import Built
+from llm.train.loop import LossOutput, Stage
+from llm.train.runtime import Runtime
 
 MINIBATCH_KEYS = ("input_ids", "attention_mask", "reply_mask", "logprobs", "values", "advantages", "returns")
 
@@ -390,20 +391,7 @@ def same_checkpoint(path: str, other: str, loaded: LoadedCheckpoint) -> bool:
     return Path(path).resolve() in (Path(other).resolve(), loaded.folder.resolve())
 
 
-def needs_reward_model(settings: PPOSettings) -> str:
-    """Why the run must load `reward_model` ("" when it need not): a model reward source, or a critic started from it."""
-    if any(r.source == "model" for r in settings.rewards):
-        return "ppo.rewards has a model source"
-    if settings.advantage == "gae" and settings.critic_init == "reward":
-        return "ppo.critic_init=reward starts the critic from it"
-    return ""
-
-
-def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOConfig]:
-    if not cfg.policy:
-        raise ConfigError("key 'policy' is required (e.g. policy=runs/sft-tiny reward_model=runs/reward-tiny)")
-    if not cfg.reward_model and (why := needs_reward_model(cfg.ppo)):
-        raise ConfigError(f"key 'reward_model' is required: {why} (e.g. reward_model=runs/reward-tiny)")
+def build(cfg: PPOConfig, runtime: Runtime) -> Built:
     device = runtime.device
     # each checkpoint is read and checksummed once; every model below is its own copy of the weights. A reward model
     # that no reward source uses is still read when named: it judges the evaluation's replies
@@ -433,18 +421,12 @@ def build(cfg: PPOConfig, runtime: Runtime) -> tuple[PPOStage, Tokenizer, PPOCon
     tasks = builtin_tasks("val", cfg.eval.n_prompts, 0, cfg.eval.kinds) if cfg.eval.n_prompts else []
     with runtime.precision.autocast():
         evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval, runtime.dist)
-    return PPOStage(cfg, model, source, evaluator), tok, cfg
+    return Built(PPOStage(cfg, model, source, evaluator), cfg, tok.to_json(), lines=[
+        f"[ppo] {len(source.prompts):,} prompts; {source.steps_per_iteration} optimizer steps per iteration of {source.rollouts_per_iteration} "
+        f"rollouts ({cfg.ppo.advantage}, reward {reward_formula(cfg.ppo)}); SFT exact match {evaluator.sft_metrics['exact_match']:.3f} "
+        f"on {len(evaluator.tasks)} held-out tasks"])
 
 
 def reward_formula(settings: PPOSettings) -> str:
     return " + ".join(f"{r.weight:g} * {r.source}" for r in settings.rewards)
 
-
-def run(cfg: PPOConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
-    prepare_run_dir(cfg.run_dir, resume, fresh)
-    runtime = setup_runtime(cfg)
-    stage, tok, cfg = build(cfg, runtime)
-    runtime.say(f"[ppo] {len(stage.source.prompts):,} prompts; {stage.source.steps_per_iteration} optimizer steps per iteration of "
-          f"{stage.source.rollouts_per_iteration} rollouts ({cfg.ppo.advantage}, reward {reward_formula(cfg.ppo)}); "
-          f"SFT exact match {stage.evaluator.sft_metrics['exact_match']:.3f} on {len(stage.evaluator.tasks)} held-out tasks")
-    return train(stage, cfg, runtime, tok.to_json(), resume)

@@ -15,11 +15,11 @@ from llm.eval.copying import PASSAGE_TOKENS, copy_losses, passages
 from llm.generate import SamplingParams, generate
 from llm.losses import token_nll
 from llm.model import GPT, model_size
-from llm.run_files import write_json
+from llm.stages.launch import Built
 from llm.tokenizer import Tokenizer
 from llm.train.distributed import main_process_first
-from llm.train.loop import LossOutput, Stage, TrainResult, train, to_device
-from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
+from llm.train.loop import LossOutput, Stage, to_device
+from llm.train.runtime import Runtime
 
 
 class PretrainStage(Stage):
@@ -95,23 +95,22 @@ def sample_texts(model: GPT, tokenizer: Tokenizer, cfg, device) -> list[str]:
     return [p + tokenizer.decode(t) for p, t in zip(s.prompts, out.tokens)]
 
 
-def run(cfg: PretrainConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
-    prepare_run_dir(cfg.run_dir, resume, fresh)
-    runtime = setup_runtime(cfg)
+def build(cfg: PretrainConfig, runtime: Runtime) -> Built:
     with main_process_first(runtime.dist):
         corpus = prepare_corpus(cfg.data, cfg.tokenizer)
     if cfg.model.vocab_size == 0:
         cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_size=corpus.tokenizer.vocab_size))
-    if runtime.dist.is_main:
-        report_corpus(cfg, corpus)
     stage = PretrainStage(cfg, corpus, runtime)
-    runtime.say(f"[pretrain] model: {stage.model.num_params():,} parameters on {runtime.device} ({runtime.precision.dtype})")
-    return train(stage, cfg, runtime, corpus.tokenizer.to_json(), resume)
+    info = corpus_info(corpus)
+    return Built(stage, cfg, corpus.tokenizer.to_json(), info, [
+        f"[pretrain] corpus: {info['tokens']['train']:,} train / {info['tokens']['val']:,} val tokens, vocab {info['vocab_size']}, "
+        f"{info['val_bytes_per_token']:.2f} bytes/token on validation ({corpus.prepare_s:.1f}s)",
+        f"[pretrain] model: {stage.model.num_params():,} parameters on {runtime.device} ({runtime.precision.dtype})"])
 
 
-def report_corpus(cfg: PretrainConfig, corpus: PreparedCorpus) -> None:
+def corpus_info(corpus: PreparedCorpus) -> dict:
     val = corpus.val
-    info = {
+    return {
         "documents": {"train": corpus.n_documents[0], "val": corpus.n_documents[1]},
         "tokens": {"train": corpus.train.n_tokens, "val": val.n_tokens},
         "bytes": {"train": corpus.train.n_bytes, "val": val.n_bytes},
@@ -120,10 +119,3 @@ def report_corpus(cfg: PretrainConfig, corpus: PreparedCorpus) -> None:
         "val_bytes_per_token": val.n_bytes / max(val.n_tokens, 1),
         "prepare_s": corpus.prepare_s,
     }
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(cfg.run_dir / "corpus.json", info)
-    print(
-        f"[pretrain] corpus: {info['tokens']['train']:,} train / {info['tokens']['val']:,} val tokens, "
-        f"vocab {info['vocab_size']}, {info['val_bytes_per_token']:.2f} bytes/token on validation ({corpus.prepare_s:.1f}s)",
-        flush=True,
-    )

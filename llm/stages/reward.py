@@ -18,12 +18,12 @@ from llm.data.pairs import PairData, collate_pairs, collate_units, load_pair_dat
 from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
-from llm.run_files import write_json
 from llm.load import load_for_finetuning
 from llm.eval.rankings import ranked_groups, top1_best
 from llm.eval.tasks import rater_ranked_sampler
-from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
-from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
+from llm.stages.launch import Built
+from llm.train.loop import LossOutput, Stage, to_device
+from llm.train.runtime import Runtime
 
 
 def pair_rewards(model, batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,17 +103,14 @@ def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, kinds: list[str
     return metrics
 
 
-def run(cfg: RewardConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
-    prepare_run_dir(cfg.run_dir, resume, fresh)
-    runtime = setup_runtime(cfg)
+def build(cfg: RewardConfig, runtime: Runtime) -> Built:
     base, cfg = load_for_finetuning(cfg, "cpu")
     model = RewardModel(base.model)
-    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device))
-    if runtime.dist.is_main:
-        write_json(cfg.run_dir / "data.json", data.log)
-    runtime.say(f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}")
+    sampler = rater_ranked_sampler(cfg.run_dir, cfg.data, base.model, base.tokenizer, runtime.precision, runtime.device)
+    data = load_pair_data(cfg.data, base.tokenizer, cfg.model.block_size, sampler)
     stage = RewardStage(cfg, model, base.tokenizer.pad_id, data, runtime)
-    return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
+    return Built(stage, cfg, base.tokenizer.to_json(), data.log,
+                 [f"[reward] {len(data.train):,} training / {len(data.val):,} validation pairs; dropped {dropped(data.log)}"])
 
 
 def dropped(log: dict) -> str:

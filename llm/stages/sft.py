@@ -22,12 +22,12 @@ from llm.errors import ConfigError
 from llm.load import LoadedModel, load_for_finetuning
 from llm.losses import IGNORE, token_nll
 from llm.model import model_size
-from llm.run_files import write_json
 from llm.data.builtin_tasks import builtin_tasks
 from llm.eval.tasks import HeldOutSets, evaluate_tasks, generate_replies, item_verdicts
 from llm.tokenizer import Tokenizer
-from llm.train.loop import LossOutput, Stage, TrainResult, to_device, train
-from llm.train.runtime import Runtime, prepare_run_dir, setup_runtime
+from llm.stages.launch import Built
+from llm.train.loop import LossOutput, Stage, to_device
+from llm.train.runtime import Runtime
 
 
 @dataclass
@@ -111,15 +111,11 @@ class SFTStage(Stage):
         return model_size(self.model.config).flops_per_token
 
 
-def run(cfg: SFTConfig, resume: bool = False, fresh: bool = False) -> TrainResult:
-    prepare_run_dir(cfg.run_dir, resume, fresh)
-    runtime = setup_runtime(cfg)
+def build(cfg: SFTConfig, runtime: Runtime) -> Built:
     base, cfg = load_for_finetuning(cfg, "cpu")
     data = load_chat_data(cfg.data, base.tokenizer, cfg.model.block_size + 1, cfg.eval.n_tasks)
     stage = SFTStage(cfg, base, data, runtime)
-    if runtime.dist.is_main:
-        write_json(cfg.run_dir / "data.json", data.log)
-    runtime.say(f"[sft] {len(data.train):,} training / {len(data.val):,} validation conversations from {cfg.init_from}; "
-          f"padding {data.log['padding_fraction']['bucketed']:.1%} of batch slots with bucketing "
-          f"({data.log['padding_fraction']['unbucketed']:.1%} without)")
-    return train(stage, cfg, runtime, base.tokenizer.to_json(), resume)
+    padding = data.log["padding_fraction"]
+    return Built(stage, cfg, base.tokenizer.to_json(), data.log, [
+        f"[sft] {len(data.train):,} training / {len(data.val):,} validation conversations from {cfg.init_from}; "
+        f"padding {padding['bucketed']:.1%} of batch slots with bucketing ({padding['unbucketed']:.1%} without)"])

@@ -87,12 +87,6 @@ class Stage:
         for eval_items.json; None = none."""
         return None
 
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
     def total_steps(self, cfg: RunConfig) -> int:
         """Schedule length: max_steps, or fewer when train.epochs over a finite dataset ends training first."""
         per_epoch = getattr(self.source, "batches_per_epoch", None)
@@ -245,7 +239,6 @@ class Trainer:
             self.optimizer.load_state_dict(trainer["optimizer"])
         self.state = LoopState(**trainer["loop"])
         self.stage.source.load_state_dict(trainer["source"])
-        self.stage.load_state_dict(trainer["stage"])
         ckpt.set_rng_state(self.own_rng(trainer))
         return folder
 
@@ -501,7 +494,6 @@ class Trainer:
         state = {
             "loop": dataclasses.asdict(self.state),
             "source": self.stage.source.state_dict(),
-            "stage": self.stage.state_dict(),
             "rng": ckpt.rng_state(),
         }
         if with_optimizer:

@@ -45,7 +45,7 @@ def test_a_person_ranks_skips_and_undoes_in_the_terminal_and_a_rerun_continues(s
 
 def test_a_rater_fills_the_file_and_the_reward_stage_learns_its_rankings(sft_run, tmp_path):
     from llm.config import RewardConfig, load_config
-    from llm.stages.reward import run
+    from llm.stages.launch import run_stage
 
     path = tmp_path / "r.jsonl"
     rank(sft_run, path, "--rater", "plain", "--target", "120")
@@ -54,7 +54,7 @@ def test_a_rater_fills_the_file_and_the_reward_stage_learns_its_rankings(sft_run
     overrides = [o for o in reward_overrides(sft_run, tmp_path) if not o.startswith("data.")]
     cfg = load_config(RewardConfig, REPO / "configs/reward/tiny_rankings.yaml",
                       overrides + [f"data.sources=[rankings:{path}]", "data.val_fraction=0.25", "train.max_steps=30"])
-    run(cfg)
+    run_stage("reward", cfg)
     log = json.loads((cfg.run_dir / "data.json").read_text())
     (source,) = log["sources"]
     # every two replies in different groups make a pair (same text means same group, so none is dropped)

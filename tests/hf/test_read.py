@@ -107,14 +107,14 @@ def test_without_transformers_the_error_says_how_to_install_it(monkeypatch):
 @pytest.mark.slow
 def test_a_gpt2_model_goes_through_sft_and_exports_again(foreign_tokenizer, tmp_path):
     from llm.config import SFTConfig, load_config
-    from llm.stages.sft import run
+    from llm.stages.launch import run_stage
 
     config = transformers.GPT2Config(**{**GPT2_SMALL, "n_embd": 64, "n_positions": 128})
     save_foreign(tmp_path / "gpt2", config, foreign_tokenizer, scale=None)  # transformers' own initialisation
     overrides = sft_overrides(f"hf:{tmp_path / 'gpt2'}", tmp_path / "runs") + [
         "data.builtin_train=320", "train.max_steps=20", "train.eval_every=0", "checkpoint.save_every=0", "optim.lr=3e-3",
         "eval.n_tasks=8", "eval.unseen=0"]
-    run(load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", overrides))
+    run_stage("sft", load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", overrides))
     losses = metric_losses(tmp_path / "runs" / "sft")
     first, last = [sum(losses[s] for s in steps) / 5 for steps in (range(1, 6), range(16, 21))]
     assert last < 0.85 * first  # it learns: the replies' loss falls well below the untrained model's (6.0 -> 4.3 here)

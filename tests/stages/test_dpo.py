@@ -6,7 +6,7 @@ import torch
 
 from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, kill_and_resume, metric_losses, read_metrics
 from llm.config import DPOConfig, load_config
-from llm.stages.dpo import run
+from llm.stages.launch import run_stage
 
 
 def test_nll_term_adds_the_chosen_per_token_nll(monkeypatch):
@@ -36,7 +36,7 @@ def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
 
 def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
     cfg = load_config(DPOConfig, None, dpo_overrides(sft_run, tmp_path, "dpo") + [f"eval.reward_model={reward_run}"])
-    run(cfg)
+    run_stage("dpo", cfg)
     evals = read_metrics(cfg.run_dir, "eval")
     assert abs(evals[0]["val_loss"] - math.log(2)) < 1e-4 and abs(evals[0]["val_rewards/margins"]) < 1e-4
     # Held-out loss after 60 steps: 0.537-0.600 from 22 SFT models (train.seed 0-9 and 1337, each with AVX-512
@@ -55,7 +55,7 @@ def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
 def test_dpo_overfits_four_pairs(sft_run, tmp_path):
     cfg = load_config(DPOConfig, None, dpo_overrides(sft_run, tmp_path, "fit") + FOUR_ITEMS + [
         "train.max_steps=40", "optim.lr=3e-3", "optim.schedule=constant", "eval.n_prompts=0"])
-    run(cfg)
+    run_stage("dpo", cfg)
     train = read_metrics(cfg.run_dir, "train")
     # Every batch holds the same four pairs. Over 44 runs (22 SFT models, train.seed 0-9 and 1337, each trained
     # and fitted with AVX-512 and with AVX2 kernels) the policy ranked all four above the reference from step 10
@@ -73,7 +73,7 @@ def test_dpo_resume_after_kill_reproduces_losses(sft_run, tmp_path):
     extra = ["data.sources=[{path: builtin}]", "train.max_steps=80", "checkpoint.save_every=10", "optim.warmup_steps=20",
              "model.dropout=0.1"]
     config = "configs/dpo/tiny.yaml"
-    run(load_config(DPOConfig, REPO / config, dpo_overrides(sft_run, tmp_path / "runs", "a") + extra))
+    run_stage("dpo", load_config(DPOConfig, REPO / config, dpo_overrides(sft_run, tmp_path / "runs", "a") + extra))
     args = dpo_overrides(sft_run, tmp_path / "runs", "b") + extra
     kill_and_resume("scripts/dpo.py", config, args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
     straight, resumed = metric_losses(tmp_path / "runs" / "a"), metric_losses(tmp_path / "runs" / "b")

@@ -5,7 +5,7 @@ import pytest
 from conftest_helpers import check_eval_items, metric_losses, ppo_overrides, read_metrics
 from llm.config import PPOConfig, load_config
 from llm.errors import ConfigError, TrainingError
-from llm.stages.ppo import run
+from llm.stages.launch import run_stage
 from llm.train import checkpoint as ckpt
 
 
@@ -15,7 +15,7 @@ def config(sft_run, reward_run, out, name, *extra):
 
 def test_ppo_runs_logs_rollout_stats_and_compares_with_sft(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "ppo")
-    result = run(cfg)
+    result = run_stage("ppo", cfg)
     assert result.reason == "max_steps" and result.step == 12
     train_lines = read_metrics(cfg.run_dir, "train")
     assert {line["iteration"] for line in train_lines} == {0, 1, 2}  # 4 steps per iteration
@@ -40,11 +40,11 @@ def test_ppo_runs_logs_rollout_stats_and_compares_with_sft(sft_run, reward_run, 
 @pytest.mark.parametrize("advantage", [[], ["ppo.advantage=rloo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2"]], ids=["gae", "rloo"])
 def test_ppo_resume_reproduces_the_next_iterations(sft_run, reward_run, tmp_path, advantage):
     straight = config(sft_run, reward_run, tmp_path, "a", *advantage)
-    run(straight)
+    run_stage("ppo", straight)
     first = config(sft_run, reward_run, tmp_path, "b", "train.max_steps=6", *advantage)  # stops mid-iteration 1
-    run(first)
+    run_stage("ppo", first)
     second = config(sft_run, reward_run, tmp_path, "b", *advantage)
-    run(second, resume=True)
+    run_stage("ppo", second, resume=True)
     assert metric_losses(second.run_dir) == metric_losses(straight.run_dir)
     items = [json.loads((c.run_dir / "eval_items.json").read_text()) for c in (straight, second)]
     assert items[0] == items[1]
@@ -58,7 +58,7 @@ def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, t
     cfg = config(sft_run, reward_run, tmp_path, "guard", "ppo.max_kl=1e-9", "ppo.kl_estimator=k3", "ppo.max_ratio=1e9", "optim.lr=3e-3",
                  "checkpoint.save_every=4")
     with pytest.raises(TrainingError, match=r"PPO guardrail: KL to the reference .* past ppo.max_kl=1e-09"):
-        run(cfg)
+        run_stage("ppo", cfg)
     kept = ckpt.step_dirs(cfg.run_dir / "checkpoints")
     assert [p.name for p in kept] == ["step_0000004"]
     ckpt.verify(kept[0])
@@ -68,7 +68,7 @@ def test_kl_guardrail_stops_and_keeps_the_last_checkpoint(sft_run, reward_run, t
 def test_ptx_loss_is_mixed_in(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "ptx", "ppo.ptx_coef=0.5", "ppo.ptx_batch=4", "train.max_steps=4", "train.eval_every=0",
                  "train.eval_at_start=false", "ppo.builtin_prompts=40")
-    run(cfg)
+    run_stage("ppo", cfg)
     lines = read_metrics(cfg.run_dir, "train")
     assert all(line["loss/ptx"] > 0 for line in lines)
     assert all(line["loss"] > line["loss/policy"] + 0.1 * line["loss/value"] for line in lines)
@@ -77,7 +77,7 @@ def test_ptx_loss_is_mixed_in(sft_run, reward_run, tmp_path):
 def test_rloo_trains_without_a_critic(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "rloo", "ppo.advantage=rloo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2",
                  "train.max_steps=8", "ppo.kl_horizon=100")
-    result = run(cfg)
+    result = run_stage("ppo", cfg)
     assert result.step == 8
     lines = read_metrics(cfg.run_dir, "train")
     assert {line["iteration"] for line in lines} == {0, 1}  # 2 prompts x 4 replies = 8 rollouts, 4 steps per iteration
@@ -102,7 +102,7 @@ def test_checker_reward_with_grpo_needs_no_reward_model(sft_run, tmp_path):
     # without a reward model the evaluation reports accuracy and KL but no reward-model score
     cfg = config(sft_run, "", tmp_path, "grpo", "ppo.advantage=grpo", "ppo.samples_per_prompt=4", "ppo.rollout_batch=2",
                  "ppo.rewards=[{source: checker}]", "train.max_steps=8")
-    assert run(cfg).step == 8
+    assert run_stage("ppo", cfg).step == 8
     lines = read_metrics(cfg.run_dir, "train")
     assert all(0 <= line["reward/checker"] <= 1 and "reward/model" not in line for line in lines)
     # the score is the checker's reward less the missing-end penalty (1.0) for each reply that did not stop
@@ -115,14 +115,14 @@ def test_checker_reward_with_grpo_needs_no_reward_model(sft_run, tmp_path):
 def test_model_and_checker_rewards_are_summed_and_logged_apart(sft_run, reward_run, tmp_path):
     cfg = config(sft_run, reward_run, tmp_path, "both", "ppo.rewards=[{source: model, weight: 0.5}, {source: checker, weight: 2}]",
                  "ppo.missing_end_penalty=0", "train.max_steps=4", "train.eval_every=0", "train.eval_at_start=false")
-    run(cfg)
+    run_stage("ppo", cfg)
     for line in read_metrics(cfg.run_dir, "train"):
         assert line["objective/scores"] == pytest.approx(0.5 * line["reward/model"] + 2 * line["reward/checker"], rel=1e-5)
 
 
 def test_a_model_reward_needs_the_reward_model(sft_run, tmp_path):
     with pytest.raises(ConfigError, match="key 'reward_model' is required: ppo.rewards has a model source"):
-        run(config(sft_run, "", tmp_path, "none"))
+        run_stage("ppo", config(sft_run, "", tmp_path, "none"))
 
 
 def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_path):
@@ -130,7 +130,7 @@ def test_ratio_guardrail_names_the_token_that_moved(sft_run, reward_run, tmp_pat
     cfg = config(sft_run, reward_run, tmp_path, "ratio", "ppo.max_ratio=1.000001", "optim.lr=3e-3", "checkpoint.save_every=0")
     with pytest.raises(TrainingError, match=r"probability ratio .* past ppo.max_ratio=1.000001 at iteration 1, minibatch 2 of \d+: "
                                             r"token '.*' went from probability .* to .* \(advantage -?\d"):
-        run(cfg)
+        run_stage("ppo", cfg)
 
 
 def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypatch):

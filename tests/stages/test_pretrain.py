@@ -7,12 +7,12 @@ import pytest
 from safetensors.torch import load_file
 
 from conftest_helpers import PYTHON, REPO, kill_and_resume, metric_losses, resume_overrides
-from llm.stages.pretrain import run
+from llm.stages.launch import run_stage
 
 
 def test_loss_falls_and_metrics_are_reported(tiny_pretrain_config):
     cfg = tiny_pretrain_config("train.max_steps=60")
-    result = run(cfg)
+    result = run_stage("pretrain", cfg)
     lines = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [x for x in lines if x["kind"] == "eval"]
     assert evals[0]["step"] == 0 and evals[-1]["step"] == 60
@@ -66,7 +66,7 @@ def test_exact_resume_with_muon(tmp_path, corpus_file, cache_dir):
 
 def test_a_run_stops_at_the_first_evaluation_that_reaches_train_target(tiny_pretrain_config):
     cfg = tiny_pretrain_config("train.max_steps=200", "train.eval_every=10", "train.target=5.8", "train.early_stop_metric=val_loss")
-    result = run(cfg)
+    result = run_stage("pretrain", cfg)
     evals = [json.loads(x) for x in (cfg.run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in x]
     assert result.ending == f"done: reached train.target at step {evals[-1]['step']} of 200" and evals[-1]["step"] < 200
     assert evals[-1]["val_loss"] <= 5.8 < min(e["val_loss"] for e in evals[:-1])

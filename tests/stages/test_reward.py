@@ -59,10 +59,10 @@ def test_reward_run_separates_held_out_pairs(reward_run):
 
 def test_reward_model_overfits_four_pairs(sft_run, tmp_path):
     from llm.config import RewardConfig, load_config
-    from llm.stages.reward import run
+    from llm.stages.launch import run_stage
 
     cfg = load_config(RewardConfig, None, reward_overrides(sft_run, tmp_path, "fit") + FOUR_ITEMS + ["train.max_steps=60", "optim.lr=3e-3"])
-    run(cfg)
+    run_stage("reward", cfg)
     train = read_metrics(cfg.run_dir, "train")
     # Every batch holds the same four pairs. Over 44 runs (22 SFT models, train.seed 0-9 and 1337, each trained
     # and fitted with AVX-512 and with AVX2 kernels) all four were ranked right from step 23 at the latest, the
@@ -109,10 +109,10 @@ def test_score_script_rejects_a_non_reward_checkpoint(sft_run):
 
 def test_reward_resume_after_kill_reproduces_losses(sft_run, tmp_path):
     from llm.config import RewardConfig, load_config
-    from llm.stages.reward import run
+    from llm.stages.launch import run_stage
 
     base = reward_overrides(sft_run, tmp_path / "runs", "a") + ["train.max_steps=80", "checkpoint.save_every=10"]
-    run(load_config(RewardConfig, REPO / "configs/reward/tiny.yaml", base))
+    run_stage("reward", load_config(RewardConfig, REPO / "configs/reward/tiny.yaml", base))
     args = reward_overrides(sft_run, tmp_path / "runs", "b") + ["train.max_steps=80", "checkpoint.save_every=10"]
     kill_and_resume("scripts/reward.py", "configs/reward/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")

@@ -85,12 +85,12 @@ def fitted_sft(tmp_path_factory, pretrained_run):
     AVX-512 and AVX2 kernels) 30 steps were enough for every one and 20 for only some; 40 fitted all of them
     under both kernels."""
     from llm.config import SFTConfig, load_config
-    from llm.stages.sft import run
+    from llm.stages.launch import run_stage
 
     # plain replies, as when the 40 steps were measured: a styled reply is longer and fits later
     cfg = load_config(SFTConfig, None, sft_overrides(pretrained_run, tmp_path_factory.mktemp("fit"), "fit") + FOUR_ITEMS + [
         "train.max_steps=40", "eval.n_tasks=0", "eval.unseen=0", "data.styles.filler=0", "data.styles.disclaimer=0"])
-    run(cfg)
+    run_stage("sft", cfg)
     return cfg.run_dir, builtin_tasks("train", 4, cfg.data.seed, cfg.data.builtin_kinds)
 
 
@@ -121,9 +121,9 @@ def test_chat_session_stops_at_end_of_turn_and_keeps_history(fitted_sft):
 
 def test_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     from llm.config import SFTConfig, load_config
-    from llm.stages.sft import run
+    from llm.stages.launch import run_stage
 
-    run(load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
+    run_stage("sft", load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
     args = sft_args("train.max_steps=120", "checkpoint.save_every=10", name="b")
     kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 40, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")

@@ -100,13 +100,13 @@ def test_tensorboard_missing_is_one_line_when_asked_for_and_skipped_on_auto(tmp_
 
 
 def test_wandb_asked_for_and_missing_fails_before_any_data_loads(tmp_path, monkeypatch):
-    from llm.stages.pretrain import run
+    from llm.stages.launch import run_stage
 
     monkeypatch.setitem(sys.modules, "wandb", None)
     # were the check made after the data, the missing corpus would be the error
     cfg = load_config(PretrainConfig, None, [f"out_dir={tmp_path}", "log.wandb=true", f"data.path={tmp_path / 'no-corpus.txt'}"])
     with pytest.raises(ConfigError, match=r"^log.wandb=true but wandb is not installed: pip install wandb \(or set log.wandb=false\)$"):
-        run(cfg)
+        run_stage("pretrain", cfg)
 
 
 def fake_wandb() -> types.ModuleType:
@@ -150,12 +150,12 @@ def test_wandb_gets_the_config_and_the_figures_and_keeps_one_run_across_a_resume
 @pytest.mark.slow
 @needs_tensorboard
 def test_event_files_equal_metrics_jsonl_step_for_step_across_a_kill_and_resume(pretrain_args, tmp_path):
-    from llm.stages.pretrain import run
+    from llm.stages.launch import run_stage
 
     longer = ["train.max_steps=120", "train.eval_every=40", "checkpoint.save_every=20", "train.early_stop_patience=0"]
     config = "configs/pretrain/tiny.yaml"
     straight = load_config(PretrainConfig, REPO / config, pretrain_args(*longer, name="straight"))
-    run(straight)
+    run_stage("pretrain", straight)
     killed = tmp_path / "runs" / "killed"
     kill_and_resume("scripts/pretrain.py", config, pretrain_args(*longer, name="killed"), killed, signal.SIGKILL, 50, tmp_path)
     assert len(list(killed.glob("events.out.tfevents.*"))) == 2  # the killed process's file and the resumed one's
