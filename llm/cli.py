@@ -47,7 +47,7 @@ def main(entry: Callable[[], int | None], interrupted: str = INTERRUPTED) -> Non
     except KeyboardInterrupt:
         say_on_stderr(interrupted)
         sys.exit(EXIT_SIGNAL["SIGINT"])
-    from llm.train.distributed import shutdown  # here: the chat and ranking tools load torch only when they need it
+    from llm.distributed import shutdown  # here: the chat and ranking tools load torch only when they need it
 
     shutdown(status or 0)  # under torchrun it exits here
     sys.exit(status or 0)

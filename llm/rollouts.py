@@ -21,7 +21,7 @@ from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, sequence_rewards
-from llm.train.distributed import DistInfo, cat_across, max_across
+from llm.distributed import DistInfo, cat_across, max_across
 
 
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:

@@ -7,10 +7,12 @@ with the machine they were measured on. `--case NAME` runs one case and prints i
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
-from llm.bench.suite import run_all, run_case
-from llm.cli import main
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks live beside llm/, not in the installed package
+from benchmarks.suite import run_all, run_case  # noqa: E402
+from llm.cli import main  # noqa: E402
 
 
 def entry() -> int:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests import conftest_helpers
+sys.path.insert(0, str(Path(__file__).parents[1]))  # and the benchmarks, which are not installed with llm
 
 import pytest
 

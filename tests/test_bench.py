@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from llm.bench import measure as bench
-from llm.bench import profile
-from llm.bench import suite
+from benchmarks import measure as bench
+from benchmarks import profile
+from benchmarks import suite
 
 MICRO = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
 

@@ -20,7 +20,7 @@ from llm.reward_model import RewardModel, score_sequences
 from llm.eval.tasks import HeldOutSets, Reply, chat_prompt_ids, checked_samples, greedy_replies, item_verdicts, task_metrics
 from llm.rollouts import group_stats
 from llm.tokenizer import Tokenizer
-from llm.train.distributed import DistInfo, my_block, sum_across
+from llm.distributed import DistInfo, my_block, sum_across
 
 
 class PolicyEvaluator:

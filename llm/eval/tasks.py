@@ -19,7 +19,7 @@ from llm.data.tasks import Task, exact_match, is_correct
 from llm.generate import SamplingParams, generate
 from llm.model import GPT, weights_digest
 from llm.tokenizer import Tokenizer, render_prompt
-from llm.train.distributed import DistInfo, gather_lists, my_block
+from llm.distributed import DistInfo, gather_lists, my_block
 
 
 @dataclass

@@ -42,7 +42,7 @@ from llm.data.chat import collate_chat, task_conversation, tokenize_conversation
 from llm.data.tasks import Task
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.train.distributed import DistInfo, max_across, my_block
+from llm.distributed import DistInfo, max_across, my_block
 from llm.stages.launch import Built
 from llm.train.loop import LossOutput, Stage
 from llm.train.runtime import Runtime

@@ -17,7 +17,7 @@ from llm.losses import token_nll
 from llm.model import GPT, model_size
 from llm.stages.launch import Built
 from llm.tokenizer import Tokenizer
-from llm.train.distributed import main_process_first
+from llm.distributed import main_process_first
 from llm.train.loop import LossOutput, Stage, to_device
 from llm.train.runtime import Runtime
 

@@ -30,7 +30,7 @@ from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
 from llm.train import sharded_checkpoint, sharding
 from llm.train.activation_checkpointing import apply_activation_checkpointing
-from llm.train.distributed import all_rng_states, any_across, from_main, sum_across
+from llm.distributed import any_across, from_every, from_main, sum_across
 from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
@@ -456,7 +456,7 @@ class Trainer:
         self.interval.pause()
         folder = self.checkpoints / ckpt.step_dir_name(state.step)
         self.check_finite_weights()
-        rng_by_rank = all_rng_states(self.rt.dist)
+        rng_by_rank = from_every(ckpt.rng_state(), self.rt.dist)
         if self.is_main:
             self.trackers.flush()
         state.last_save_step = state.step

@@ -18,7 +18,7 @@ from llm.device import Precision, pick_device, pick_precision, seed_everything
 from llm.errors import LLMError
 from llm.train import checkpoint as ckpt
 from llm.train import trackers
-from llm.train.distributed import DistInfo, init_distributed
+from llm.distributed import DistInfo, init_distributed
 
 
 @dataclass(frozen=True)

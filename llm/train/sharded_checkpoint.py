@@ -31,7 +31,7 @@ import torch.nn as nn
 
 from llm.errors import CheckpointError
 from llm.train import checkpoint as ckpt
-from llm.train.distributed import DistInfo, any_across, from_main
+from llm.distributed import DistInfo, any_across, from_main
 
 SHARDS = "shards"
 SHARDS_INDEX = "shards.json"

@@ -13,7 +13,7 @@ from llm.errors import CheckpointError, TrainingError
 from llm.model import GPT
 from llm.train import checkpoint as ckpt
 from llm.train import sharded_checkpoint
-from llm.train.distributed import DistInfo
+from llm.distributed import DistInfo
 from llm.train.optim import MuonWithAdamW
 
 CPU = torch.device("cpu")

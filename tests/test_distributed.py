@@ -29,7 +29,7 @@ def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
     import torch
 
     from llm.errors import ConfigError
-    from llm.train.distributed import init_distributed
+    from llm.distributed import init_distributed
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

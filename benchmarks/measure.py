@@ -28,6 +28,8 @@ from llm.stages.pretrain import lm_loss
 from llm.train.loop import Stage, train
 from llm.train.runtime import setup_runtime
 
+REPO = Path(__file__).resolve().parents[1]
+
 # nanoGPT's CPU demo: config/train_shakespeare_char.py with --device=cpu --compile=False --block_size=64
 # --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 --dropout=0.0 (LayerNorm, GELU, learned positions)
 NANOGPT_CPU_SHAPE = dict(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, bias=False,
@@ -135,12 +137,12 @@ def train_throughput(shape: dict, batch_size: int, steps: int, overrides: list[s
 
 def parallel_throughput(shape: dict, batch_size: int, steps: int, overrides: list[str]) -> dict:
     """Tokens per second and per-process memory of `steps` steps under torchrun: one process per GPU, or
-    two gloo processes on the CPU (llm/bench/parallel.py is each process)."""
+    two gloo processes on the CPU (benchmarks/parallel.py is each process)."""
     processes = torch.cuda.device_count() if torch.cuda.is_available() else 2
     with tempfile.TemporaryDirectory() as out:
         command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-                   "-m", "llm.bench.parallel", *synthetic_run(out, shape, batch_size, steps, 2, overrides)]
-        done = subprocess.run(command, capture_output=True, text=True)
+                   "-m", "benchmarks.parallel", *synthetic_run(out, shape, batch_size, steps, 2, overrides)]
+        done = subprocess.run(command, capture_output=True, text=True, cwd=REPO)  # -m benchmarks.*: from the repo, not installed
         if done.returncode != 0:
             said = [x for x in done.stderr.splitlines() if x.startswith("error:") or "Error:" in x] or ["torchrun failed"]
             return {"error": said[0]}
@@ -152,7 +154,7 @@ def parallel_throughput(shape: dict, batch_size: int, steps: int, overrides: lis
             "params": model_size(ModelConfig(**shape)).params, "overrides": overrides}
 
 
-SHAKESPEARE = Path(__file__).resolve().parents[2].parent / "shared/data/tinyshakespeare/input.txt"
+SHAKESPEARE = REPO.parent / "shared/data/tinyshakespeare/input.txt"
 
 
 def time_to_target(config: str, target_bpb: float, seed: int, overrides: list[str]) -> dict:

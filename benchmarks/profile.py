@@ -15,7 +15,7 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile, schedule
 
-from llm.bench.measure import SyntheticLM, synthetic_run
+from benchmarks.measure import SyntheticLM, synthetic_run
 from llm.config import RunConfig, load_config
 from llm.train.loop import train
 from llm.train.runtime import setup_runtime

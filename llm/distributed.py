@@ -106,15 +106,13 @@ def from_main(value, info: DistInfo):
     return box[0]
 
 
-def all_rng_states(info: DistInfo) -> list[dict] | None:
-    """Every process's random state, in rank order (a collective call); None for a single process."""
-    from llm.train.checkpoint import rng_state
-
+def from_every(value, info: DistInfo) -> list | None:
+    """Every process's `value`, in rank order (a collective call); None for a single process."""
     if not info.enabled:
         return None
-    states = [None] * info.world_size
-    dist.all_gather_object(states, rng_state())
-    return states
+    values = [None] * info.world_size
+    dist.all_gather_object(values, value)
+    return values
 
 
 def barrier(info: DistInfo) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from llm.bench import measure as bench
-from llm.bench import profile
+from benchmarks import measure as bench
+from benchmarks import profile
 
 NANOGPT = "nanogpt_cpu_shape"
 # name: (kind, shape, batch size | new tokens, steps | (decode, prompts), overrides); decode "none" = no KV cache
@@ -148,7 +148,7 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
 
 
 def run_subprocess(name: str, round_index: int = 0) -> dict:
-    done = subprocess.run([sys.executable, "-m", "llm.bench.suite", name, str(round_index)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.suite", name, str(round_index)], capture_output=True, text=True, cwd=bench.REPO)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from llm.bench.measure import SyntheticLM
+from benchmarks.measure import SyntheticLM
 from llm.config import RunConfig, load_config
 from llm.train.loop import train
 from llm.train.runtime import setup_runtime
