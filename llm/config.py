@@ -19,13 +19,10 @@ from typing import Any, TypeVar
 
 import yaml
 
-from llm.data.conversations import CONVERSATION_FORMATS
-from llm.data.preferences import PREFERENCE_FORMATS
-from llm.data.styles import STYLES
 from llm import stage_table
 from llm.errors import ConfigError
-from llm.settings_checks import (AT_LEAST_1, BELOW_1, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
-                                  REWARD_SOURCES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
+from llm.settings_checks import (AT_LEAST_1, BELOW_1, CONVERSATION_FORMATS, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
+                                  PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
                                   check_reward_sources, check_sampling, check_sources)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
 

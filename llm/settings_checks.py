@@ -11,7 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from llm.data.tasks import TASK_KINDS
 from llm.errors import ConfigError
 
 class BadValue(ConfigError):
@@ -59,6 +58,14 @@ FLAG_RULES = {**SAMPLING_RULES, "num_samples": AT_LEAST_1}
 DEVICE_PATTERN = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")  # llm.device.DTYPES, without importing torch here
 ON_ERROR = ("skip", "raise")
+# the names the settings accept, kept here (the lowest floor) for the data modules that implement them to import
+TASK_KINDS: tuple[str, ...] = (
+    "add", "subtract", "reverse_words", "sort_words", "count_words",
+    "first_word", "last_word", "uppercase", "repeat", "copy",
+)
+STYLES = ("plain", "filler", "disclaimer")  # the demonstrations' reply styles (llm/data/styles.py)
+CONVERSATION_FORMATS = ("messages", "alpaca", "sharegpt", "hh", "alpaca_seed")  # llm/data/conversations.py
+PREFERENCE_FORMATS = ("pairs", "hh")  # llm/data/preferences.py
 REWARD_SOURCES = ("model", "checker")  # the reward model; the built-in task checker (rewards that can be verified)
 
 

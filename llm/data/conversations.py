@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 from llm.data.records import MalformedRecord, check_messages, list_field, read_records, text_field
 from llm.errors import DataError
+from llm.settings_checks import CONVERSATION_FORMATS
 
-CONVERSATION_FORMATS = ("messages", "alpaca", "sharegpt", "hh", "alpaca_seed")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
                   "system": "system"}
 # HH-RLHF transcripts mark turns with a blank line and a speaker tag; anything else is turn text.

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from llm.data.conversations import parse_hh_transcript
 from llm.data.records import MalformedRecord, check_messages, read_records, text_field
 from llm.errors import DataError
+from llm.settings_checks import PREFERENCE_FORMATS
 
-PREFERENCE_FORMATS = ("pairs", "hh")
 
 
 @dataclass

@@ -20,7 +20,8 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-STYLES = ("plain", "filler", "disclaimer")
+from llm.settings_checks import STYLES
+
 # short, so a tiny model with a 32-token reply budget learns them whole
 OPENERS = ("Sure! ", "Of course! ")
 CAVEATS = (" (please double-check this)", " (I may be wrong)")

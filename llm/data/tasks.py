@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 from llm.data import phrasings
 from llm.data.styles import parse_style
+from llm.settings_checks import TASK_KINDS
 
 SPLITS = ("train", "val")
 VAL_BUCKETS = 10  # one instance in ten is held out
@@ -80,10 +81,6 @@ LIST_WORDS = COLOURS + ANIMALS + FOODS + OBJECTS + NATURE + PLACES
 WORDS = LIST_WORDS + ADJECTIVES + VERBS
 EVERYDAY = frozenset(WORDS)
 
-TASK_KINDS: tuple[str, ...] = (
-    "add", "subtract", "reverse_words", "sort_words", "count_words",
-    "first_word", "last_word", "uppercase", "repeat", "copy",
-)
 REJECTION_KINDS: tuple[str, ...] = (
     "off_by_one", "shuffled", "truncated", "ignores_instruction", "never_stops", "wrong_answer", "misspelled",
 )
