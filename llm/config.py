@@ -21,6 +21,7 @@ import yaml
 
 from llm import stage_table
 from llm.errors import ConfigError
+from llm.run_files import write_text
 from llm.settings_checks import (AT_LEAST_1, BELOW_1, CONVERSATION_FORMATS, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
                                   PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
                                   check_reward_sources, check_sampling, check_sources)
@@ -756,8 +757,5 @@ def dump_yaml(config: Any) -> str:
 
 
 def save_config(config: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(dump_yaml(config))
-    tmp.replace(path)
+    write_text(path, dump_yaml(config))
 

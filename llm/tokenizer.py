@@ -11,7 +11,6 @@ content and on the <|end|> that closes the assistant turn, so a fine-tuned model
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from llm.errors import DataError
+from llm.run_files import write_text
 
 BOS, EOS, PAD, END = "<|bos|>", "<|eos|>", "<|pad|>", "<|end|>"
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -62,11 +62,7 @@ class Tokenizer:
         return lengths
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # ranks of one job may save at once
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        write_text(Path(path), self.to_json())
 
     def to_json(self) -> str:
         return self.backend.to_str()

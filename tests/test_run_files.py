@@ -16,3 +16,27 @@ def test_missing_or_cut_files_read_as_absent(tmp_path):
     assert read_json(tmp_path / "cut.json") is None
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n[2]\n{"step": 2}\n{"step": ')
     assert read_jsonl(tmp_path / "metrics.jsonl") == [{"step": 1}, {"step": 2}]
+
+
+def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
+    import pytest
+
+    from llm.run_files import replaced, write_text
+
+    path = tmp_path / "config.yaml"
+    write_text(path, "old")
+    with pytest.raises(RuntimeError), replaced(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_jsonl_lines_name_each_record_and_each_bad_line_by_path_and_line():
+    from llm.run_files import BadLine, jsonl_lines
+
+    lines = [b'\xef\xbb\xbf{"a": 1}\n', b"\n", b"{oops\n", b"\xff\n", b"[2]\n"]
+    found = list(jsonl_lines("d.jsonl", lines))
+    assert [where for where, _ in found] == ["d.jsonl:1", "d.jsonl:3", "d.jsonl:4", "d.jsonl:5"]
+    assert found[0][1] == {"a": 1} and found[3][1] == [2]
+    assert isinstance(found[1][1], BadLine) and found[1][1].problem.startswith("not valid JSON")
+    assert found[2][1].problem.startswith("not UTF-8 text")

@@ -6,19 +6,16 @@ Commands: /reset forgets the conversation, /temperature 0.7 sets the sampling te
 import argparse
 import sys
 
+from llm.cli import model_flags
+
 
 INTERRUPTED = "stopped"  # what Ctrl-C says: a chat has no checkpoint to keep
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a checkpoint folder")
-    parser.add_argument("--temperature", type=float, default=0.7)
-    parser.add_argument("--top-k", type=int, default=50)
-    parser.add_argument("--max-new-tokens", type=int, default=200)
+    parser = model_flags(argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
+                         max_new_tokens=200, temperature=0.7, top_k=50, seed=0)
     parser.add_argument("--system", default="", help="a system message that starts every conversation")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
 

@@ -8,26 +8,22 @@ import argparse
 import sys
 from pathlib import Path
 
+from llm.cli import model_flags
+
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="Sample from a run folder or a checkpoint folder.")
-    parser.add_argument("--checkpoint", required=True, help="a run folder (uses its best checkpoint) or a checkpoint folder")
+    parser = model_flags(argparse.ArgumentParser(description="Sample from a run folder or a checkpoint folder."),
+                         max_new_tokens=200, temperature=0.8, top_k=50, top_p=1.0, seed=0)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--prompt", action="append", help="a prompt; repeat the flag for a batch of prompts")
     source.add_argument("--prompt-file", help="a file with one prompt per line")
     parser.add_argument("--num-samples", type=int, default=1, help="samples per prompt")
-    parser.add_argument("--max-new-tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0 for greedy decoding")
-    parser.add_argument("--top-k", type=int, default=50, help="0 to disable")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1.0 to disable")
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chat", action="store_true", help="wrap each prompt in the chat template as a user turn")
     parser.add_argument("--no-stream", action="store_true", help="print whole samples at the end instead of streaming")
     parser.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each token (slow; for checking)")
     parser.add_argument("--decode", default="auto", choices=["auto", "dynamic", "static", "graph"],
                         help="the cached decode step: graph (replayed as a CUDA graph; CUDA only, not yet run on a GPU), static "
                              "(the same fixed-shape step run eagerly), dynamic (auto's choice)")
-    parser.add_argument("--device", default="auto")
     return parser.parse_args()
 
 
@@ -48,26 +44,23 @@ def entry() -> int:
 
     check_flags(args)  # a bad flag or prompt file fails at once, before torch and the checkpoint load
     texts = read_prompts(args) * args.num_samples
-    import torch
-
+    from llm.chat import chat_prompt_ids, chat_sampling, seeded, text_sampling
     from llm.device import pick_device
-    from llm.generate import SamplingParams, generate
+    from llm.generate import generate
     from llm.load import load_gpt
     from llm.stream import TokenPrinter
-    from llm.tokenizer import render_prompt
 
     device = pick_device(args.device)
     loaded = load_gpt(args.checkpoint, device)
     tok = loaded.tokenizer
     print(f"# {loaded.folder} ({loaded.checkpoint.meta.get('stage', '?')}, step {loaded.checkpoint.meta.get('step', '?')})", file=sys.stderr)
     if args.chat:
-        prompts = [render_prompt(tok, [{"role": "user", "content": t}]) for t in texts]
-        stops = (tok.end_id, tok.eos_id)
+        prompts = [chat_prompt_ids(tok, t) for t in texts]
+        params = chat_sampling(tok, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     else:
         prompts = [[tok.bos_id, *tok.encode(t)] for t in texts]
-        stops = (tok.eos_id,)
-    params = SamplingParams(args.max_new_tokens, args.temperature, args.top_k, args.top_p, stops)
-    generator = torch.Generator(device=device).manual_seed(args.seed)
+        params = text_sampling(tok, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    generator = seeded(loaded.model, args.seed)
     stream = len(prompts) == 1 and not args.no_stream
     printer = TokenPrinter(tok, sys.stdout) if stream else None
     if stream and not args.chat:

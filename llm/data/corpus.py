@@ -22,6 +22,7 @@ import numpy as np
 from llm.config import DataConfig, TokenizerConfig
 from llm.data.records import split_train_val
 from llm.errors import DataError
+from llm.run_files import BadLine, jsonl_lines
 from llm.tokenizer import Tokenizer, train
 
 SPLIT_SEED = 1234  # fixed so every run on a corpus sees the same validation documents
@@ -98,17 +99,13 @@ def read_text_folder(folder: Path, chunk_chars: int) -> list[str]:
 def read_jsonl_texts(path: Path, field: str) -> list[str]:
     opener = gzip.open if path.name.endswith(".gz") else open
     texts = []
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{line_number}: not valid JSON ({exc.msg})") from None
+    with opener(path, "rb") as handle:
+        for where, record in jsonl_lines(path, handle):
+            if isinstance(record, BadLine):
+                raise DataError(f"{where}: {record.problem}")
             text = record.get(field) if isinstance(record, dict) else None
             if not isinstance(text, str):
-                raise DataError(f"{path}:{line_number}: no string field '{field}' (key 'data.text_field')")
+                raise DataError(f"{where}: no string field '{field}' (key 'data.text_field')")
             if text.strip():
                 texts.append(text)
     if not texts:

@@ -15,6 +15,7 @@ import random
 from typing import Any, Callable, Iterator
 
 from llm.errors import ConfigError, DataError
+from llm.run_files import BadLine, jsonl_lines
 
 ROLES = ("system", "user", "assistant")
 ON_ERROR_CHOICES = ("skip", "raise")
@@ -72,24 +73,12 @@ def _iter_file(path: str) -> Iterator[tuple[str, Any]]:
 
 
 def _iter_jsonl(path: str, file) -> Iterator[tuple[str, Any]]:
-    line_number = 0
+    where = f"{path}:1"
     try:
-        for line_number, raw in enumerate(file, start=1):
-            where = f"{path}:{line_number}"
-            try:
-                # utf-8-sig: files written by some Windows tools start with a byte-order mark.
-                text = raw.decode("utf-8-sig")
-            except UnicodeDecodeError as err:
-                yield where, MalformedRecord(f"not UTF-8 text ({err.reason} at byte {err.start})")
-                continue
-            if not text.strip():
-                continue
-            try:
-                yield where, json.loads(text)
-            except json.JSONDecodeError as err:
-                yield where, MalformedRecord(f"not valid JSON: {err.msg} (column {err.colno})")
+        for where, record in jsonl_lines(path, file):
+            yield where, MalformedRecord(record.problem) if isinstance(record, BadLine) else record
     except (OSError, EOFError) as err:  # a truncated or corrupt .gz fails mid-read
-        raise DataError(f"{path}:{line_number + 1}: cannot read: {err}") from None
+        raise DataError(f"{where}: cannot read: {err}") from None
 
 
 def _iter_json_list(path: str, data: bytes) -> Iterator[tuple[str, Any]]:

@@ -18,6 +18,7 @@ from llm.data.preferences import PreferencePair
 from llm.data.sources import Sampler
 from llm.data.styles import judge, styled
 from llm.data.tasks import Task
+from llm.run_files import write_text
 
 KIND = "model_sample"  # a wrong sample under a top-ranked one
 STYLE_KIND = "model_sample_style"  # a correct sample in a style the rater ranks lower
@@ -59,10 +60,7 @@ def cached_sample_pairs(cache: Path, model_key: str, generate: Generate, tasks: 
         if stored.get("key") == key:
             return [PreferencePair(**p) for p in stored["pairs"]]
     pairs = sample_pairs(generate, tasks, samples_per_task, seed, prefer)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp")
-    tmp.write_text(json.dumps({"key": key, "pairs": [vars(p) for p in pairs]}))
-    tmp.replace(cache)
+    write_text(cache, json.dumps({"key": key, "pairs": [vars(p) for p in pairs]}))
     return pairs
 
 

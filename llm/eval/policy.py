@@ -13,11 +13,12 @@ import torch
 
 from llm.config import PolicyEvalConfig
 from llm.data.tasks import Task
-from llm.generate import SamplingParams, SharedDraws, sample_replies
+from llm.generate import SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.eval.tasks import HeldOutSets, Reply, chat_prompt_ids, checked_samples, greedy_replies, item_verdicts, task_metrics
+from llm.chat import Reply, chat_prompt_ids, chat_sampling, seeded
+from llm.eval.tasks import HeldOutSets, checked_samples, greedy_replies, item_verdicts, task_metrics
 from llm.rollouts import group_stats
 from llm.tokenizer import Tokenizer
 from llm.distributed import DistInfo, my_block, sum_across
@@ -44,7 +45,7 @@ class PolicyEvaluator:
     def scores(self, replies: Sequence[Reply]) -> list[float] | None:
         if self.reward_model is None:
             return None
-        return score_sequences(self.reward_model, [p + r.tokens for p, r in zip(self.prompts, replies)], self.tok.pad_id)
+        return score_sequences(self.reward_model, [p + list(r.tokens) for p, r in zip(self.prompts, replies)], self.tok.pad_id)
 
     def task_metrics(self, replies: Sequence[Reply]) -> dict:
         return task_metrics(self.tasks, replies, self.cfg.prefer_style)
@@ -86,15 +87,14 @@ class PolicyEvaluator:
     def sampled_kl(self, policy: GPT) -> float:
         """Mean over prompts of the summed per-token log-ratio of replies sampled at temperature 1. Under torchrun
         each process samples its block of every batch of 64, with the draws one process alone would make."""
-        params = SamplingParams(self.cfg.max_new_tokens, 1.0, 0, 1.0, (self.tok.end_id, self.tok.eos_id))
-        device = next(policy.parameters()).device
+        params = chat_sampling(self.tok, self.cfg.max_new_tokens, temperature=1.0)
         total = 0.0
         for number, start in enumerate(range(0, len(self.prompts), 64)):
             batch = self.prompts[start : start + 64]
             rows = my_block(len(batch), self.dist)
             if not rows:
                 continue
-            draws = SharedDraws(torch.Generator(device=device).manual_seed(1234 + number), len(batch), rows.start)
+            draws = SharedDraws(seeded(policy, 1234 + number), len(batch), rows.start)
             ids, mask, reply_mask, offset, _ = sample_replies(policy, [batch[i] for i in rows], params, self.tok.pad_id, draws)
             replies = ids[:, offset:]
             width = reply_mask.shape[1]
@@ -102,7 +102,7 @@ class PolicyEvaluator:
             logp = token_logprobs(policy(ids, attention_mask=mask)[:, cut], replies, 1.0)
             ref = token_logprobs(self.reference(ids, attention_mask=mask)[:, cut], replies, 1.0)
             total += float(((logp - ref) * reply_mask).sum())
-        return sum_across([total], self.dist, device)[0] / max(len(self.prompts), 1)
+        return sum_across([total], self.dist, next(policy.parameters()).device)[0] / max(len(self.prompts), 1)
 
     def side_by_side(self, replies: Sequence[Reply]) -> list[dict]:
         out = []

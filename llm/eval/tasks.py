@@ -16,36 +16,10 @@ from llm.data.sources import Sampler
 from llm.data.styles import STYLES, judge
 from llm.data.builtin_tasks import UNSEEN_AXES, builtin_tasks, held_out_tasks, target_token_ids, tokens_seen
 from llm.data.tasks import Task, exact_match, is_correct
-from llm.generate import SamplingParams, generate
+from llm.chat import Reply, generate_replies
 from llm.model import GPT, weights_digest
-from llm.tokenizer import Tokenizer, render_prompt
+from llm.tokenizer import Tokenizer
 from llm.distributed import DistInfo, gather_lists, my_block
-
-
-@dataclass
-class Reply:
-    text: str
-    tokens: list[int]  # the new tokens, the end-of-turn token included when produced
-    finished: bool  # ended with end-of-turn (or end-of-text) within the length limit
-
-
-def chat_prompt_ids(tok: Tokenizer, prompt: str | Sequence[dict]) -> list[int]:
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    return render_prompt(tok, messages)
-
-
-def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequence[dict]], max_new_tokens: int,
-                     temperature: float = 0.0, top_k: int = 0, batch_size: int = 64, seed: int = 0) -> list[Reply]:
-    """Replies of the model in the chat template; greedy at temperature 0."""
-    params = SamplingParams(max_new_tokens, temperature, top_k, 1.0, (tok.end_id, tok.eos_id))
-    device = next(model.parameters()).device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    replies = []
-    for start in range(0, len(prompts), batch_size):
-        ids = [chat_prompt_ids(tok, p) for p in prompts[start : start + batch_size]]
-        out = generate(model, ids, params, tok.pad_id, generator=generator)
-        replies.extend(Reply(tok.decode(t), t, f) for t, f in zip(out.tokens, out.finished))
-    return replies
 
 
 def checked_samples(model: GPT, tok: Tokenizer, tasks: Sequence[Task], k: int, max_new_tokens: int, temperature: float,

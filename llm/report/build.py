@@ -522,7 +522,7 @@ def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]
     """Greedy replies of each stage's best checkpoint to `prompts`, saved in answers.json for later rebuilds."""
     from llm.device import pick_device
     from llm.load import load_gpt
-    from llm.eval.tasks import generate_replies
+    from llm.chat import generate_replies
 
     device, models = pick_device("auto"), {}
     for label, name in ANSWER_MODELS:

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (pyplot fixes its backend on import: use("Agg") first)
 
 from llm import stage_table  # noqa: E402
+from llm.run_files import replaced  # noqa: E402
 from llm.stage_table import Panel  # noqa: E402
 
 LOSS_PANEL = Panel("training loss", "train", ("loss",))  # drawn raw and smoothed, every stage; the rest are the table's
@@ -104,9 +105,7 @@ def headline_figure(points: list[tuple[str, float]], path: Path) -> None:
 
 
 def save(fig, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     fig.tight_layout()
-    fig.savefig(tmp, format="png", dpi=DPI)
+    with replaced(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI)
     plt.close(fig)
-    tmp.replace(path)

@@ -27,7 +27,8 @@ from llm.config import PPOConfig, PPOSettings, StyleMix
 from llm.data import sources
 from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
-from llm.generate import SamplingParams, SharedDraws
+from llm.chat import chat_sampling, seeded
+from llm.generate import SharedDraws
 from llm.load import gpt_from, read, reward_model_from, tokenizer_of
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
@@ -136,8 +137,7 @@ class RolloutSource:
         chosen = rng.choice(len(self.prompts), size=self.prompts_per_process * world, replace=False)
         mine = my_block(len(chosen), self.dist)
         rows = [chosen[i] for i in mine for _ in range(group)]
-        device = next(self.model.policy.parameters()).device
-        draws = SharedDraws(torch.Generator(device=device).manual_seed(int(rng.integers(2**62))), len(chosen) * group, mine.start * group)
+        draws = SharedDraws(seeded(self.model.policy, int(rng.integers(2**62))), len(chosen) * group, mine.start * group)
         rollouts = self.rollout([self.prompts[i] for i in rows], [self.tasks[i] for i in rows], draws)
         rollouts = gather_rollouts(rollouts, self.dist, self.tok.pad_id)
         self.check_kl(rollouts)
@@ -159,7 +159,7 @@ class RolloutSource:
     def rollout(self, prompts: list[list[int]], tasks: list[Task | None], draws: SharedDraws) -> RolloutBatch:
         """This process's rollouts, scored; `draws` places its rows in the batch every process samples together."""
         policy = self.model.policy
-        params = SamplingParams(self.s.max_new_tokens, self.s.temperature, self.s.top_k, 1.0, (self.tok.end_id, self.tok.eos_id))
+        params = chat_sampling(self.tok, self.s.max_new_tokens, self.s.temperature, self.s.top_k)
         was_training = self.model.training
         self.model.eval()
         try:

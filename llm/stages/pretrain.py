@@ -12,7 +12,8 @@ from llm.config import PretrainConfig
 from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
 from llm.eval.copying import PASSAGE_TOKENS, copy_losses, passages
-from llm.generate import SamplingParams, generate
+from llm.chat import seeded, text_sampling
+from llm.generate import generate
 from llm.losses import token_nll
 from llm.model import GPT, model_size
 from llm.stages.launch import Built
@@ -66,7 +67,7 @@ class PretrainStage(Stage):
         return nats, tokens, n_bytes
 
     def samples(self, model) -> list[str]:
-        return sample_texts(model, self.tokenizer, self.cfg, self.device)
+        return sample_texts(model, self.tokenizer, self.cfg)
 
     def flops_per_token(self) -> float:
         return model_size(self.cfg.model).flops_per_token
@@ -85,11 +86,11 @@ def fixed_train_windows(tokens: np.ndarray, batch_size: int, block_size: int, ma
     return [window_batch(tokens, starts[i : i + batch_size], block_size) for i in range(0, len(starts), batch_size)]
 
 
-def sample_texts(model: GPT, tokenizer: Tokenizer, cfg, device) -> list[str]:
+def sample_texts(model: GPT, tokenizer: Tokenizer, cfg) -> list[str]:
     """Continuations of the configured prompts, with a private generator so training's RNG is untouched."""
     s = cfg.sampling
-    params = SamplingParams(s.max_new_tokens, s.temperature, s.top_k, s.top_p, (tokenizer.eos_id,))
-    generator = torch.Generator(device=device).manual_seed(s.seed)
+    params = text_sampling(tokenizer, s.max_new_tokens, s.temperature, s.top_k, s.top_p)
+    generator = seeded(model, s.seed)
     prompts = [[tokenizer.bos_id, *tokenizer.encode(p)] for p in s.prompts]
     out = generate(model, prompts, params, tokenizer.pad_id, generator=generator)
     return [p + tokenizer.decode(t) for p, t in zip(s.prompts, out.tokens)]

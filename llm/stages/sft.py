@@ -23,7 +23,8 @@ from llm.load import LoadedModel, load_for_finetuning
 from llm.losses import IGNORE, token_nll
 from llm.model import model_size
 from llm.data.builtin_tasks import builtin_tasks
-from llm.eval.tasks import HeldOutSets, evaluate_tasks, generate_replies, item_verdicts
+from llm.chat import generate_replies
+from llm.eval.tasks import HeldOutSets, evaluate_tasks, item_verdicts
 from llm.tokenizer import Tokenizer
 from llm.stages.launch import Built
 from llm.train.loop import LossOutput, Stage, to_device

@@ -147,7 +147,7 @@ def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypat
         out = []
         for n, prompt in enumerate(prompts):
             i = int(prompt.split("w")[-1].split()[0])
-            out.append(Reply(f"w{i}" if n % 3 < right_of[i] else "nope", [], True))
+            out.append(Reply(f"w{i}" if n % 3 < right_of[i] else "nope"))
         return out
 
     monkeypatch.setattr(eval_tasks, "generate_replies", fake_replies)
@@ -155,6 +155,6 @@ def test_edge_of_competence_keeps_the_prompts_answered_right_sometimes(monkeypat
     prompts, kept, stats = ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
     assert prompts == [[1], [3]] and kept == [tasks[1], tasks[3]]
     assert stats == {"candidates": 4, "kept": 2, "always": 1, "never": 1, "pass@1": pytest.approx(6 / 12)}
-    monkeypatch.setattr(eval_tasks, "generate_replies", lambda *a, **k: [Reply("nope", [], True)] * 12)
+    monkeypatch.setattr(eval_tasks, "generate_replies", lambda *a, **k: [Reply("nope")] * 12)
     with pytest.raises(ConfigError, match="edge_candidates"):
         ppo.edge_of_competence(None, None, [[i] for i in range(4)], tasks, settings, seed=0)
