@@ -9,14 +9,16 @@ The file is JSON Lines, one object per ranking, appended the moment it is given:
 
 `ranking` lists groups of reply indices, best first; the replies of one group are tied. `status` is
 "ranked", "skipped" (the person passed; no pairs) or "all_bad" (every reply is bad; all tied, no pairs).
-An undo appends {"undo": "<id>"}, which withdraws the latest entry for that prompt: the file is only ever
-appended to, so what a person gave is never rewritten.
+Several raters may rank one prompt: what is in force is keyed by (prompt id, rater), one answer each.
+An undo appends {"undo": "<id>", "rater": "<name>"}, which withdraws that rater's latest entry for the
+prompt (an older undo without a rater, from before several raters, withdraws the prompt's latest entry):
+the file is only ever appended to, so what a person gave is never rewritten.
 
 Each append is one write(2) of a whole line to a file opened with O_APPEND, under an exclusive flock, then
 fsync: two writers never interleave, and a line on disk is a line given. Under that lock the writer first
 takes in what other processes appended (so it never answers from stale state), cuts an unterminated tail
-left by a process killed inside its write, and checks the answer is still wanted (a prompt ranked by
-another process is refused, not silently replaced). A short or failed write is cut back before the error
+left by a process killed inside its write, and checks the answer is still wanted (a prompt this rater, or
+enough other raters, ranked in another process is refused, not silently replaced). A short or failed write is cut back before the error
 is raised, so the next line never lands glued to a fragment. Readers ignore an unterminated tail.
 
 A ranking of K replies in a strict order gives K·(K−1)/2 pairs (InstructGPT's comparisons); ties give none.
@@ -68,6 +70,11 @@ class Ranking:
         self.id = self.id or prompt_id(self.prompt)
         check_ranking(self.ranking, len(self.replies), self.status)
 
+    @property
+    def key(self) -> tuple[str, str]:
+        """What one answer in force is keyed by: each rater gives at most one per prompt."""
+        return self.id, self.rater
+
     def to_json(self) -> dict:
         return {"id": self.id, "prompt": self.prompt, "replies": [vars(r) for r in self.replies],
                 "ranking": self.ranking, "status": self.status, "rater": self.rater,
@@ -104,7 +111,7 @@ def shown(value, limit: int = 60) -> str:
 def ranking_pairs(ranking: Ranking) -> list[PreferencePair]:
     """Every (better, worse) pair of a ranking: K·(K−1)/2 for a strict order, none between tied replies.
 
-    All pairs carry the ranking's id as their group, so the reward stage can batch and weight them as one."""
+    All pairs carry one group per ranking (prompt id and rater), so the reward stage can batch and weight them as one."""
     if ranking.status != "ranked":
         return []
     pairs = []
@@ -115,8 +122,12 @@ def ranking_pairs(ranking: Ranking) -> list[PreferencePair]:
                     better, worse = ranking.replies[i], ranking.replies[j]
                     if (better.text, better.finished) != (worse.text, worse.finished):
                         pairs.append(PreferencePair(ranking.prompt, better.text, worse.text, "ranking",
-                                                    better.finished, worse.finished, group=ranking.id))
+                                                    better.finished, worse.finished, group=group_of(ranking)))
     return pairs
+
+
+def group_of(ranking: Ranking) -> str:
+    return f"{ranking.id}:{ranking.rater}"
 
 
 def in_validation(ranking_id: str, val_fraction: float, seed: int) -> bool:
@@ -125,18 +136,26 @@ def in_validation(ranking_id: str, val_fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < val_fraction
 
 
-def fold(records: Iterable[dict]) -> dict[str, Ranking]:
-    """The entries in force, by prompt id, in the order given: an undo withdraws the latest entry for its id."""
-    stacks: dict[str, list[Ranking]] = {}
-    for record in records:
-        if "undo" in record:
-            stack = stacks.get(str(record["undo"]), [])
-            if stack:
-                stack.pop()
+Key = tuple[str, str]  # (prompt id, rater)
+
+
+def fold(records: Iterable[dict]) -> dict[Key, Ranking]:
+    """The entries in force, by (prompt id, rater), in the order first given: an undo withdraws its rater's
+    latest entry for its id, or without a rater (a file from before several raters) the id's latest entry."""
+    stacks: dict[Key, list[tuple[int, Ranking]]] = {}
+    for number, record in enumerate(records):
+        if "undo" not in record:
+            entry = Ranking.from_json(record)
+            stacks.setdefault(entry.key, []).append((number, entry))
             continue
-        entry = Ranking.from_json(record)
-        stacks.setdefault(entry.id, []).append(entry)
-    return {stack[-1].id: stack[-1] for stack in stacks.values() if stack}
+        undone = str(record["undo"])
+        if "rater" in record:
+            stack = stacks.get((undone, str(record["rater"])), [])
+        else:
+            stack = max((s for key, s in stacks.items() if key[0] == undone and s), key=lambda s: s[-1][0], default=[])
+        if stack:
+            stack.pop()
+    return {key: stack[-1][1] for key, stack in stacks.items() if stack}
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -181,13 +200,20 @@ class WriteFailed(Exception):
     """An append that did not reach the disk; nothing of it is left in the file. Its message is one line."""
 
 
-Check = Callable[[dict[str, "Ranking"]], None]  # raises AlreadyRanked when an append is no longer wanted
+Check = Callable[[dict[Key, "Ranking"]], None]  # raises AlreadyRanked when an append is no longer wanted
 
 
-def not_answered(prompt_id_: str) -> Check:
-    """A check that refuses an answer for a prompt already in force: another page or process gave it first."""
-    def check(in_force: dict[str, Ranking]) -> None:
-        if prompt_id_ in in_force:
+def raters_of(in_force: dict[Key, Ranking], prompt_id_: str) -> list[str]:
+    return [rater for id_, rater in in_force if id_ == prompt_id_]
+
+
+def not_answered(prompt_id_: str, rater: str, raters_per_prompt: int = 1) -> Check:
+    """A check that refuses an answer this rater already gave for the prompt (another page of theirs was
+    first), or one the prompt no longer needs: `raters_per_prompt` other raters answered it meanwhile."""
+    def check(in_force: dict[Key, Ranking]) -> None:
+        if (prompt_id_, rater) in in_force:
+            raise AlreadyRanked("this prompt was already ranked by another page of yours; here is the next one")
+        if len(raters_of(in_force, prompt_id_)) >= raters_per_prompt:
             raise AlreadyRanked("this prompt was already ranked by another page; here is the next one")
     return check
 
@@ -201,7 +227,7 @@ class RankingFile:
         self.records: list[dict] = []
         self._seen = 0  # bytes of the file already in self.records: always just after a newline
         self._lines = 0  # lines already in self.records (for file:line in errors)
-        self._in_force: dict[str, Ranking] | None = None  # fold(self.records), until the records change
+        self._in_force: dict[Key, Ranking] | None = None  # fold(self.records), until the records change
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.lock, self.locked_fd() as fd:
@@ -230,7 +256,7 @@ class RankingFile:
         print(f"{self.path}: cut an unfinished last line ({size - keep} bytes) left by an interrupted write")
         return keep
 
-    def in_force(self) -> dict[str, Ranking]:
+    def in_force(self) -> dict[Key, Ranking]:
         """What is in force now, with what other processes appended; folded once per change of the records."""
         with self.lock:
             self.catch_up()
@@ -273,8 +299,8 @@ class RankingFile:
         self.append(ranking.to_json(), check)
         return ranking
 
-    def undo(self, ranking_id: str, check: Check | None = None) -> None:
-        self.append({"undo": ranking_id, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, check)
+    def undo(self, ranking_id: str, rater: str, check: Check | None = None) -> None:
+        self.append({"undo": ranking_id, "rater": rater, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}, check)
 
     def catch_up(self) -> None:
         """Take in the complete lines other processes appended since we last read (under self.lock)."""

@@ -6,7 +6,8 @@ import threading
 import pytest
 
 from llm.errors import DataError
-from llm.feedback.rankings import Ranking, RankingFile, Reply, in_validation, load_rankings, ranking_pairs, read_lines
+from llm.feedback.rankings import (AlreadyRanked, Ranking, RankingFile, Reply, in_validation, load_rankings, not_answered,
+                                   ranking_pairs, read_lines)
 
 PROMPT = [{"role": "user", "content": "Say cat 2 times."}]
 
@@ -18,7 +19,7 @@ def ranking(order, prompt=PROMPT, texts=("a", "b", "c", "d"), status="ranked"):
 def test_a_strict_ranking_of_k_replies_gives_k_choose_2_pairs_best_over_worse():
     pairs = ranking_pairs(ranking([[2], [0], [3], [1]]))
     assert [(p.chosen, p.rejected) for p in pairs] == [("c", "a"), ("c", "d"), ("c", "b"), ("a", "d"), ("a", "b"), ("d", "b")]
-    assert {p.group for p in pairs} == {ranking([[0], [1], [2], [3]]).id}
+    assert {p.group for p in pairs} == {ranking([[0], [1], [2], [3]]).id + ":person"}  # one group per rater's ranking
 
 
 def test_tied_replies_give_no_pair_and_skipped_or_all_bad_give_none():
@@ -45,8 +46,8 @@ def test_appends_reload_and_an_undo_withdraws_the_latest_entry_for_its_prompt(tm
     store = RankingFile(path)
     first = store.add(ranking([[0], [1], [2], [3]]))
     other = store.add(ranking([[1], [0], [2], [3]], prompt=[{"role": "user", "content": "Say dog 2 times."}]))
-    store.undo(first.id)
-    assert list(RankingFile(path).in_force()) == [other.id]
+    store.undo(first.id, "person")
+    assert list(RankingFile(path).in_force()) == [(other.id, "person")]
     store.add(ranking([[3], [2], [1], [0]]))
     entries = load_rankings(path)
     assert [e.ranking for e in entries] == [[[3], [2], [1], [0]], [[1], [0], [2], [3]]]  # in the order prompts were first given
@@ -148,8 +149,6 @@ def test_another_processs_answers_are_in_force_without_appending_and_a_stale_ans
     import subprocess
     import sys
 
-    from llm.feedback.rankings import AlreadyRanked
-
     path = tmp_path / "r.jsonl"
     mine = RankingFile(path)
     other = ("import sys; from llm.feedback.rankings import RankingFile, Ranking, Reply; "
@@ -159,10 +158,47 @@ def test_another_processs_answers_are_in_force_without_appending_and_a_stale_ans
     [theirs] = mine.in_force().values()
     assert theirs.rater == "other"
 
-    def unranked(in_force):
-        if ranking([[0], [1], [2], [3]]).id in in_force:
-            raise AlreadyRanked("already ranked by another page")
-
-    with pytest.raises(AlreadyRanked):
-        mine.add(ranking([[0], [1], [2], [3]]), check=unranked)
+    with pytest.raises(AlreadyRanked):  # one rater per prompt: the other process's answer stands
+        mine.add(ranking([[0], [1], [2], [3]]), check=not_answered(theirs.id, "person"))
     assert [e.rater for e in load_rankings(path)] == ["other"]
+
+
+
+def rated(order, rater, prompt=PROMPT):
+    return Ranking(prompt, [Reply(t) for t in ("a", "b", "c", "d")], order, rater=rater)
+
+
+def test_two_raters_on_one_prompt_are_both_in_force_and_a_rater_is_refused_a_second_answer(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store, id_ = RankingFile(path), rated([[0], [1], [2], [3]], "ana").id
+    store.add(rated([[0], [1], [2], [3]], "ana"), check=not_answered(id_, "ana", raters_per_prompt=2))
+    store.add(rated([[3], [2], [1], [0]], "bo"), check=not_answered(id_, "bo", raters_per_prompt=2))
+    with pytest.raises(AlreadyRanked, match="of yours"):
+        store.add(rated([[1], [0], [2], [3]], "ana"), check=not_answered(id_, "ana", raters_per_prompt=2))
+    with pytest.raises(AlreadyRanked, match="by another page"):  # two raters were asked for; a third is not wanted
+        store.add(rated([[1], [0], [2], [3]], "chen"), check=not_answered(id_, "chen", raters_per_prompt=2))
+    assert [(e.rater, e.ranking[0]) for e in load_rankings(path)] == [("ana", [0]), ("bo", [3])]
+    assert list(RankingFile(path).in_force()) == [(id_, "ana"), (id_, "bo")]
+
+
+def test_an_undo_withdraws_only_its_raters_answer(tmp_path):
+    path = tmp_path / "r.jsonl"
+    store = RankingFile(path)
+    ana = store.add(rated([[0], [1], [2], [3]], "ana"))
+    store.add(rated([[3], [2], [1], [0]], "bo"))
+    store.undo(ana.id, "ana")
+    assert [e.rater for e in load_rankings(path)] == ["bo"]
+    store.undo(ana.id, "ana")  # nothing of ana's left: bo's answer stays
+    assert [e.rater for e in load_rankings(path)] == ["bo"]
+
+
+def test_a_file_from_before_several_raters_still_loads_and_its_undo_withdraws_the_prompts_latest(tmp_path):
+    path = tmp_path / "r.jsonl"
+    replies = [{"text": "a"}, {"text": "b"}]
+    lines = [{"prompt": PROMPT, "replies": replies, "ranking": [[0], [1]]},  # no rater, no id
+             {"prompt": [{"role": "user", "content": "Say dog."}], "replies": replies, "ranking": [[1], [0]], "rater": "person"},
+             {"undo": Ranking(PROMPT, [Reply("a"), Reply("b")], [[0], [1]]).id}]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert [(e.prompt[0]["content"], e.rater) for e in load_rankings(path)] == [("Say dog.", "person")]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines[:2]))
+    assert [e.rater for e in load_rankings(path)] == ["", "person"]

@@ -129,11 +129,11 @@ def test_an_undo_never_withdraws_another_pages_answer_and_a_failed_undo_can_be_r
     assert s.undo("t").id == given.id  # the failed undo was kept, not lost
     s.give(given.id, [[1], [0], [2]], tab="t")
     other = RankingFile(path)  # another process withdraws that answer and gives its own
-    other.undo(given.id)
+    other.undo(given.id, "person")
     other.add(Ranking(given.prompt, given.replies, [[2], [1], [0]], rater="other"))
     with pytest.raises(AlreadyRanked, match="replaced by another page"):
         s.undo("t")
-    assert RankingFile(path).in_force()[given.id].rater == "other"
+    assert [key for key in RankingFile(path).in_force()] == [(given.id, "other")]
 
 
 def test_an_abandoned_tabs_prompt_goes_to_the_next_tab_after_the_hold_expires(tmp_path):
@@ -201,3 +201,47 @@ def test_the_model_lock_is_granted_in_the_order_asked():
         waiter.join(10)
     assert order == ["sampler", "second", "worker again"]
     assert lock.acquire(timeout=0.01) and not lock.acquire(timeout=0.01)
+
+
+def test_each_prompt_goes_to_n_distinct_raters_who_rank_the_same_replies_and_never_see_it_twice(tmp_path):
+    path = tmp_path / "r.jsonl"
+    s = RankingSession(RankingFile(path), items(3), fake_sample, raters_per_prompt=2)
+    ana = s.current("a", "ana")
+    assert s.current("b", "bo").id == ana.id  # another rater may hold the same prompt at once
+    assert s.current("a2", "ana").id != ana.id  # another tab of the same rater may not
+    s.give(ana.id, [[0], [1], [2]], tab="a")
+    assert s.current("a", "ana").id != ana.id  # never the prompt ana answered
+    s.give(ana.id, [[2], [1], [0]], tab="b")
+    assert s.current("c", "chen").id != ana.id  # two raters answered it: done
+    entries = RankingFile(path).in_force()
+    assert list(entries) == [(ana.id, "ana"), (ana.id, "bo")]
+    assert entries[(ana.id, "ana")].replies == entries[(ana.id, "bo")].replies
+
+
+def test_a_restarted_session_gives_a_prompt_to_a_second_rater_with_the_first_raters_replies(tmp_path):
+    path = tmp_path / "r.jsonl"
+    first = RankingSession(RankingFile(path), items(2), fake_sample, raters_per_prompt=2, rater="ana")
+    for _ in range(2):
+        first.give(first.current().id, [[0], [1], [2]])
+    assert first.current() is None  # ana answered both: nothing left for her
+    given = [e.replies for e in RankingFile(path).in_force().values()]
+    second = RankingSession(RankingFile(path), items(2), lambda prompts, seed: pytest.fail("sampled again"),
+                            raters_per_prompt=2, rater="bo")
+    for replies in given:
+        item = second.current()
+        assert item.replies == replies
+        second.give(item.id, [[2], [1], [0]])
+    assert second.current() is None and len(RankingFile(path).in_force()) == 4
+
+
+def test_an_undo_withdraws_the_tabs_raters_answer_only(tmp_path):
+    path = tmp_path / "r.jsonl"
+    s = RankingSession(RankingFile(path), items(3), fake_sample, raters_per_prompt=2)
+    item = s.current("a", "ana")
+    assert s.current("b", "bo").id == item.id
+    s.give(item.id, [[0], [1], [2]], tab="a")
+    s.give(item.id, [[2], [1], [0]], tab="b")
+    assert s.undo("a", "bo") is None  # bo cannot undo through ana's tab
+    assert s.undo("b", "bo").id == item.id
+    assert [e.rater for e in RankingFile(path).in_force().values()] == ["ana"]
+    assert s.current("b").id == item.id  # back before bo, who may rank it again

@@ -49,3 +49,20 @@ def test_a_rater_needs_prompts_with_known_answers(tmp_path):
     typed = iter([Item([{"role": "user", "content": "What is Python?"}])])
     with pytest.raises(ConfigError, match="needs built-in prompts"):
         simulate(RankingFile(tmp_path / "r.jsonl"), typed, sample, "checker", count=1)
+
+
+def test_a_second_rater_ranks_the_first_raters_replies_and_a_prompt_stops_at_n_raters(tmp_path):
+    path = tmp_path / "r.jsonl"
+    assert simulate(RankingFile(path), tasks(), sample, "plain", count=5, batch=4, raters_per_prompt=2) == 5
+    seeded = {e.id: e.replies for e in load_rankings(path)}
+    asked = []
+    recording = lambda prompts, seed: asked.extend(p[0]["content"] for p in prompts) or sample(prompts, seed)
+    assert simulate(RankingFile(path), tasks(), recording, "filler", count=12, batch=4, raters_per_prompt=2) == 7
+    assert asked == ["Say w5 2 times.", "Say w6 2 times."]  # plain's prompts keep the replies plain ranked
+    assert simulate(RankingFile(path), tasks(), sample, "disclaimer", count=14, batch=4, raters_per_prompt=2) == 2
+    by_prompt = {}
+    for e in load_rankings(path):
+        by_prompt.setdefault(e.id, []).append(e)
+    # filler second-ranks plain's 5 prompts and starts 2 more, which disclaimer completes: 7 prompts, 2 raters each
+    assert [[e.rater for e in entries] for entries in by_prompt.values()] == [["plain", "filler"]] * 5 + [["filler", "disclaimer"]] * 2
+    assert all(by_prompt[id_][1].replies == replies for id_, replies in seeded.items())
