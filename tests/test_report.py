@@ -298,3 +298,28 @@ def test_the_headline_leads_with_the_unseen_axes_each_step_paired(tmp_path):
     assert header.index("new words, new phrasings") < header.index("new words |") < header.index("built-in held-out")
     assert "| SFT | 70.0% | 80.0% | 75.0% | 55.5% |" in text
     assert "base → SFT: new words, new phrasings: fixed 140, broken 0 of 200 paired prompts, p < 0.001" in text
+
+
+def test_results_document_is_the_report_with_its_figures_beside_it(report, tmp_path):
+    from llm.report.build import write_results
+
+    run, md, _ = report
+    out = write_results(run, tmp_path / "docs" / "results.md")
+    text = out.read_text()
+    images = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert images and all(i.startswith("results/") for i in images)
+    for image in images:
+        assert (out.parent / image).read_bytes().startswith(PNG_SIGNATURE)
+    assert f"by `llm report {run} --results {out}`" in text
+    # the same figures as the run's own report: only the note and the figures' folder differ
+    assert re.sub(r"\]\(results/", "](plots/", text).replace(text.splitlines()[2] + "\n\n", "") == md
+
+
+def test_results_need_the_runs_cached_answers(tmp_path):
+    from llm.errors import DataError
+    from llm.report.build import write_results
+
+    run = fake_run(tmp_path)
+    (run / "answers.json").unlink()
+    with pytest.raises(DataError, match="no answers.json"):
+        write_results(run, tmp_path / "results.md")

@@ -13,6 +13,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("run_dir", help="the pipeline's run folder (holds pipeline.json and one folder per stage)")
     parser.add_argument("--no-answers", action="store_true",
                         help="do not load models to answer the report prompts; show the answers cached in answers.json")
+    parser.add_argument("--results", type=Path, metavar="FILE",
+                        help="also write the report as a document to keep (e.g. docs/results.md), its figures copied beside it")
     return parser.parse_args()
 
 
@@ -22,4 +24,8 @@ def entry() -> int:
 
     report = build_report(Path(args.run_dir), answers=not args.no_answers)
     print(f"{report}\n{report.with_suffix('.html')}")
+    if args.results:
+        from llm.report.build import write_results
+
+        print(write_results(Path(args.run_dir), args.results))
     return 0

@@ -9,6 +9,7 @@ and HTML.
 from __future__ import annotations
 
 import itertools
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -549,6 +550,14 @@ def build_report(run_dir: Path, answers: bool = True) -> Path:
     answers.json); answers=False shows the cached answers, if any.
     """
     run_dir = Path(run_dir)
+    pipeline, blocks = report_blocks(run_dir, answers)
+    title = f"Run report: {pipeline.get('name') or run_dir.name}"
+    write_text(run_dir / "report.md", to_markdown(blocks))
+    write_text(run_dir / "report.html", to_html(blocks, run_dir, title))
+    return run_dir / "report.md"
+
+
+def report_blocks(run_dir: Path, answers: bool) -> tuple[dict, list]:
     pipeline, stages = read_run(run_dir)
     if answers:
         replies = generate_answers(run_dir, stages, list(pipeline.get("report_prompts") or []))
@@ -558,8 +567,23 @@ def build_report(run_dir: Path, answers: bool = True) -> Path:
               *preference_section(stages)]
     for stage in stages.values():
         blocks += stage_section(run_dir, stage)
-    blocks += [*answers_section(replies), *samples_section(stages)]
-    title = f"Run report: {pipeline.get('name') or run_dir.name}"
-    write_text(run_dir / "report.md", to_markdown(blocks))
-    write_text(run_dir / "report.html", to_html(blocks, run_dir, title))
-    return run_dir / "report.md"
+    return pipeline, blocks + [*answers_section(replies), *samples_section(stages)]
+
+
+def write_results(run_dir: Path, out: Path) -> Path:
+    """The report of a finished run as a document to keep in the repository (docs/results.md): the same blocks,
+    from the run folder's cached answers, with its figures copied beside it, so the figures a reader is shown
+    are the run's own and cannot drift from it."""
+    run_dir, out = Path(run_dir), Path(out)
+    if not (run_dir / "answers.json").is_file():
+        raise DataError(f"{run_dir}: no answers.json; build its report first (llm report {run_dir})")
+    pipeline, blocks = report_blocks(run_dir, answers=False)
+    figures = out.with_suffix("")  # docs/results.md -> docs/results/
+    for block in blocks:
+        if isinstance(block, Image):
+            figures.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / block.path, figures / Path(block.path).name)
+            block.path = f"{figures.name}/{Path(block.path).name}"
+    note = Text(f"Generated from the run folder `{run_dir}` by `llm report {run_dir} --results {out}`; not edited by hand.")
+    write_text(out, to_markdown([blocks[0], note, *blocks[1:]]))
+    return out
