@@ -23,7 +23,7 @@ from llm import stage_table
 from llm.errors import ConfigError
 from llm.run_files import write_text
 from llm.settings_checks import (AT_LEAST_1, BELOW_1, CONVERSATION_FORMATS, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
-                                  PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_ranges,
+                                  PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_raters, check_ranges,
                                   check_reward_sources, check_sampling, check_sources)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
 
@@ -343,11 +343,15 @@ class PreferenceDataConfig(Checked):
     # source rankings:FILE: a ranking's pairs share one batch slot and one unit of weight (InstructGPT);
     # false trains on them as if each comparison had been given alone
     ranking_groups: bool = True
+    # source rankings:FILE: whose rankings: all, majority (per prompt, each pair in the order most raters gave),
+    # or raters' names
+    raters: list[str] = field(default_factory=lambda: ["all"])
     seed: int = 0
     section = "data."
 
     def check(self) -> None:
         check_sources("sources", self.sources, PREFERENCE_FORMATS)
+        check_raters("raters", self.raters, self.sources)
         check_choices(self, {"on_error": ON_ERROR})
         counts = ("builtin_train", "builtin_val", "sampled_train", "sampled_val", "unseen_pairs")
         check_ranges(self, {"val_fraction": BELOW_1, "samples_per_prompt": AT_LEAST_1, **dict.fromkeys(counts, NON_NEGATIVE)})

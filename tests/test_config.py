@@ -137,6 +137,9 @@ BAD_VALUES = [
     (RewardConfig, "data.prefer_style=terse", "data.prefer_style"),
     (RewardConfig, "data.sample_temperature=-0.5", "data.sample_temperature"),
     (RewardConfig, "data.val_fraction=-0.1", "data.val_fraction"),
+    (RewardConfig, "data.raters=[all, ana]", "data.raters"),  # all or majority alone
+    (RewardConfig, "data.raters=[]", "data.raters"),
+    (RewardConfig, "data.raters=majority", "data.raters"),  # no rankings:FILE source to choose raters of
     (RewardConfig, "margin=-1", "margin"),
     (RewardConfig, "center_coef=-0.1", "center_coef"),
     (PPOConfig, "ppo.samples_per_prompt=0", "ppo.samples_per_prompt"),
@@ -242,6 +245,8 @@ EDGE_VALUES = [
     (PPOConfig, ["ppo.gamma=1", "ppo.lam=0", "ppo.kl_coef=0", "ppo.temperature=0", "ppo.advantage=rloo", "ppo.samples_per_prompt=2"]),
     (PPOConfig, ["ppo.advantage=grpo", "ppo.samples_per_prompt=2", "ppo.rewards=[{source: checker, weight: 0}, {source: model}]"]),
     (DPOConfig, ["dpo.label_smoothing=0.49", "dpo.loss=ipo", "data.sources=[{path: builtin_samples}]"]),
+    (RewardConfig, ["data.sources=[builtin, rankings:f.jsonl]", "data.raters=[ana, bo]"]),
+    (RewardConfig, ["data.sources=[rankings:f.jsonl]", "data.raters=majority"]),
 ]
 
 

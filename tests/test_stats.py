@@ -2,7 +2,7 @@
 
 import pytest
 
-from llm.eval.stats import paired_comparison, sign_test_p
+from llm.eval.stats import paired_comparison, sign_test_p, wilson_interval
 
 
 def test_sign_test_matches_hand_computed_tails():
@@ -55,3 +55,10 @@ def test_paired_comparison_significance_follows_the_sign_test():
 def test_paired_comparison_of_nothing():
     result = paired_comparison({"a": True}, {"b": True})
     assert result["n"] == 0 and result["before_accuracy"] is None and result["p_value"] == 1.0 and not result["significant"]
+
+
+def test_wilson_interval_matches_published_values():
+    # 3 of 4 and 0 of 10: Wilson (1927) intervals as tabulated (e.g. Newcombe 1998, method 3)
+    assert wilson_interval(3, 4) == pytest.approx((0.3006, 0.9544), abs=1e-4)
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert wilson_interval(0, 0) is None

@@ -20,7 +20,8 @@ from llm.data.preferences import PreferencePair, load_preferences
 from llm.data.records import split_train_val
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.feedback.rankings import in_validation, load_rankings, ranking_pairs
+from llm.feedback.rankings import in_validation, load_rankings
+from llm.feedback.several_raters import pairs_by_prompt
 
 Builtin = Callable[[], tuple[list, list]]  # (train, val) records of a built-in source
 ReadFile = Callable[[SourceConfig], tuple[list, object]]  # the records of a file source and its load statistics
@@ -90,7 +91,7 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
     builtins = {"builtin": builtin, "builtin_samples": samples}
     for source in data.sources:
         if source.path.startswith(RANKINGS):
-            builtins[source.path] = ranking_source(source.path[len(RANKINGS):], data.val_fraction, data.seed)
+            builtins[source.path] = ranking_source(source.path[len(RANKINGS):], data.val_fraction, data.seed, data.raters)
     return load_sources(data.sources, builtins, read, data.val_fraction, data.seed)
 
 
@@ -106,13 +107,14 @@ def unseen_pairs(data: PreferenceDataConfig) -> dict[str, list[PreferencePair]]:
 RANKINGS = "rankings:"  # a source path "rankings:FILE" reads a rankings file (llm/feedback/rankings.py)
 
 
-def ranking_source(path: str, val_fraction: float, seed: int) -> Builtin:
-    """Every ranking's pairs, held out by prompt: a prompt's pairs all go to training or all to validation."""
+def ranking_source(path: str, val_fraction: float, seed: int, raters: Sequence[str] = ("all",)) -> Builtin:
+    """The chosen raters' pairs (data.raters: all, names, or the majority), held out by prompt: a prompt's
+    pairs all go to training or all to validation, whoever ranked it."""
 
     def load() -> tuple[list, list]:
         train, val = [], []
-        for ranking in load_rankings(path):
-            (val if in_validation(ranking.id, val_fraction, seed) else train).extend(ranking_pairs(ranking))
+        for prompt_id, pairs in pairs_by_prompt(load_rankings(path), raters, path).items():
+            (val if in_validation(prompt_id, val_fraction, seed) else train).extend(pairs)
         return train, val
 
     return load

@@ -10,9 +10,10 @@ smaller tail: p = min(1, 2 * P(X <= min(fixed, broken))).
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
-from math import comb
+from math import comb, sqrt
 
 SIGNIFICANCE = 0.05
+Z_95 = 1.959963984540054  # the standard normal's 97.5th percentile: a two-sided 95% interval
 
 
 def sign_test_p(fixed: int, broken: int) -> float:
@@ -50,3 +51,14 @@ def paired_comparison(before: Mapping[Hashable, bool], after: Mapping[Hashable, 
         "p_value": p_value,
         "significant": p_value < SIGNIFICANCE,
     }
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95% by default); None for no trials. Unlike p ± z·se it
+    stays inside [0, 1] and does not shrink to a point at 0 or n successes, where agreement figures often sit."""
+    if n == 0:
+        return None
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
