@@ -2,11 +2,13 @@
 
 python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl                   # you rank
 python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --rater plain --target 1500
+python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --name ana --raters-per-prompt 2
 
 Each prompt shows K numbered replies; type their order best first, like `2 1 4 3`, with `=` for a tie
 (`2=1 4 3`). Also: s skips, b says all are bad, u undoes the last ranking, p TEXT ranks replies to your
 own prompt, q quits. Every answer is appended to the file at once; a rerun continues where it stopped.
-The web page (scripts/serve.py) writes the same file.
+The web page (scripts/serve.py) writes the same file. With --raters-per-prompt N each prompt goes to N
+distinct raters (by --name, or the rater program's), never twice to one, with the replies the first ranked.
 """
 
 import argparse
@@ -27,6 +29,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rank", required=True, help="the rankings file (JSON Lines) to append to")
     parser.add_argument("--rater", help="a rater program instead of you: checker, plain, filler or disclaimer (llm/feedback/raters.py)")
     parser.add_argument("--noise", type=float, default=0.0, help="with --rater: the share of rankings it gives reversed")
+    parser.add_argument("--name", default="person", help="your name, written with every answer you give")
     return parser.parse_args()
 
 
@@ -112,10 +115,12 @@ def entry() -> int:
         from llm.feedback.simulate import simulate
 
         added = simulate(store, prompt_items(args, opened.loaded), opened.sampler, args.rater, args.target, args.noise, args.seed,
-                         args.checkpoint, opened.sampling, on_progress=lambda n: print(f"\r{n} ranked", end="", file=sys.stderr))
+                         args.checkpoint, opened.sampling, on_progress=lambda n: print(f"\r{n} ranked", end="", file=sys.stderr),
+                         raters_per_prompt=args.raters_per_prompt)
         print(f"\n{args.rank}: {added} rankings added by rater {args.rater}; {len(store.in_force())} in the file")
         return 0
-    session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target, args.checkpoint, opened.sampling, args.seed)
+    session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target, args.checkpoint, opened.sampling, args.seed,
+                             args.name, raters_per_prompt=args.raters_per_prompt)
     return rank_by_hand(session)
 
 

@@ -19,6 +19,8 @@ def add_ranking_flags(parser: argparse.ArgumentParser) -> None:
                         help="builtin (the built-in tasks), builtin:val (their held-out split), or a .jsonl file of {'prompt': ...} or a text file")
     parser.add_argument("--kinds", help="built-in task kinds to ask, comma-separated (default: those the checkpoint's SFT data used)")
     parser.add_argument("--target", type=int, default=50, help="rankings to reach (progress shown against it)")
+    parser.add_argument("--raters-per-prompt", type=int, default=1,
+                        help="distinct raters each prompt is shown to, for their agreement (scripts/score.py --rankings)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
 
@@ -28,7 +30,7 @@ def check_ranking_flags(args: argparse.Namespace) -> None:
     from llm.settings_checks import check_flags
 
     check_flags(args)
-    for flag, value in (("--k", args.k), ("--target", args.target)):
+    for flag, value in (("--k", args.k), ("--target", args.target), ("--raters-per-prompt", args.raters_per_prompt)):
         if value < 1:
             raise ConfigError(f"{flag} must be 1 or more; got {value}")
     if args.kinds:

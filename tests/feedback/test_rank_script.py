@@ -78,3 +78,19 @@ def test_ctrl_c_says_the_answers_are_kept_not_a_checkpoint_line(sft_run, tmp_pat
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "stopped; every answer given is in the rankings file"
+
+
+def test_two_rater_programs_rank_the_same_replies_and_a_person_is_shown_them_third(sft_run, tmp_path):
+    path = tmp_path / "r.jsonl"
+    rank(sft_run, path, "--rater", "plain", "--target", "6", "--raters-per-prompt", "2")
+    rank(sft_run, path, "--rater", "filler", "--target", "12", "--raters-per-prompt", "2")
+    entries = load_rankings(path)
+    by_prompt = {}
+    for e in entries:
+        by_prompt.setdefault(e.id, []).append(e)
+    assert [[e.rater for e in pair] for pair in by_prompt.values()] == [["plain", "filler"]] * 6
+    assert all(first.replies == second.replies for first, second in by_prompt.values())
+    done = rank(sft_run, path, "--name", "ana", "--raters-per-prompt", "3", stdin="1 2 3\nq\n")
+    ana = [e for e in load_rankings(path) if e.rater == "ana"]
+    assert len(ana) == 1 and ana[0].id == entries[0].id and ana[0].replies == entries[0].replies
+    assert entries[0].prompt[0]["content"] in done.stdout
