@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	@# torch first, pinned: on the CPU-only machines this project targets it comes from the local
 	@# wheel in seconds, where a bare 'torch' would pull a multi-GB CUDA build
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev,hf]'
+	$(PY) -m pip install -q -e '.[dev,hf,api]'
 	touch $(STAMP)
 
 install: $(STAMP)

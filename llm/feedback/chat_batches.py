@@ -11,16 +11,24 @@ draws from its own seeded generator, so a row's reply alone is the one it was gi
 text it had already sent is not sent twice. A page gets "the reply failed", never the exception's text.
 The queue is bounded (QueueFull past `max_waiting`), and a conversation is cut to its last `block_size`
 messages before it is fitted: a message is at least one token, so older ones could never fit anyway.
+
+A request is a conversation (the assistant's next turn) or plain text to continue (a pre-trained model's
+prompt). Texts that end a reply (`stop_texts`) are held back while they might still be starting, so a
+reader never sees part of one; the reply ends before it. Its end says how it ended and the tokens it took.
+ChatModel is the front the pages and the OpenAI-compatible API share, and reply_events carries its replies'
+events from the worker's thread into the server's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import queue
 import sys
 import threading
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -40,13 +48,15 @@ class QueueFull(Exception):
 
 @dataclass
 class ChatRequest:
-    """One reply to generate: `emit` gets {"text": piece}s, then {"done": ...} or {"error": ...}, then None."""
+    """One reply to generate: `emit` gets {"text": piece}s, then {"done": True, "finished": whether it ended by
+    itself (a stop token or a stop text), "prompt_tokens": n, "completion_tokens": n} or {"error": ...}, then None."""
 
-    messages: list[dict]
+    messages: list[dict] | str  # a conversation for the assistant's next turn, or plain text to continue
     params: SamplingParams
     emit: Emit
     gone: threading.Event  # set when the page stopped reading: the row ends at its next token
     seed: int
+    stop_texts: tuple[str, ...] = ()
 
 
 class ChatBatcher:
@@ -111,31 +121,77 @@ class ChatBatcher:
             request.emit(None)
 
     def decode_together(self, batch: list[ChatRequest], sent: list[int]) -> None:
-        decoders = [TextDecoder(self.tok) for _ in batch]
+        texts = [ReplyText(self.tok, r.stop_texts) for r in batch]
+        counts = [0] * len(batch)  # tokens each row has drawn, its stop token included
 
         def on_token(row: int, token: int) -> bool:
             if batch[row].gone.is_set():
                 return True  # its page left: end this row, and the batch once every row has ended
-            piece = decoders[row].add(token)
+            counts[row] += 1
+            piece = texts[row].add(token)
             if piece:
                 batch[row].emit({"text": piece})
                 sent[row] += len(piece)
-            return False
+            return texts[row].stopped
 
         device = next(self.model.parameters()).device
-        block_size = self.model.config.block_size
-        prompts = [fit_prompt(self.tok, latest(r.messages, block_size), block_size, r.params.max_new_tokens) for r in batch]
+        prompts = [self.prompt_ids(r) for r in batch]
         generators = [torch.Generator(device=device).manual_seed(r.seed) for r in batch]
         with torch.inference_mode():
             out = generate(self.model, prompts, [r.params for r in batch], self.tok.pad_id,
                            generator=generators, on_token=on_token)
-        for request, decoder, finished in zip(batch, decoders, out.finished):
+        for request, text, finished, prompt, count in zip(batch, texts, out.finished, prompts, counts):
             if request.gone.is_set():
                 continue
-            tail = decoder.finish()
+            tail = text.finish()
             if tail:
                 request.emit({"text": tail})
-            request.emit({"done": True, "finished": finished})
+            request.emit({"done": True, "finished": finished or text.stopped, "prompt_tokens": len(prompt),
+                          "completion_tokens": count})
+
+    def prompt_ids(self, request: ChatRequest) -> list[int]:
+        block_size, max_new_tokens = self.model.config.block_size, request.params.max_new_tokens
+        if not isinstance(request.messages, str):
+            system, history = split_system(request.messages)
+            return fit_prompt(self.tok, latest(history, block_size), block_size, max_new_tokens, system)
+        budget = block_size - min(max_new_tokens, block_size // 2)  # as fit_prompt leaves the reply room
+        return [self.tok.bos_id, *self.tok.encode(request.messages)][-budget:]
+
+
+class ReplyText:
+    """A reply's text as its tokens arrive, cut before the first of its stop texts: text that might be the
+    start of one is held back until it is known not to be, so no reader ever sees part of a stop text."""
+
+    def __init__(self, tok: Tokenizer, stop_texts: tuple[str, ...]):
+        self.decoder, self.stop_texts = TextDecoder(tok), stop_texts
+        self.held, self.stopped = "", False
+
+    def add(self, token: int) -> str:
+        return self.cut(self.decoder.add(token))
+
+    def finish(self) -> str:
+        piece = self.cut(self.decoder.finish())
+        rest, self.held = self.held, ""
+        return piece + ("" if self.stopped else rest)
+
+    def cut(self, piece: str) -> str:
+        if self.stopped or not self.stop_texts:
+            return "" if self.stopped else piece
+        text = self.held + piece
+        starts = [text.find(stop) for stop in self.stop_texts if stop in text]
+        if starts:
+            self.stopped, self.held = True, ""
+            return text[: min(starts)]
+        keep = max((n for stop in self.stop_texts for n in range(1, len(stop)) if text.endswith(stop[:n])), default=0)
+        self.held = text[len(text) - keep :]
+        return text[: len(text) - keep]
+
+
+def split_system(messages: list[dict]) -> tuple[str, list[dict]]:
+    """A leading system message apart from the turns, so cutting old turns to fit never drops it."""
+    if messages and messages[0]["role"] == "system":
+        return messages[0]["content"], messages[1:]
+    return "", messages
 
 
 def latest(messages: list[dict], limit: int) -> list[dict]:
@@ -156,4 +212,76 @@ def resent_after(request: ChatRequest, already: int) -> ChatRequest:
             event = {"text": text}
         request.emit(event)
 
-    return ChatRequest(request.messages, request.params, emit, request.gone, request.seed)
+    return ChatRequest(request.messages, request.params, emit, request.gone, request.seed, request.stop_texts)
+
+
+@dataclass
+class ChatModel:
+    """The language model the chat page and the API talk to, and the lock every use of it takes."""
+
+    model: GPT
+    tok: Tokenizer
+    lock: threading.Lock
+    seed: int = 0
+    defaults: dict = field(default_factory=lambda: {"temperature": 1.0, "top_k": 0, "max_new_tokens": 64})
+
+    def __post_init__(self) -> None:
+        self.replies = itertools.count()  # each reply its own seed: a server run replays the same
+        self.batches = ChatBatcher(self.model, self.tok, self.lock)
+
+    def answer(self, messages: list[dict] | str, params: SamplingParams, emit: Emit, gone: threading.Event,
+               seed: int | None = None, stop_texts: tuple[str, ...] = ()) -> None:
+        """Queue one reply: its text is emitted piece by piece, then the end; `None` closes the stream. The
+        reply draws from its own seeded generator (`seed`, or the server's next), so sharing a batch does not
+        change what it samples."""
+        if seed is None:
+            seed = self.seed * 1_000_003 + next(self.replies)
+        self.batches.submit(ChatRequest(messages, params, emit, gone, seed, stop_texts))
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One reply asked of a ChatModel: what ChatModel.answer takes, less where its events go."""
+
+    messages: list[dict] | str
+    params: SamplingParams
+    seed: int | None = None
+    stop_texts: tuple[str, ...] = ()
+
+
+def reply_stream(chat: ChatModel, asks: list[Ask]) -> AsyncIterator[tuple[int, dict]]:
+    """The replies' events as (which ask, event) pairs in the running event loop, until every reply has ended.
+    All are queued now, so a full queue (QueueFull) is an answer before any stream starts; closing the stream
+    (its reader left) ends every reply at its next token."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    gone = threading.Event()
+
+    def emitter(index: int) -> Emit:
+        def emit(event: dict | None) -> None:
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (index, event))
+            except RuntimeError:  # the server is shutting down and its loop is closed
+                gone.set()
+
+        return emit
+
+    try:
+        for index, ask in enumerate(asks):
+            chat.answer(ask.messages, ask.params, emitter(index), gone, ask.seed, ask.stop_texts)
+    except QueueFull:
+        gone.set()  # those already queued end unread
+        raise
+    return until_all_closed(events, gone, len(asks))
+
+
+async def until_all_closed(events: asyncio.Queue, gone: threading.Event, streams: int) -> AsyncIterator[tuple[int, dict]]:
+    try:
+        while streams:
+            index, event = await events.get()
+            if event is None:
+                streams -= 1
+            else:
+                yield index, event
+    finally:
+        gone.set()

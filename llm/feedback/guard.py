@@ -4,8 +4,9 @@
   resolves to 127.0.0.1 (DNS rebinding) is refused; a server exposed beyond loopback checks a token instead.
 - Origin: a browser names the page that sent a request; one from another origin is refused, and a POST
   must say `Content-Type: application/json`, which no form and no "simple" cross-site request can send.
-- A token: with tokens set (a server exposed beyond loopback), every /api/ request carries one in
-  `Authorization: Bearer <token>`; the rater it belongs to is the name written with that person's answers.
+- A token: with tokens set (a server exposed beyond loopback), every /api/ and /v1/ request carries one in
+  `Authorization: Bearer <token>` (an OpenAI client's API key); the rater it belongs to is the name written
+  with that person's answers. An API client sends no Origin, so only the Host and token checks concern it.
 - Headers that forbid framing, sniffing and referrers; a body over the limit is refused before it is read.
 - A deadline for reading a request (uvicorn has none for headers): a client that has not sent its whole
   request in time is disconnected, so idle half-open connections cannot pile up.
@@ -60,7 +61,7 @@ class Guard:
 
         refusal = self.refusal(scope, headers)
         if refusal:
-            await refuse(*refusal, send_secured)
+            await refuse(*refusal, scope["path"], send_secured)
         else:
             await self.app(scope, receive, send_secured)
         if self.log:
@@ -83,8 +84,9 @@ class Guard:
             return 403, "a request from another site's page is refused"
         if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return 403, "a request from another site's page is refused"
-        api = scope["path"].startswith("/api/")
-        if api and scope["state"]["rater"] is None:
+        if scope["path"].startswith(("/api/", "/v1/")) and scope["state"]["rater"] is None:
+            if scope["path"].startswith("/v1/"):
+                return 401, "this server needs a token: give a rater's token (printed at start) as the API key"
             return 401, "this server needs a token: open the address with #token=... that the server printed for you"
         if scope["method"] == "POST":
             if headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
@@ -97,11 +99,21 @@ class Guard:
         return None
 
 
-async def refuse(status: int, message: str, send) -> None:
-    body = json.dumps({"error": message}).encode()
+async def refuse(status: int, message: str, path: str, send) -> None:
+    """The refusal as its client reads it: the pages' one line, or under /v1/ the OpenAI API's error object."""
+    error = openai_error(status, message) if path.startswith("/v1/") else {"error": message}
+    body = json.dumps(error).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def openai_error(status: int, message: str, param: str | None = None, code: str | None = None) -> dict:
+    """An error as the OpenAI API words it (its clients raise a typed exception from the status and read this)."""
+    if code is None:
+        code = {401: "invalid_api_key", 413: "request_too_large", 429: "rate_limit_exceeded"}.get(status)
+    kind = "server_error" if status >= 500 else "invalid_request_error"
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
 class TimedH11Protocol(H11Protocol):
