@@ -119,7 +119,7 @@ def rank_routes(session: RankingSession | None) -> list[Route]:
         return JSONResponse({"item": item.to_json() if item else None, "progress": progress})
 
     async def current(request: Request) -> JSONResponse:
-        return await state(await in_session(session.current, tab_of((await json_object(request)).get("tab"))))
+        return await state(await in_session(session.current, tab_of((await json_object(request)).get("tab")), request.state.rater))
 
     async def give(request: Request) -> JSONResponse:
         body = await json_object(request)
@@ -129,12 +129,12 @@ def rank_routes(session: RankingSession | None) -> list[Route]:
         return JSONResponse({"given": entry.id, "status": entry.status, "progress": await run_in_threadpool(session.progress)})
 
     async def undo(request: Request) -> JSONResponse:
-        item = await in_session(session.undo, tab_of((await json_object(request)).get("tab")))
+        item = await in_session(session.undo, tab_of((await json_object(request)).get("tab")), request.state.rater)
         return JSONResponse({"undone": item is not None})
 
     async def prompt(request: Request) -> JSONResponse:
         body = await json_object(request)
-        return await state(await in_session(session.type_prompt, typed(body, "text", str), tab_of(body.get("tab"))))
+        return await state(await in_session(session.type_prompt, typed(body, "text", str), tab_of(body.get("tab")), request.state.rater))
 
     return [Route("/api/rank/current", current, methods=["POST"]), Route("/api/rank/give", give, methods=["POST"]),
             Route("/api/rank/undo", undo, methods=["POST"]), Route("/api/rank/prompt", prompt, methods=["POST"])]
