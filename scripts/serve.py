@@ -3,6 +3,10 @@
 python scripts/serve.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl   # then open the page it prints
 python scripts/serve.py --checkpoint runs/tiny/ppo                              # the chat page only
 
+Beside the pages, an OpenAI-compatible API at <address>/v1 (llm/feedback/openai_api.py) serves the same
+model to any standard client: the model's name is the checkpoint's run name, the API key anything on
+loopback and a rater's token beyond it.
+
 The ranking page shows a prompt and K sampled replies; give each a place (1 = best, equal places tie), or
 skip, or say all are bad. Every answer is appended to the --rank file before the page moves on, so a reload,
 a crash or a restart loses nothing and shows no prompt twice. scripts/rank.py writes the same file.
@@ -91,8 +95,8 @@ def open_app(args: argparse.Namespace, store, tokens: dict[str, str] | None):
     return create_app(chat, session, args.checkpoint, hosts, tokens, log=tokens is not None)
 
 
-def say_addresses(url: str, rank: bool, tokens: dict[str, str] | None) -> None:
-    pages = (f"ranking page: {url}/rank   " if rank else "") + f"chat page: {url}/chat"
+def say_addresses(url: str, rank: bool, tokens: dict[str, str] | None, model: str) -> None:
+    pages = (f"ranking page: {url}/rank   " if rank else "") + f"chat page: {url}/chat   API: {url}/v1 (model {model})"
     if tokens is None:
         print(f"{pages}   (Ctrl-C stops)", flush=True)
         return
@@ -122,7 +126,9 @@ def entry() -> int:
 
     from llm.feedback.guard import TimedH11Protocol
 
-    say_addresses(address(sock), bool(args.rank), tokens)
+    from llm.feedback.web import model_id
+
+    say_addresses(address(sock), bool(args.rank), tokens, model_id(args.checkpoint))
     config = uvicorn.Config(app, http=TimedH11Protocol, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
     try:
         uvicorn.Server(config).run(sockets=[sock])

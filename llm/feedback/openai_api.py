@@ -26,6 +26,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -71,22 +72,19 @@ def api_app(chat: ChatModel, model_id: str) -> Starlette:
     async def models(request: Request) -> JSONResponse:
         return JSONResponse({"object": "list", "data": [model_card(model_id)]})
 
-    async def chat_completions(request: Request) -> Response:
-        body = await json_object(request)
-        check_fields(body, CHAT_FIELDS, model_id)
-        messages = chat_messages(body)
-        settings = read_settings(body, chat, lambda n, t, k, p: chat_sampling(chat.tok, n, t, k, p))
-        return await answer(request, chat, messages, settings, Reply("chat.completion", model_id))
+    def completions(kind: str, fields: set[str], prompt_of: Callable[[dict], list[dict] | str], params_of) -> Callable:
+        async def endpoint(request: Request) -> Response:
+            body = await json_object(request)
+            check_fields(body, fields, model_id)
+            prompt = prompt_of(body)
+            return await answer(request, chat, prompt, read_settings(body, chat, params_of), Reply(kind, model_id))
 
-    async def completions(request: Request) -> Response:
-        body = await json_object(request)
-        check_fields(body, TEXT_FIELDS, model_id)
-        prompt = text_prompt(body)
-        settings = read_settings(body, chat, lambda n, t, k, p: text_sampling(chat.tok, n, t, k, p))
-        return await answer(request, chat, prompt, settings, Reply("text_completion", model_id))
+        return endpoint
 
-    routes = [Route("/models", models), Route("/chat/completions", chat_completions, methods=["POST"]),
-              Route("/completions", completions, methods=["POST"])]
+    chat_reply = completions("chat.completion", CHAT_FIELDS, chat_messages, partial(chat_sampling, chat.tok))
+    text_reply = completions("text_completion", TEXT_FIELDS, text_prompt, partial(text_sampling, chat.tok))
+    routes = [Route("/models", models), Route("/chat/completions", chat_reply, methods=["POST"]),
+              Route("/completions", text_reply, methods=["POST"])]
     handlers = {BadRequest: bad_request, HTTPException: no_route, Exception: server_failed}
     return Starlette(routes=routes, exception_handlers=handlers)
 
