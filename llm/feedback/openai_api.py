@@ -11,9 +11,9 @@ server-sent events ended by `data: [DONE]`, and errors as {"error": {message, ty
 
 Replies go through the chat page's ChatBatcher, under its limits: the body limit, the conversation cut to fit
 the context (usage counts the prompt as fitted), the bounded queue (429), a reply that ends when its client
-hangs up. Sampling: temperature, top_p, top_k (an extension), max_tokens or max_completion_tokens (default:
-the server's --max-new-tokens), n (up to MAX_CHOICES, decoded in one batch), stop, seed (each choice i draws
-from seed + i; without one, the server's next seeds). Fields a client commonly sends that this server has no
+hangs up. Sampling: temperature, top_p, top_k and ignore_eos (extensions, as vLLM names them), max_tokens
+or max_completion_tokens (default: the server's --max-new-tokens), n (up to MAX_CHOICES, decoded in one
+batch), stop, seed (each choice i draws from seed + i; without one, the server's next seeds). Fields a client commonly sends that this server has no
 use for are accepted at their neutral value and refused at any other; any other field is refused by name.
 """
 
@@ -25,7 +25,7 @@ import json
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 
 from starlette.applications import Starlette
@@ -48,7 +48,8 @@ IGNORED = frozenset({"user", "metadata", "store", "service_tier", "parallel_tool
 NEUTRAL = {"frequency_penalty": 0, "presence_penalty": 0, "logprobs": False, "top_logprobs": 0, "logit_bias": {},
            "echo": False, "best_of": 1, "suffix": "", "tools": [], "tool_choice": "none",
            "response_format": {"type": "text"}, "modalities": ["text"]}
-SAMPLING_FIELDS = {"model", "stream", "stream_options", "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "n", "stop", "seed"}
+SAMPLING_FIELDS = {"model", "stream", "stream_options", "temperature", "top_p", "top_k", "ignore_eos", "max_tokens",
+                   "max_completion_tokens", "n", "stop", "seed"}
 CHAT_FIELDS = SAMPLING_FIELDS | {"messages"}
 TEXT_FIELDS = SAMPLING_FIELDS | {"prompt"}
 ROLES = ("system", "developer", "user", "assistant")  # developer is OpenAI's newer name for system
@@ -180,6 +181,8 @@ def read_settings(body: dict, chat: ChatModel, params_of: Callable[[int, float, 
         raise BadRequest("field 'stream_options' is only allowed with \"stream\": true", param="stream_options")
     values = {setting: value for setting, (_, value) in fields.items()}
     params = params_of(values["max_new_tokens"], float(values["temperature"]), values["top_k"], float(values["top_p"]))
+    if optional(body, "ignore_eos", bool, False):  # vLLM's extension: every reply max_tokens long, for load tests
+        params = replace(params, stop_ids=())
     seed = optional(body, "seed", int, None)
     if seed is not None and not 0 <= seed < 2**63 - MAX_CHOICES:  # choice i draws from seed + i, a torch seed
         raise BadRequest(f"field 'seed' must be in [0, 2**63 - {MAX_CHOICES}); got {seed}", param="seed")
