@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from llm.data.preferences import PreferencePair
 from llm.errors import ConfigError
-from llm.feedback.rankings import Ranking, Reply, ranking_pairs
+from llm.data.rankings import Ranking, ranking_pairs
+from llm.chat import Reply
 from llm.settings_checks import RATER_CHOICES
 
 ALL, MAJORITY = RATER_CHOICES

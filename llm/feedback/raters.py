@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from llm.data.styles import STYLES, judge, rank_key
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.feedback.rankings import Reply
+from llm.chat import Reply
 
 RATERS = {"checker": "", **{style: style for style in STYLES}}  # name -> preferred style ("" = none)
 

@@ -8,7 +8,7 @@ from collections import deque
 import torch
 
 from llm.chat import fit_prompt
-from llm.feedback.rankings import Reply
+from llm.chat import Reply
 from llm.feedback.session import Sample
 from llm.generate import SamplingParams, generate
 from llm.model import GPT

@@ -28,7 +28,9 @@ from llm.data.builtin_tasks import builtin_tasks
 from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
-from llm.feedback.rankings import AlreadyRanked, Key, Ranking, RankingFile, Reply, not_answered, prompt_id, raters_of
+from llm.chat import Reply
+from llm.data.rankings import Key, Ranking, prompt_id, reply_json
+from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Item:
         self.id = self.id or prompt_id(self.prompt)
 
     def to_json(self) -> dict:
-        return {"id": self.id, "prompt": self.prompt, "replies": [vars(r) for r in self.replies]}
+        return {"id": self.id, "prompt": self.prompt, "replies": [reply_json(r) for r in self.replies]}
 
 
 HOLD_S = 30 * 60  # a tab that has not asked or answered for this long has been closed or abandoned

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 from llm.errors import ConfigError
 from llm.feedback.raters import check_rater, noisy, rate
-from llm.feedback.rankings import AlreadyRanked, Ranking, RankingFile, not_answered, raters_of
+from llm.data.rankings import Ranking
+from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
 from llm.feedback.session import Item, Sample, replies_given
 
 

@@ -3,8 +3,9 @@
 import pytest
 
 from llm.errors import ConfigError
-from llm.feedback.rankings import Ranking, Reply
-from llm.feedback.several_raters import majority_pairs, orders, pairs_by_prompt
+from llm.chat import Reply
+from llm.data.rankings import Ranking
+from llm.data.several_raters import majority_pairs, orders, pairs_by_prompt
 
 
 def rated(question, order, rater, texts=("a", "b", "c")):

@@ -4,7 +4,9 @@ import pytest
 
 from llm.data.sources import ranking_source
 from llm.errors import ConfigError
-from llm.feedback.rankings import Ranking, RankingFile, Reply
+from llm.chat import Reply
+from llm.data.rankings import Ranking
+from llm.feedback.rankings import RankingFile
 
 
 def two_raters_file(path, prompts=40):

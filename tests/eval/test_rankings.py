@@ -3,7 +3,8 @@
 import torch
 
 from llm.eval.rankings import rankings_agreement
-from llm.feedback.rankings import Ranking, Reply
+from llm.chat import Reply
+from llm.data.rankings import Ranking
 
 
 class LastToken(torch.nn.Module):
@@ -40,7 +41,7 @@ def test_pairwise_accuracy_and_top1_count_what_the_ranker_said(monkeypatch):
 
 def test_rater_agreement_counts_pairs_both_raters_ordered_per_rater_pair_with_an_interval():
     from llm.eval.rankings import rater_agreement
-    from tests.feedback.test_several_raters import RANKINGS
+    from tests.data.test_several_raters import RANKINGS
 
     # p1: ana-bo agree on a>c, b>c, not a/b (2 of 3); ana-chen on a>b, a>c (chen tied b, c: 2 of 2);
     # bo-chen on a>c, not a/b (1 of 2). p3: ana-bo disagree (0 of 1). p2 has one rater: not counted.
@@ -72,7 +73,7 @@ def test_score_script_prints_the_raters_agreement_without_a_checkpoint(tmp_path)
     import sys
 
     from llm.feedback.rankings import RankingFile
-    from tests.feedback.test_several_raters import RANKINGS
+    from tests.data.test_several_raters import RANKINGS
 
     store = RankingFile(tmp_path / "r.jsonl")
     for entry in RANKINGS:

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from conftest_helpers import PYTHON, REPO, read_metrics, reward_overrides
-from llm.feedback.rankings import load_rankings
+from llm.data.rankings import load_rankings
 
 FLAGS = ["--k", "3", "--max-new-tokens", "8", "--kinds", "first_word,last_word", "--device", "cpu"]
 

@@ -4,7 +4,8 @@ import itertools
 
 import pytest
 
-from llm.feedback.rankings import RankingFile, Reply
+from llm.chat import Reply
+from llm.feedback.rankings import RankingFile
 from llm.feedback.session import Item, RankingSession, builtin_items, file_items
 from llm.errors import DataError
 
@@ -101,7 +102,8 @@ def test_builtin_prompts_carry_their_task_and_files_give_prompts(tmp_path):
 
 
 def test_two_sessions_on_one_file_never_silently_replace_each_others_answer(tmp_path):
-    from llm.feedback.rankings import AlreadyRanked, load_rankings
+    from llm.data.rankings import load_rankings
+    from llm.feedback.rankings import AlreadyRanked
 
     path = tmp_path / "r.jsonl"
     first, second = session(path), session(path)  # two servers, or serve.py while rank.py --rater fills
@@ -116,7 +118,8 @@ def test_two_sessions_on_one_file_never_silently_replace_each_others_answer(tmp_
 
 def test_an_undo_never_withdraws_another_pages_answer_and_a_failed_undo_can_be_retried(tmp_path, monkeypatch):
     from llm.feedback import rankings
-    from llm.feedback.rankings import AlreadyRanked, Ranking, WriteFailed
+    from llm.data.rankings import Ranking
+    from llm.feedback.rankings import AlreadyRanked, WriteFailed
 
     path = tmp_path / "r.jsonl"
     s = session(path)

@@ -4,7 +4,9 @@ import pytest
 
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.feedback.rankings import RankingFile, Reply, load_rankings
+from llm.chat import Reply
+from llm.data.rankings import load_rankings
+from llm.feedback.rankings import RankingFile
 from llm.feedback.session import Item
 from llm.feedback.simulate import simulate
 

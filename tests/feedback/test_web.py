@@ -20,7 +20,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest_helpers import PYTHON, REPO
-from llm.feedback.rankings import RankingFile, Reply, load_rankings, prompt_id
+from llm.chat import Reply
+from llm.data.rankings import load_rankings, prompt_id
+from llm.feedback.rankings import RankingFile
 from llm.feedback.session import Item, RankingSession
 from llm.feedback.web import ChatModel, create_app, reply_events
 
