@@ -90,7 +90,7 @@ def open_app(args: argparse.Namespace, store, tokens: dict[str, str] | None):
     session = None
     if args.rank:
         session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target,
-                                 args.checkpoint, opened.sampling, args.seed, args.rater)
+                                 args.checkpoint, opened.sampling, args.seed, args.rater, raters_per_prompt=args.raters_per_prompt)
     hosts = None if tokens is not None else LOOPBACK_NAMES | {args.host}
     return create_app(chat, session, args.checkpoint, hosts, tokens, log=tokens is not None)
 
