@@ -23,7 +23,7 @@ from llm import stage_table
 from llm.errors import ConfigError
 from llm.run_files import write_text
 from llm.settings_checks import (AT_LEAST_1, BELOW_1, CONVERSATION_FORMATS, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
-                                  PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_raters, check_ranges,
+                                  LORA_TARGETS, PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_raters, check_ranges,
                                   check_reward_sources, check_sampling, check_sources)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
 
@@ -233,6 +233,36 @@ class RunConfig(Checked):
 
 
 @dataclass
+class LoRAConfig(Checked):
+    """Low-rank adapters (llm/lora.py): the base weights frozen, only rank-`rank` adapters (and a reward head) train."""
+
+    rank: int = 0  # 0: full fine-tuning
+    alpha: float = 16.0  # an adapter's output is scaled by alpha / rank, as PEFT does
+    dropout: float = 0.0  # on the adapters' input only
+    targets: list[str] = field(default_factory=lambda: ["all"])  # attention | mlp | all, or layers by name: qkv, proj, up, down
+    section = "lora."
+
+    def check(self) -> None:
+        check_ranges(self, {"rank": NON_NEGATIVE, "alpha": POSITIVE, "dropout": BELOW_1})
+        check_filled(self, ("targets",))
+        for target in self.targets:
+            if target not in LORA_TARGETS:
+                raise BadValue("targets", f"has {target!r}, which matches no layer (choose from {', '.join(LORA_TARGETS)})", self.targets)
+
+
+@dataclass
+class FineTuningConfig(RunConfig):
+    """The settings every stage after pre-training shares."""
+
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def check(self) -> None:
+        super().check()
+        if self.lora.rank and self.train.parallel == "fsdp":  # FSDP would shard frozen and trained weights in one unit, untested
+            raise BadValue("lora.rank", "needs train.parallel=ddp: adapters under FSDP are not supported yet", self.lora.rank)
+
+
+@dataclass
 class PretrainConfig(RunConfig):
     name: str = "pretrain"
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -313,7 +343,7 @@ class TaskEvalConfig(Checked):
 
 
 @dataclass
-class SFTConfig(RunConfig):
+class SFTConfig(FineTuningConfig):
     name: str = "sft"
     init_from: str = ""  # a pre-training run folder or checkpoint; its model config and tokenizer are used
 
@@ -361,7 +391,7 @@ class PreferenceDataConfig(Checked):
 
 
 @dataclass
-class RewardConfig(RunConfig):
+class RewardConfig(FineTuningConfig):
     name: str = "reward"
     init_from: str = ""  # an SFT run folder or checkpoint: the reward model's trunk
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)
@@ -480,7 +510,7 @@ class PPOSettings(Checked):
 
 
 @dataclass
-class PPOConfig(RunConfig):
+class PPOConfig(FineTuningConfig):
     name: str = "ppo"
     policy: str = ""  # the SFT run folder or checkpoint: the policy and the frozen reference start here
     reward_model: str = ""  # the reward run folder or checkpoint
@@ -510,7 +540,7 @@ class DPOSettings(Checked):
 
 
 @dataclass
-class DPOConfig(RunConfig):
+class DPOConfig(FineTuningConfig):
     name: str = "dpo"
     init_from: str = ""  # the SFT run folder or checkpoint: the policy and the frozen reference
     data: PreferenceDataConfig = field(default_factory=PreferenceDataConfig)

@@ -16,6 +16,7 @@ import torch
 from llm.config import ModelConfig
 from llm.errors import CheckpointError
 from llm.hf import PREFIX as HF_PREFIX
+from llm.lora import add_adapters, base_model, is_adapter, merged_weights
 from llm.model import GPT
 from llm.tokenizer import Tokenizer
 from llm.train import checkpoint as ckpt
@@ -35,13 +36,20 @@ class LoadedModel:
         return self.checkpoint.folder
 
 
-def read(path: str | Path, prefer: str = "best") -> ckpt.LoadedCheckpoint:
-    """A run or checkpoint folder, or with hf:NAME_OR_PATH a transformers model (llm.hf.read)."""
+def read(path: str | Path, prefer: str = "best", fold_adapters: bool = True) -> ckpt.LoadedCheckpoint:
+    """A run or checkpoint folder, or with hf:NAME_OR_PATH a transformers model (llm.hf.read).
+
+    A checkpoint trained with adapters reads as the model it computes, each adapter folded into its layer's weight,
+    unless `fold_adapters` is false (export keeps them apart)."""
     if str(path).startswith(HF_PREFIX):
         from llm.hf.read import read_hf  # transformers is an optional extra: imported only when asked for
 
         return read_hf(str(path)[len(HF_PREFIX):])
-    return ckpt.load(path, prefer)
+    loaded = ckpt.load(path, prefer)
+    if fold_adapters and loaded.meta.get("lora"):
+        loaded = dataclasses.replace(loaded, weights=merged_weights(loaded.weights, loaded.meta["lora"]),
+                                     meta={k: v for k, v in loaded.meta.items() if k != "lora"})
+    return loaded
 
 
 def tokenizer_of(loaded: ckpt.LoadedCheckpoint) -> Tokenizer:
@@ -109,6 +117,20 @@ def load_reward_model(path: str | Path, device: torch.device | str = "cpu", pref
 
 
 def load_for_finetuning(cfg, device) -> tuple[LoadedModel, object]:
-    """The model to fine-tune, and the config with its model section taken from that checkpoint."""
+    """The model to fine-tune (with adapters under lora.rank > 0), and the config with its model section taken from that checkpoint."""
     base = load_gpt(cfg.init_from, device, dropout=cfg.model.dropout)
+    with_adapters(base.model, cfg)
     return base, dataclasses.replace(cfg, model=base.model.config)
+
+
+def with_adapters(model: GPT, cfg) -> GPT:
+    """`model` with adapters on the layers cfg.lora targets, its own weights frozen; unchanged when lora.rank is 0."""
+    return add_adapters(model, cfg.lora) if cfg.lora.rank else model
+
+
+def frozen_reference(policy: GPT, loaded: ckpt.LoadedCheckpoint, device) -> GPT:
+    """PPO's and DPO's frozen reference: the policy with its adapters off, sharing its weights, when it has adapters;
+    else a second copy of the checkpoint's model."""
+    if any(is_adapter(name) for name, _ in policy.named_parameters()):
+        return base_model(policy).to(device)  # moves the shared weights in place: the policy's follow
+    return gpt_from(loaded).to(device).eval().requires_grad_(False)

@@ -68,6 +68,11 @@ CONVERSATION_FORMATS = ("messages", "alpaca", "sharegpt", "hh", "alpaca_seed")  
 PREFERENCE_FORMATS = ("pairs", "hh")  # llm/data/preferences.py
 RATER_CHOICES = ("all", "majority")  # data.raters besides raters' names (llm/feedback/several_raters.py)
 REWARD_SOURCES = ("model", "checker")  # the reward model; the built-in task checker (rewards that can be verified)
+# lora.targets: a group of the blocks' linear layers, or one layer by its name in every block (llm/lora.py)
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "attention": ("attn.qkv", "attn.proj"), "mlp": ("mlp.up", "mlp.down"), "all": ("attn.qkv", "attn.proj", "mlp.up", "mlp.down"),
+    "qkv": ("attn.qkv",), "proj": ("attn.proj",), "up": ("mlp.up",), "down": ("mlp.down",),
+}
 
 
 class Checked:

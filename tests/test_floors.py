@@ -16,10 +16,10 @@ from conftest_helpers import REPO
 FLOORS: list[tuple[str, ...]] = [
     ("llm", "llm.errors", "llm.run_files", "llm.stage_table", "llm.settings_checks", "llm.tokenizer", "llm.device"),
     ("llm.config",),
-    ("llm.model", "llm.losses", "llm.generate", "llm.stream", "llm.chat", "llm.reward_model"),
+    ("llm.model", "llm.losses", "llm.generate", "llm.stream", "llm.chat", "llm.reward_model", "llm.lora"),
     ("llm.data",),
     ("llm.distributed", "llm.train.checkpoint"),
-    ("llm.hf", "llm.hf.configs", "llm.hf.read", "llm.hf.tokenizer", "llm.hf.weights"),  # the import side of hf/
+    ("llm.hf", "llm.hf.configs", "llm.hf.read", "llm.hf.tokenizer", "llm.hf.weights", "llm.hf.adapters"),  # the import side of hf/
     ("llm.load",),
     ("llm.eval", "llm.rollouts"),
     ("llm.train",),

@@ -10,6 +10,7 @@ hands. The folder is written beside its destination and renamed into place, so a
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -25,12 +26,15 @@ from llm.hf.configs import architecture_of, transformers_config
 from llm.hf.read import SCORE_BIAS
 from llm.hf.tokenizer import save_tokenizer
 from llm.hf.weights import to_transformers
-from llm.load import gpt_from, read, reward_model_from, tokenizer_of
+from llm.hf.adapters import to_peft, write_peft
+from llm.load import gpt_from, gpt_weights, read, reward_model_from, tokenizer_of
+from llm.lora import is_adapter
 from llm.model import GPT
 from llm.tokenizer import Tokenizer
 
 CLASSES = {("llama", False): "LlamaForCausalLM", ("gpt2", False): "GPT2LMHeadModel",
            ("llama", True): "LlamaForSequenceClassification", ("gpt2", True): "GPT2ForSequenceClassification"}
+ADAPTER_FOLDER = "adapter"  # PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(out), out / "adapter")
 
 
 @dataclass
@@ -42,23 +46,35 @@ class Exported:
     params: int
 
 
-def export_checkpoint(checkpoint: str | Path, out: str | Path) -> Exported:
-    """Export the best (else newest) checkpoint of a run folder, or a checkpoint folder, to a new folder `out`."""
+def export_checkpoint(checkpoint: str | Path, out: str | Path, merge: bool = False) -> Exported:
+    """Export the best (else newest) checkpoint of a run folder, or a checkpoint folder, to a new folder `out`.
+
+    A checkpoint trained with adapters exports its base model to `out` and the adapters to out/adapter in PEFT's
+    format; with `merge`, the adapters folded into the weights instead."""
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder")
-    loaded = read(checkpoint)
+    loaded = read(checkpoint, fold_adapters=merge)
     kind = loaded.meta.get("kind", "gpt")
+    lora, adapters = loaded.meta.get("lora"), {}
+    if lora and kind == "reward":
+        raise ConfigError(f"{loaded.folder}: a reward model's adapters export only folded into its weights; add --merge")
+    if lora:
+        adapters = {name: t for name, t in gpt_weights(loaded).items() if is_adapter(name)}
+        loaded = dataclasses.replace(loaded, weights={name: t for name, t in loaded.weights.items() if not is_adapter(name)})
     if kind == "reward":
         reward = reward_model_from(loaded)
         hf_model = write_folder(reward.trunk, reward.head, tokenizer_of(loaded), out)
     else:
-        hf_model = write_folder(gpt_from(loaded), None, tokenizer_of(loaded), out)  # a PPO checkpoint's policy
+        gpt = gpt_from(loaded)  # a PPO checkpoint's policy
+        peft = to_peft(adapters, lora, architecture_of(gpt.config), gpt.config.n_layer, str(out.resolve())) if lora else None
+        hf_model = write_folder(gpt, None, tokenizer_of(loaded), out, peft)
     return Exported(out, loaded.folder, kind, type(hf_model).__name__, sum(p.numel() for p in hf_model.parameters()))
 
 
-def write_folder(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer, out: Path):
-    """Build the transformers model and write it with its tokenizer to `out`; returns the model."""
+def write_folder(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer, out: Path, peft: tuple[dict, dict] | None = None):
+    """Build the transformers model and write it with its tokenizer (and a PEFT adapter's config and tensors, to
+    out/adapter) to `out`; returns the model."""
     hf_model = build(gpt, head, tok)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -68,6 +84,8 @@ def write_folder(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer, out: Pa
     try:
         hf_model.save_pretrained(str(staging))
         save_tokenizer(tok, staging, gpt.config.block_size)
+        if peft is not None:
+            write_peft(staging / ADAPTER_FOLDER, *peft)
         if out.exists():
             out.rmdir()  # empty, checked by the caller
         staging.rename(out)

@@ -19,6 +19,7 @@ import torch
 
 from llm.errors import CheckpointError
 from llm.hf import PREFIX, require_transformers
+from llm.hf.adapters import fold_peft, is_peft_folder, peft_base
 from llm.hf.configs import model_config_from
 from llm.hf.tokenizer import first_line, load_tokenizer
 from llm.hf.weights import expand_kv_heads, from_transformers
@@ -28,13 +29,19 @@ SCORE_BIAS = "score_bias"  # config.json key: our reward head's bias, which tran
 
 
 def read_hf(source: str) -> LoadedCheckpoint:
-    """Read a local transformers folder, or a hub name (from the cache, or downloaded where HF_HUB_OFFLINE=0)."""
+    """Read a local transformers folder, or a hub name (from the cache, or downloaded where HF_HUB_OFFLINE=0), or a
+    PEFT LoRA folder as its base model (adapter_config.json's base_model_name_or_path) with the adapters folded in."""
     where = PREFIX + source
+    adapter = source if is_peft_folder(source) else None
+    if adapter is not None:
+        source = peft_base(adapter)
     config = load_config(source, where)
     cfg = model_config_from(config, where)
     reward = is_reward_model(config, where)
     tok, added_ids = load_tokenizer(source, where)
     theirs = load_tensors(source, reward, where)
+    if adapter is not None:
+        theirs = fold_peft(theirs, adapter)
     theirs = expand_kv_heads(theirs, cfg.n_layer, cfg.n_head, getattr(config, "num_key_value_heads", None) or cfg.n_head)
     weights = from_transformers(theirs, config.model_type, cfg.n_layer)
     vocab_size = max(cfg.vocab_size, tok.vocab_size)

@@ -18,7 +18,7 @@ import torch
 from llm.config import DPOConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import collate_pairs, load_pair_data
-from llm.load import load_gpt, load_reward_model, read
+from llm.load import frozen_reference, load_gpt, load_reward_model, read, with_adapters
 from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
 from llm.model import model_size
 from llm.eval.policy import PolicyEvaluator
@@ -102,9 +102,10 @@ class DPOStage(Stage):
 
 
 def build(cfg: DPOConfig, runtime: Runtime) -> Built:
-    init = read(cfg.init_from)  # read and checksummed once: the policy and the reference are two copies of it
+    init = read(cfg.init_from)  # read and checksummed once: the policy and (without adapters) the reference copy it
     policy = load_gpt(init, "cpu", dropout=cfg.model.dropout)
-    reference = load_gpt(init, runtime.device).model.requires_grad_(False)
+    with_adapters(policy.model, cfg)
+    reference = frozen_reference(policy.model, init, runtime.device)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
     data = load_pair_data(cfg.data, tok, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))

@@ -29,7 +29,7 @@ from llm.device import Precision
 from llm.errors import ConfigError, TrainingError
 from llm.chat import chat_sampling, seeded
 from llm.generate import SharedDraws
-from llm.load import gpt_from, read, reward_model_from, tokenizer_of
+from llm.load import frozen_reference, gpt_from, read, reward_model_from, tokenizer_of, with_adapters
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
 from llm.eval.policy import PolicyEvaluator
@@ -380,9 +380,11 @@ def make_critic(cfg: PPOConfig, policy_ckpt: LoadedCheckpoint, reward_ckpt: Load
     if cfg.ppo.advantage != "gae":
         return None  # the group's other replies are the baseline
     if cfg.ppo.critic_init == "reward":
-        return reward_model_from(reward_ckpt).train()
-    critic = RewardModel(gpt_from(policy_ckpt))
-    nn.init.zeros_(critic.head.weight)
+        critic = reward_model_from(reward_ckpt).train()
+    else:
+        critic = RewardModel(gpt_from(policy_ckpt))
+        nn.init.zeros_(critic.head.weight)
+    with_adapters(critic.trunk, cfg)  # its head trains whole
     return critic
 
 
@@ -396,8 +398,8 @@ def build(cfg: PPOConfig, runtime: Runtime) -> Built:
     # each checkpoint is read and checksummed once; every model below is its own copy of the weights. A reward model
     # that no reward source uses is still read when named: it judges the evaluation's replies
     policy_ckpt, reward_ckpt = read(cfg.policy), read(cfg.reward_model) if cfg.reward_model else None
-    policy = gpt_from(policy_ckpt, dropout=cfg.model.dropout)
-    reference = frozen(gpt_from(policy_ckpt), device)
+    policy = with_adapters(gpt_from(policy_ckpt, dropout=cfg.model.dropout), cfg)
+    reference = frozen(frozen_reference(policy, policy_ckpt, device), device)
     tok = tokenizer_of(policy_ckpt)
     reward_model = None
     if reward_ckpt is not None:

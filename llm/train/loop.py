@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from llm import lora
 from llm.config import RunConfig, dump_yaml, save_config
 from llm.device import peak_flops
 from llm.errors import TrainingError
@@ -111,7 +112,10 @@ class Stage:
 
     def checkpoint_meta(self) -> dict:
         config = getattr(self.model, "config", None)
-        return {"kind": self.model_kind, "model_config": dataclasses.asdict(config) if config is not None else None}
+        meta = {"kind": self.model_kind, "model_config": dataclasses.asdict(config) if config is not None else None}
+        if adapters := lora.describe(self.model):  # what folds them into the weights when the checkpoint is read
+            meta["lora"] = adapters
+        return meta
 
 
 @dataclass
