@@ -23,19 +23,6 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def model_flags(parser: argparse.ArgumentParser, **sampling: float) -> argparse.ArgumentParser:
-    """The flags every tool that loads a checkpoint shares: --checkpoint and --device; with `sampling` defaults
-    (max_new_tokens, temperature, top_k, top_p, seed) those sampling flags too, spelled and checked alike
-    everywhere (llm.settings_checks.check_flags)."""
-    parser.add_argument("--checkpoint", required=True, help="a run folder (uses its best checkpoint) or a checkpoint folder")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    helps = {"max_new_tokens": "the most tokens a reply or sample gets", "temperature": "0 for greedy decoding",
-             "top_k": "0 to disable", "top_p": "1.0 to disable", "seed": "the sampler's seed: the same seed, the same replies"}
-    for name, default in sampling.items():
-        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps[name])
-    return parser
-
-
 INTERRUPTED = "interrupted; the last saved checkpoint is intact (continue with --resume)"
 
 

@@ -6,6 +6,8 @@ loader turns into one line naming the file and the full dotted key.
 
 from __future__ import annotations
 
+import argparse
+
 import math
 import re
 from dataclasses import dataclass
@@ -161,6 +163,19 @@ def check_sampling(prefix: str = "", **values: float) -> None:
     """The one rule book of the sampling knobs: SamplingParams, every config that samples, the scripts' flags."""
     for name, value in values.items():
         SAMPLING_RULES[name].check(prefix + name, value)
+
+
+def model_flags(parser: argparse.ArgumentParser, **sampling: float) -> argparse.ArgumentParser:
+    """The flags every tool that loads a checkpoint shares: --checkpoint and --device; with `sampling` defaults
+    (max_new_tokens, temperature, top_k, top_p, seed) those sampling flags too, spelled and checked alike
+    everywhere (llm.settings_checks.check_flags)."""
+    parser.add_argument("--checkpoint", required=True, help="a run folder (uses its best checkpoint) or a checkpoint folder")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    helps = {"max_new_tokens": "the most tokens a reply or sample gets", "temperature": "0 for greedy decoding",
+             "top_k": "0 to disable", "top_p": "1.0 to disable", "seed": "the sampler's seed: the same seed, the same replies"}
+    for name, default in sampling.items():
+        parser.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=helps[name])
+    return parser
 
 
 def check_flags(args: Any) -> None:

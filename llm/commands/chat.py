@@ -6,7 +6,7 @@ Commands: /reset forgets the conversation, /temperature 0.7 sets the sampling te
 import argparse
 import sys
 
-from llm.cli import model_flags
+from llm.settings_checks import model_flags
 
 
 INTERRUPTED = "stopped"  # what Ctrl-C says: a chat has no checkpoint to keep

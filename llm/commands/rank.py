@@ -1,13 +1,13 @@
 """Rank a checkpoint's replies in the terminal, or let a rater program rank them: the human-feedback step.
 
-python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl                   # you rank
-python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --rater plain --target 1500
-python scripts/rank.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --name ana --raters-per-prompt 2
+llm rank --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl                   # you rank
+llm rank --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --rater plain --target 1500
+llm rank --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl --name ana --raters-per-prompt 2
 
 Each prompt shows K numbered replies; type their order best first, like `2 1 4 3`, with `=` for a tie
 (`2=1 4 3`). Also: s skips, b says all are bad, u undoes the last ranking, p TEXT ranks replies to your
 own prompt, q quits. Every answer is appended to the file at once; a rerun continues where it stopped.
-The web page (scripts/serve.py) writes the same file. With --raters-per-prompt N each prompt goes to N
+The web page (llm serve) writes the same file. With --raters-per-prompt N each prompt goes to N
 distinct raters (by --name, or the rater program's), never twice to one, with the replies the first ranked.
 """
 
@@ -15,12 +15,14 @@ import argparse
 import re
 import sys
 
-from llm.cli import main
 from llm.feedback.options import add_ranking_flags, check_ranking_flags
 
 # escape codes, other control characters and bidirectional controls in model output would act on the terminal
 UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 HELP = "order best first (e.g. 2 1 4 3; 2=1 ties), s skip, b all bad, u undo, p TEXT your own prompt, q quit"
+
+
+INTERRUPTED = "stopped; every answer given is in the rankings file"  # what Ctrl-C says
 
 
 def parse_args() -> argparse.Namespace:
@@ -122,7 +124,3 @@ def entry() -> int:
     session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target, args.checkpoint, opened.sampling, args.seed,
                              args.name, raters_per_prompt=args.raters_per_prompt)
     return rank_by_hand(session)
-
-
-if __name__ == "__main__":
-    main(entry, interrupted="stopped; every answer given is in the rankings file")

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm.cli import model_flags
+from llm.settings_checks import model_flags
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,7 +1,7 @@
-"""Score a reply with a reward model: python scripts/score.py --checkpoint runs/reward-tiny --prompt "What is 2+3?" --response "5"
+"""Score a reply with a reward model: llm score --checkpoint runs/reward-tiny --prompt "What is 2+3?" --response "5"
 
 Several --response flags score several replies to the same prompt, best first. With --rankings FILE it
-scores every ranking in a rankings file (scripts/rank.py, scripts/serve.py) and prints how often the
+scores every ranking in a rankings file (llm rank, llm serve) and prints how often the
 reward model orders a pair as the ranker did, and how often its top-scored reply is one ranked best.
 Its "raters" figure is how often two raters of one prompt order two replies the same way (inter-rater
 agreement); --raters-only prints just that, without a checkpoint.
@@ -9,7 +9,6 @@ agreement); --raters-only prints just that, without a checkpoint.
 
 import argparse
 
-from llm.cli import main
 
 
 def entry() -> int:
@@ -55,7 +54,3 @@ def entry() -> int:
     for score, response in sorted(zip(scores, args.response), reverse=True):
         print(f"{score:+.4f}\t{response}")
     return 0
-
-
-if __name__ == "__main__":
-    main(entry)

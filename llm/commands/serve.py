@@ -1,7 +1,7 @@
 """Rank a checkpoint's replies in a browser, and chat with it: the human-feedback step as a web page.
 
-python scripts/serve.py --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl   # then open the page it prints
-python scripts/serve.py --checkpoint runs/tiny/ppo                              # the chat page only
+llm serve --checkpoint runs/tiny/sft --rank feedback/tiny.jsonl   # then open the page it prints
+llm serve --checkpoint runs/tiny/ppo                              # the chat page only
 
 Beside the pages, an OpenAI-compatible API at <address>/v1 (llm/feedback/openai_api.py) serves the same
 model to any standard client: the model's name is the checkpoint's run name, the API key anything on
@@ -9,7 +9,7 @@ loopback and a rater's token beyond it.
 
 The ranking page shows a prompt and K sampled replies; give each a place (1 = best, equal places tie), or
 skip, or say all are bad. Every answer is appended to the --rank file before the page moves on, so a reload,
-a crash or a restart loses nothing and shows no prompt twice. scripts/rank.py writes the same file.
+a crash or a restart loses nothing and shows no prompt twice. llm rank writes the same file.
 
 On 127.0.0.1 (the default) only this machine's browsers reach the pages, and each answer is written as
 --rater's. With --host beyond loopback, each name in --raters gets its own secret address (#token=...),
@@ -24,8 +24,10 @@ import socket
 import sys
 from pathlib import Path
 
-from llm.cli import main
 from llm.feedback.options import add_ranking_flags, check_ranking_flags
+
+
+INTERRUPTED = "stopped"  # what Ctrl-C says
 
 
 def parse_args() -> argparse.Namespace:
@@ -136,7 +138,3 @@ def entry() -> int:
         pass
     print("server stopped")
     return 0
-
-
-if __name__ == "__main__":
-    main(entry, interrupted="stopped")

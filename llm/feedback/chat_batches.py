@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.chat import fit_prompt
+from llm.chat import fit_prompt, seeded
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
 from llm.stream import TextDecoder
@@ -134,9 +134,8 @@ class ChatBatcher:
                 sent[row] += len(piece)
             return texts[row].stopped
 
-        device = next(self.model.parameters()).device
         prompts = [self.prompt_ids(r) for r in batch]
-        generators = [torch.Generator(device=device).manual_seed(r.seed) for r in batch]
+        generators = [seeded(self.model, r.seed) for r in batch]
         with torch.inference_mode():
             out = generate(self.model, prompts, [r.params for r in batch], self.tok.pad_id,
                            generator=generators, on_token=on_token)

@@ -1,4 +1,4 @@
-"""What the ranking scripts (scripts/rank.py, scripts/serve.py) share: their flags and how they open a session."""
+"""What the ranking tools (llm rank, llm serve) share: their flags and how they open a session."""
 
 from __future__ import annotations
 
@@ -6,23 +6,18 @@ import argparse
 from dataclasses import dataclass
 
 from llm.errors import ConfigError
+from llm.settings_checks import model_flags
 
 
 def add_ranking_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, help="a run folder (its best checkpoint) or a checkpoint folder")
+    model_flags(parser, max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0, seed=0)
     parser.add_argument("--k", type=int, default=4, help="replies sampled per prompt")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=0, help="0 to disable")
-    parser.add_argument("--top-p", type=float, default=1.0, help="1.0 to disable")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--prompts", default="builtin",
                         help="builtin (the built-in tasks), builtin:val (their held-out split), or a .jsonl file of {'prompt': ...} or a text file")
     parser.add_argument("--kinds", help="built-in task kinds to ask, comma-separated (default: those the checkpoint's SFT data used)")
     parser.add_argument("--target", type=int, default=50, help="rankings to reach (progress shown against it)")
     parser.add_argument("--raters-per-prompt", type=int, default=1,
-                        help="distinct raters each prompt is shown to, for their agreement (scripts/score.py --rankings)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+                        help="distinct raters each prompt is shown to, for their agreement (llm score --rankings)")
 
 
 def check_ranking_flags(args: argparse.Namespace) -> None:
@@ -52,7 +47,8 @@ class Opened:
 def open_model(args: argparse.Namespace) -> Opened:
     """The checkpoint's language model and a sampler of K replies; a reward model is refused."""
     from llm.device import pick_device
-    from llm.feedback.replies import FairLock, model_sampler, sampling_params
+    from llm.chat import chat_sampling
+    from llm.feedback.replies import FairLock, model_sampler
     from llm.load import load_gpt
 
     loaded = load_gpt(args.checkpoint, pick_device(args.device))
@@ -60,7 +56,7 @@ def open_model(args: argparse.Namespace) -> Opened:
     if kind == "reward":
         raise ConfigError(f"{args.checkpoint}: a reward model, not a language model; give a pretrain, SFT, PPO or DPO run")
     lock = FairLock()  # the chat worker and the ranking sampler take turns in the order they asked
-    params = sampling_params(loaded.tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    params = chat_sampling(loaded.tokenizer, args.max_new_tokens, args.temperature, args.top_k, args.top_p)
     sampling = {"k": args.k, "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p,
                 "max_new_tokens": args.max_new_tokens, "seed": args.seed}
     return Opened(loaded, model_sampler(loaded.model, loaded.tokenizer, args.k, params, lock), sampling, lock)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-import torch
 
-from llm.chat import fit_prompt
-from llm.chat import Reply
+from llm.chat import Reply, fit_prompt, seeded
 from llm.feedback.session import Sample
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
@@ -59,11 +57,10 @@ def model_sampler(model: GPT, tok: Tokenizer, k: int, params: SamplingParams,
                   lock: threading.Lock | None = None) -> Sample:
     """A `Sample` for RankingSession; `lock` serialises use of the model with others (the chat page)."""
     lock = lock or threading.Lock()
-    device = next(model.parameters()).device
 
     def sample(prompts: list[list[dict]], seed: int) -> list[list[Reply]]:
         ids = [fit_prompt(tok, prompt, model.config.block_size, params.max_new_tokens) for prompt in prompts]
-        generator = torch.Generator(device=device).manual_seed(seed)
+        generator = seeded(model, seed)
         with lock:
             out = generate(model, [row for row in ids for _ in range(k)], params, tok.pad_id, generator=generator)
         replies = [Reply(tok.decode(tokens), finished) for tokens, finished in zip(out.tokens, out.finished)]
@@ -71,6 +68,3 @@ def model_sampler(model: GPT, tok: Tokenizer, k: int, params: SamplingParams,
 
     return sample
 
-
-def sampling_params(tok: Tokenizer, max_new_tokens: int, temperature: float, top_k: int, top_p: float) -> SamplingParams:
-    return SamplingParams(max_new_tokens, temperature, top_k, top_p, (tok.end_id, tok.eos_id))

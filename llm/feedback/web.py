@@ -32,11 +32,11 @@ from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Redire
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from llm.chat import chat_sampling
 from llm.feedback.chat_batches import Ask, ChatModel, QueueFull, reply_stream
 from llm.feedback.guard import LOOPBACK_NAMES, Guard
 from llm.feedback.openai_api import api_app
 from llm.feedback.rankings import AlreadyRanked, WriteFailed
-from llm.feedback.replies import sampling_params
 from llm.feedback.request_fields import BadRequest, checked_sampling, json_object, typed
 from llm.feedback.session import RankingSession
 
@@ -156,7 +156,7 @@ def create_app(chat: ChatModel, session: RankingSession | None = None, checkpoin
         body = await json_object(request)
         messages = chat_messages(body)
         temperature, top_k, max_new_tokens = chat_settings(body, chat)
-        params = sampling_params(chat.tok, max_new_tokens, temperature, top_k, 1.0)
+        params = chat_sampling(chat.tok, max_new_tokens, temperature, top_k)
         try:
             events = reply_events(chat, messages, params)
         except QueueFull:

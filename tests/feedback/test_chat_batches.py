@@ -10,7 +10,7 @@ import torch
 from llm.chat import reply_to
 from llm.config import ModelConfig
 from llm.feedback import chat_batches
-from llm.feedback.replies import sampling_params
+from llm.chat import chat_sampling
 from llm.feedback.web import ChatModel
 from llm.model import GPT
 
@@ -54,7 +54,7 @@ def batch_sizes(monkeypatch) -> list[int]:
 
 def test_concurrent_requests_are_decoded_in_one_batch_each_as_it_would_be_alone(chat, monkeypatch):
     sizes = batch_sizes(monkeypatch)
-    params = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
+    params = chat_sampling(chat.tok, 20, 0.0, 0, 1.0)
     events = ask_together(chat, params, [threading.Event(), threading.Event()])
     assert sizes == [2]
     alone = [reply_to(chat.model, chat.tok, messages, params, None) for messages in CONVERSATIONS]
@@ -68,7 +68,7 @@ def test_a_sampled_reply_does_not_depend_on_its_batch_mate(chat, monkeypatch):
     """Each request draws from its own seeded generator: the first reply sampled alongside another is the one the
     same seed gives alone (the chat page's first reply of a server run uses seed 0)."""
     sizes = batch_sizes(monkeypatch)
-    params = sampling_params(chat.tok, 20, 1.0, 0, 1.0)
+    params = chat_sampling(chat.tok, 20, 1.0, 0, 1.0)
     events = ask_together(chat, params, [threading.Event(), threading.Event()])
     text, finished = reply_to(chat.model, chat.tok, CONVERSATIONS[0], params, torch.Generator().manual_seed(0))
     assert sizes == [2] and "".join(e.get("text", "") for e in events[0]) == text
@@ -76,7 +76,7 @@ def test_a_sampled_reply_does_not_depend_on_its_batch_mate(chat, monkeypatch):
 
 def test_a_request_whose_page_left_ends_while_its_batch_mate_goes_on(chat, monkeypatch):
     sizes = batch_sizes(monkeypatch)
-    params = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
+    params = chat_sampling(chat.tok, 20, 0.0, 0, 1.0)
     left = threading.Event()
     left.set()  # the first page is gone before its first token
     events = ask_together(chat, params, [left, threading.Event()])
@@ -88,8 +88,8 @@ def test_a_request_whose_page_left_ends_while_its_batch_mate_goes_on(chat, monke
 def test_a_poisoned_request_fails_alone_and_its_batch_mate_gets_its_whole_reply(chat, monkeypatch):
     """temperature 1e-40 turns the logits into inf and NaN (the page refuses it; this is the worker's own guard)."""
     sizes = batch_sizes(monkeypatch)
-    good = sampling_params(chat.tok, 20, 0.0, 0, 1.0)
-    poisoned = sampling_params(chat.tok, 20, 1e-40, 0, 1.0)
+    good = chat_sampling(chat.tok, 20, 0.0, 0, 1.0)
+    poisoned = chat_sampling(chat.tok, 20, 1e-40, 0, 1.0)
     events: list[list[dict]] = [[], []]
     closed = [threading.Event(), threading.Event()]
     with chat.lock:
@@ -107,7 +107,7 @@ def test_a_full_queue_is_refused_at_once(chat):
     from llm.feedback.chat_batches import QueueFull
 
     batcher = chat_batches.ChatBatcher(chat.model, chat.tok, chat.lock, max_waiting=1)
-    params = sampling_params(chat.tok, 2, 0.0, 0, 1.0)
+    params = chat_sampling(chat.tok, 2, 0.0, 0, 1.0)
     with chat.lock, pytest.raises(QueueFull):  # the worker holds at most one while it waits for the model
         for seed in range(3):
             batcher.submit(chat_batches.ChatRequest(CONVERSATIONS[0], params, lambda e: None, threading.Event(), seed))

@@ -1,4 +1,4 @@
-"""scripts/rank.py: a person ranks in the terminal, or a rater program fills the file; the reward stage learns it."""
+"""llm rank (llm/commands/rank.py): a person ranks in the terminal, or a rater program fills the file; the reward stage learns it."""
 
 import json
 import subprocess
@@ -19,11 +19,8 @@ def rank(sft_run, path, *extra, stdin=""):
 
 
 def test_parse_order_reads_ties_and_names_what_is_wrong():
-    import importlib.util
+    from llm.commands import rank as script
 
-    spec = importlib.util.spec_from_file_location("rank_script", REPO / "scripts/rank.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     assert script.parse_order("2=1 4 3", 4) == [[1, 0], [3], [2]]
     for bad, reason in (("1 2 3", "exactly once"), ("1 1 2 3", "exactly once"), ("1 2 x 3", "not an order")):
         with pytest.raises(ValueError, match=reason):

@@ -1,4 +1,4 @@
-"""The web pages (llm/feedback/web.py, scripts/serve.py): the API's answers to good and bad requests, the server
+"""The web pages (llm/feedback/web.py, llm serve): the API's answers to good and bad requests, the server
 as a process (refused at start, killed mid-submission), and both pages driven in a real headless browser."""
 
 from __future__ import annotations
@@ -244,13 +244,13 @@ def test_a_chat_reply_streams_piece_by_piece_and_matches_the_terminal_chats_repl
     import torch
 
     from llm.chat import reply_to
-    from llm.feedback.replies import sampling_params
+    from llm.chat import chat_sampling
 
     client = TestClient(create_app(ChatModel(loaded.model, loaded.tokenizer, threading.Lock(), seed=0), None), base_url=LOCAL)
     messages = [{"role": "user", "content": "What is the first word in: green apples fall?"}]
     with client.stream("POST", "/api/chat", json={"messages": messages, "temperature": 1.0, "top_k": 0, "max_new_tokens": 24}) as response:
         events = [json.loads(line) for line in response.iter_lines() if line]
-    params = sampling_params(loaded.tokenizer, 24, 1.0, 0, 1.0)
+    params = chat_sampling(loaded.tokenizer, 24, 1.0, 0, 1.0)
     expected, finished = reply_to(loaded.model, loaded.tokenizer, messages, params, torch.Generator().manual_seed(0))
     assert events[-1].items() >= {"done": True, "finished": finished}.items()
     assert "".join(e["text"] for e in events[:-1]) == expected
@@ -547,9 +547,6 @@ def test_a_rankings_file_that_cannot_be_written_is_one_error_line_before_the_mod
 
 
 def test_the_terminal_is_shown_escape_codes_and_bidi_controls_as_visible_marks():
-    import importlib.util
+    from llm.commands import rank as script
 
-    spec = importlib.util.spec_from_file_location("rank_script", REPO / "scripts/rank.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
     assert script.printable("\x1b[2Jgone\u202eevil\u202c ok\tfine") == "<U+001B>[2Jgone<U+202E>evil<U+202C> ok\tfine"
