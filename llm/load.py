@@ -125,7 +125,7 @@ def load_for_finetuning(cfg, device) -> tuple[LoadedModel, object]:
 
 def with_adapters(model: GPT, cfg) -> GPT:
     """`model` with adapters on the layers cfg.lora targets, its own weights frozen; unchanged when lora.rank is 0."""
-    return add_adapters(model, cfg.lora) if cfg.lora.rank else model
+    return add_adapters(model, cfg.lora, cfg.train.seed) if cfg.lora.rank else model
 
 
 def frozen_reference(policy: GPT, loaded: ckpt.LoadedCheckpoint, device) -> GPT:

@@ -30,7 +30,7 @@ ADAPTER_SUFFIXES = (".lora_A", ".lora_B")
 
 
 class LoRALinear(nn.Linear):
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float):
+    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float, generator: torch.Generator | None = None):
         nn.Module.__init__(self)
         self.in_features, self.out_features = base.in_features, base.out_features
         self.weight, self.bias = base.weight, base.bias  # the same parameters: a tied or shared weight stays so
@@ -38,7 +38,7 @@ class LoRALinear(nn.Linear):
         weight = base.weight
         self.lora_A = nn.Parameter(torch.empty(rank, self.in_features, device=weight.device, dtype=weight.dtype))
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=weight.device, dtype=weight.dtype))
-        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # PEFT's (and nn.Linear's) initialisation of A
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)  # PEFT's (and nn.Linear's) initialisation of A
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.adapters_on = True
 
@@ -49,10 +49,12 @@ class LoRALinear(nn.Linear):
         return out + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
 
 
-def add_adapters(model: GPT, settings: LoRAConfig) -> GPT:
-    """Freeze every weight of `model` and put adapters on the targeted layers of each block, in place."""
+def add_adapters(model: GPT, settings: LoRAConfig, seed: int = 0) -> GPT:
+    """Freeze every weight of `model` and put adapters on the targeted layers of each block, in place. A is drawn
+    from its own generator, `seed`ed: a run and its restart from scratch draw the same adapters whatever ran before."""
     model.requires_grad_(False)
-    wanted = {name for target in settings.targets for name in LORA_TARGETS[target]}
+    wanted = sorted({name for target in settings.targets for name in LORA_TARGETS[target]})  # a set's order varies by process
+    generator = torch.Generator(device=model.wte.weight.device).manual_seed(seed)
     found = 0
     for block in model.blocks:
         for name in wanted:
@@ -60,7 +62,7 @@ def add_adapters(model: GPT, settings: LoRAConfig) -> GPT:
             owner = block.get_submodule(owner_name)
             layer = getattr(owner, leaf, None)
             if isinstance(layer, nn.Linear) and not isinstance(layer, LoRALinear):
-                setattr(owner, leaf, LoRALinear(layer, settings.rank, settings.alpha, settings.dropout))
+                setattr(owner, leaf, LoRALinear(layer, settings.rank, settings.alpha, settings.dropout, generator))
                 found += 1
     if not found:
         raise ConfigError(f"lora.targets={settings.targets} matches no linear layer of the model")

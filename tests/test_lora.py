@@ -109,6 +109,34 @@ def test_peft_reads_the_exported_adapter_with_the_same_logits(lora_sft_run, tmp_
         assert (ours(ids) - merged(ids).logits).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("options", [dict(), dict(position="learned", norm="layernorm", mlp="gelu", bias=True)], ids=["llama", "gpt2"])
+def test_peft_computes_our_adapted_logits_on_both_architectures(tokenizer, options, tmp_path):
+    # GPT-2's fused c_attn and its Conv1D layers (fan_in_fan_out), Llama's q/k/v and gate/up cut from our fused layers
+    peft = pytest.importorskip("peft", reason="the PEFT round trip needs the peft extra (pip install -e '.[hf]')")
+    from llm.hf.adapters import to_peft, write_peft
+    from llm.hf.configs import architecture_of
+    from llm.hf.export import build
+    from llm.lora import describe
+
+    torch.manual_seed(0)
+    model = add_adapters(GPT(ModelConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=32, **options)),
+                         LoRAConfig(rank=4, alpha=8)).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("lora_B"):
+                param.normal_(0.0, 0.3)
+    weights = model.state_dict()
+    base = GPT(model.config).eval()
+    base.load_state_dict({k: v for k, v in weights.items() if not is_adapter(k)})
+    write_peft(tmp_path, *to_peft(weights, describe(model), architecture_of(model.config), 2, "unused"))
+    theirs = peft.PeftModel.from_pretrained(build(base, None, tokenizer), tmp_path).eval()
+    ids = torch.randint(0, tokenizer.vocab_size, (2, 16), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = model(ids)
+        assert (ours - base(ids)).abs().max() > 0.1  # the adapters matter
+        assert (ours - theirs(ids).logits).abs().max() < 1e-4
+
+
 @pytest.mark.slow
 def test_lora_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     # dropout on the adapters' input: a resume that lost the RNG, the adapters or their AdamW moments changes a loss
