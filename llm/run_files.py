@@ -49,9 +49,10 @@ class BadLine(NamedTuple):
     problem: str  # why the line is not a record, for an error that names its path:line
 
 
-def jsonl_lines(path: str | Path, lines: Iterable[bytes]) -> Iterator[tuple[str, object]]:
-    """(`path:line`, record or BadLine) for every non-blank line; a byte-order mark at the start is allowed."""
-    for number, raw in enumerate(lines, start=1):
+def jsonl_lines(path: str | Path, lines: Iterable[bytes], first: int = 1) -> Iterator[tuple[str, object]]:
+    """(`path:line`, record or BadLine) for every non-blank line, numbered from `first`; a byte-order mark at the
+    start is allowed."""
+    for number, raw in enumerate(lines, start=first):
         where = f"{path}:{number}"
         try:
             text = raw.decode("utf-8-sig")
@@ -64,6 +65,8 @@ def jsonl_lines(path: str | Path, lines: Iterable[bytes]) -> Iterator[tuple[str,
             yield where, json.loads(text)
         except json.JSONDecodeError as err:
             yield where, BadLine(f"not valid JSON: {err.msg} (column {err.colno})")
+        except RecursionError:
+            yield where, BadLine("JSON nested too deeply")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -34,9 +34,10 @@ def test_a_write_that_fails_leaves_the_old_file_and_no_temporary(tmp_path):
 def test_jsonl_lines_name_each_record_and_each_bad_line_by_path_and_line():
     from llm.run_files import BadLine, jsonl_lines
 
-    lines = [b'\xef\xbb\xbf{"a": 1}\n', b"\n", b"{oops\n", b"\xff\n", b"[2]\n"]
+    lines = [b'\xef\xbb\xbf{"a": 1}\n', b"\n", b"{oops\n", b"\xff\n", b"[2]\n", b"[" * 100_000 + b"]" * 100_000]
     found = list(jsonl_lines("d.jsonl", lines))
-    assert [where for where, _ in found] == ["d.jsonl:1", "d.jsonl:3", "d.jsonl:4", "d.jsonl:5"]
+    assert [where for where, _ in found] == ["d.jsonl:1", "d.jsonl:3", "d.jsonl:4", "d.jsonl:5", "d.jsonl:6"]
+    assert found[4][1] == BadLine("JSON nested too deeply")
     assert found[0][1] == {"a": 1} and found[3][1] == [2]
     assert isinstance(found[1][1], BadLine) and found[1][1].problem.startswith("not valid JSON")
     assert found[2][1].problem.startswith("not UTF-8 text")

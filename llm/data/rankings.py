@@ -30,6 +30,7 @@ from pathlib import Path
 from llm.chat import Reply
 from llm.data.preferences import PreferencePair
 from llm.errors import DataError
+from llm.run_files import BadLine, jsonl_lines
 
 STATUSES = ("ranked", "skipped", "all_bad")
 
@@ -163,17 +164,16 @@ def parse_lines(path: Path, data: bytes, first_number: int = 1) -> tuple[list[di
     the part after the last newline is an unfinished append, left for later."""
     complete = data.rfind(b"\n") + 1
     records = []
-    for number, line in enumerate(data[:complete].split(b"\n")[:-1], first_number):
-        if not line.strip():
-            continue
+    for where, record in jsonl_lines(path, data[:complete].split(b"\n")[:-1], first_number):
         try:
-            record = json.loads(line)
+            if isinstance(record, BadLine):
+                raise ValueError(record.problem)
             if not isinstance(record, dict):
                 raise ValueError("not a JSON object")
             if "undo" not in record:
                 Ranking.from_json(record)
         except (ValueError, KeyError, TypeError, RecursionError) as err:
-            raise DataError(f"{path}:{number}: not a ranking record ({type(err).__name__}: {err})") from None
+            raise DataError(f"{where}: not a ranking record ({type(err).__name__}: {err})") from None
         records.append(record)
     return records, complete
 

@@ -17,7 +17,6 @@ Shared by the web page and the terminal, so both keep the same rules:
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +27,7 @@ from llm.data.builtin_tasks import builtin_tasks
 from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
+from llm.run_files import BadLine, jsonl_lines
 from llm.chat import Reply
 from llm.data.rankings import Key, Ranking, prompt_id, reply_json
 from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
@@ -68,23 +68,24 @@ def file_items(path: str | Path) -> Iterator[Item]:
     The whole file is read and checked now, so a bad line fails at start, naming file:line."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such prompts file") from None
-    items = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        if path.suffix == ".jsonl":
-            try:
-                prompt = json.loads(line)["prompt"]
-                messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, "prompt")
-            except (ValueError, KeyError, TypeError) as err:
-                raise DataError(f"{path}:{number}: expected a JSON object with a 'prompt' ({type(err).__name__}: {err})") from None
-        else:
-            messages = [{"role": "user", "content": line.strip()}]
-        items.append(Item(messages))
-    return iter(items)
+    if path.suffix != ".jsonl":
+        lines = data.decode("utf-8").splitlines()
+        return iter([Item([{"role": "user", "content": line.strip()}]) for line in lines if line.strip()])
+    return iter([Item(prompt_messages(where, record)) for where, record in jsonl_lines(path, data.splitlines())])
+
+
+def prompt_messages(where: str, record) -> list[dict]:
+    """A prompts file's record as the user's messages; an error names the file:line."""
+    try:
+        if isinstance(record, BadLine):
+            raise ValueError(record.problem)
+        prompt = record["prompt"]
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else check_messages(prompt, "prompt")
+    except (ValueError, KeyError, TypeError) as err:
+        raise DataError(f"{where}: expected a JSON object with a 'prompt' ({type(err).__name__}: {err})") from None
 
 
 def seed_for(item_id: str, seed: int) -> int:
