@@ -8,7 +8,7 @@ It starts scripts/serve.py (with --rank on a fresh file) on a free port, then me
            second over the whole phase, time to first token and per-request latency (p50/p90/p99)
   ranking  one rater answering --answers prompts (each new prompt samples its K replies): answers per
            second and the latency of fetching a prompt and of giving its ranking
-  loaded   the same rater, and the chat page's first token, while --streams chats stream
+  loaded   the same rater, and the chat page's first token, while --streams chats of --loaded-max-tokens stream
 The API's chats ask for ignore_eos, so each is --max-tokens long whatever the weights; the ranked replies
 (sampled by the ranking session) may end early at their end-of-turn token. The JSON counts the tokens
 actually generated (the API's usage).
@@ -39,6 +39,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=16, help="concurrent chat streams")
     parser.add_argument("--max-tokens", type=int, default=64, help="each chat reply's and ranked reply's length cap")
     parser.add_argument("--answers", type=int, default=20, help="rankings given in the ranking phase")
+    parser.add_argument("--loaded-max-tokens", type=int, default=512,
+                        help="each chat's length in the loaded phase: long enough for many of the rater's rounds to fall inside it")
     parser.add_argument("--k", type=int, default=4, help="replies per ranked prompt")
     return parser.parse_args()
 
@@ -147,7 +149,7 @@ def page_first_token(url: str, max_tokens: int) -> float:
 
 def loaded_phase(client: openai.OpenAI, model: str, url: str, args: argparse.Namespace) -> dict:
     """A rater's ranking round and the chat page's first token, measured while --streams chats stream."""
-    results, start, threads = concurrent_streams(client, model, args.streams, args.max_tokens, 2000)
+    results, start, threads = concurrent_streams(client, model, args.streams, args.loaded_max_tokens, 2000)
     answers, firsts = [], []
     while any(t.is_alive() for t in threads):
         fetch, give = rank_once(url, "loaded")
@@ -156,7 +158,7 @@ def loaded_phase(client: openai.OpenAI, model: str, url: str, args: argparse.Nam
             firsts.append(page_first_token(url, args.max_tokens))
     for t in threads:
         t.join()
-    return {"streams": args.streams, "wall_s": time.perf_counter() - start, "answer_s": percentiles(answers),
+    return {"streams": args.streams, "max_tokens": args.loaded_max_tokens, "wall_s": time.perf_counter() - start, "answer_s": percentiles(answers),
             "chat_page_ttft_s": percentiles(firsts) if firsts else None,
             "stream_ttft_s": percentiles([r["ttft_s"] for r in results])}
 
