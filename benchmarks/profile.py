@@ -64,7 +64,8 @@ def summarise(events, active_steps: int, on_gpu: bool, top: int = 12) -> dict:
     if on_gpu:
         work = [(e.name, e.time_range.elapsed_us()) for e in events if e.device_type == DeviceType.CUDA]
     else:  # operators' own time, so that a call inside another is not counted twice; the step's own is Python's
-        work = [(HOST if e.name.startswith(STEP_MARK) else e.name, e.self_cpu_time_total) for e in events if e.device_type == DeviceType.CPU]
+        work = [(HOST if e.name.startswith(STEP_MARK) else e.name, e.self_cpu_time_total)
+                 for e in events if e.device_type == DeviceType.CPU]
     by_kind, by_name, calls = defaultdict(float), defaultdict(float), Counter()
     for name, us in work:
         by_kind[category(name)] += us

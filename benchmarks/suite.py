@@ -42,8 +42,10 @@ CPU_CASES = {
     "matmul/bf16": ("matmul", "bfloat16", 1024, None, []),
     # time to a validation bits per byte with the shipped configs, each round another seed; 2.71 is nanoGPT's
     # CPU demo (1.88 nats per character after 2,000 iterations), 2.0 the tiny config's at about 60% of its run
-    "target/shakespeare_2.71/adamw": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}", "optim.name=adamw"]),
-    "target/shakespeare_2.71/muon": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None, [f"data.path={bench.SHAKESPEARE}", "optim.name=muon"]),
+    "target/shakespeare_2.71/adamw": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None,
+                                      [f"data.path={bench.SHAKESPEARE}", "optim.name=adamw"]),
+    "target/shakespeare_2.71/muon": ("target", "configs/pretrain/shakespeare.yaml", 2.71, None,
+                                     [f"data.path={bench.SHAKESPEARE}", "optim.name=muon"]),
     # on the 500-step schedule both optimizers were first measured on (tiny.yaml now runs Muon for 300)
     "target/tiny_2.0/adamw": ("target", "configs/pretrain/tiny.yaml", 2.0, None, ["optim.name=adamw", "train.max_steps=500"]),
     "target/tiny_2.0/muon": ("target", "configs/pretrain/tiny.yaml", 2.0, None, ["optim.name=muon", "train.max_steps=500"]),
@@ -54,7 +56,8 @@ GPU_CASES = {
     "train/gpt2_124m/bf16_compile": ("train", "gpt2", 16, 80, ["train.compile=true"]),
     "train/gpt2_124m/bf16_foreach_adamw": ("train", "gpt2", 16, 80, ["optim.fused=false"]),
     "train/gpt2_124m/tf32": ("train", "gpt2", 16, 80, ["train.dtype=float32"]),
-    "train/gpt2_124m/bf16_compile_activation_checkpointing": ("train", "gpt2", 16, 80, ["train.compile=true", "train.activation_checkpointing=true"]),
+    "train/gpt2_124m/bf16_compile_activation_checkpointing": ("train", "gpt2", 16, 80,
+                                                              ["train.compile=true", "train.activation_checkpointing=true"]),
     "train/gpt2_124m_ours/bf16": ("train", "gpt2_ours", 16, 80, []),
     "train/gpt2_124m_ours/bf16_compile": ("train", "gpt2_ours", 16, 80, ["train.compile=true"]),
     "train/tiny/bf16": ("train", "tiny", 64, 200, []),
@@ -78,7 +81,8 @@ GPU_CASES = {
     "parallel/gpt2_124m/ddp": ("parallel", "gpt2", 16, 40, ["train.compile=true", "train.parallel=ddp"]),
     "parallel/gpt2_124m/fsdp": ("parallel", "gpt2", 16, 40, ["train.compile=true", "train.parallel=fsdp"]),
     "parallel/gpt2_124m/fsdp_activation_checkpointing": ("parallel", "gpt2", 16, 40,
-                                                         ["train.compile=true", "train.parallel=fsdp", "train.activation_checkpointing=true"]),
+                                                         ["train.compile=true", "train.parallel=fsdp",
+                                                          "train.activation_checkpointing=true"]),
     "matmul/bf16": ("matmul", "bfloat16", 8192, None, []),
 }
 
@@ -130,15 +134,17 @@ def run_case(name: str, round_index: int = 0) -> dict:
 def run_all(out: Path, only: list[str], repeat: int) -> dict:
     """Every case once per round, `repeat` rounds: interleaving spreads the host's slow spells over all cases."""
     names = [n for n in cases() if not only or any(o in n for o in only)]
-    results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]), "measured": datetime.now().isoformat(timespec="seconds"),
-               "machine": bench.machine(), "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "rounds": repeat, "cases": {}}
+    results = {"command": "python " + " ".join(["scripts/bench.py", *sys.argv[1:]]),
+               "measured": datetime.now().isoformat(timespec="seconds"), "machine": bench.machine(),
+               "nanogpt_cpu_reference_tokens_per_s": bench.NANOGPT_CPU_TOKENS_PER_S, "rounds": repeat, "cases": {}}
     print(f"machine: {results['machine']['line']}", flush=True)
     rounds: dict[str, list[dict]] = {name: [] for name in names}
     for round_index in range(repeat):
         for name in names:
             started = time.perf_counter()
             rounds[name].append(run_subprocess(name, round_index))
-            print(f"[round {round_index + 1}/{repeat}] {name}: {summary(rounds[name][-1])} ({time.perf_counter() - started:.0f}s)", flush=True)
+            print(f"[round {round_index + 1}/{repeat}] {name}: {summary(rounds[name][-1])} "
+                  f"({time.perf_counter() - started:.0f}s)", flush=True)
     for name, runs in rounds.items():
         results["cases"][name] = median_run(runs)
     add_derived(results)
@@ -148,7 +154,8 @@ def run_all(out: Path, only: list[str], repeat: int) -> dict:
 
 
 def run_subprocess(name: str, round_index: int = 0) -> dict:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.suite", name, str(round_index)], capture_output=True, text=True, cwd=bench.REPO)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.suite", name, str(round_index)],
+                          capture_output=True, text=True, cwd=bench.REPO)
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -195,11 +202,13 @@ def summary(case: dict) -> str:
         return f"{case['tokens_per_s']:,.1f} tokens/s over {case['processes']} processes, {case['memory_mb_per_process']:,.0f} MB each"
     if "ms_per_step_by_kind" in case:
         kinds = ", ".join(f"{kind} {ms:.1f}" for kind, ms in case["ms_per_step_by_kind"].items())
-        busy = f", device busy {case['device_busy_fraction']:.0%}, {case['host_waits_per_step']:.1f} host waits" if case["device_busy_ms"] else ""
+        busy = (f", device busy {case['device_busy_fraction']:.0%}, {case['host_waits_per_step']:.1f} host waits"
+                if case["device_busy_ms"] else "")
         return f"{case['step_ms']:.1f} ms a step{busy}; ms by kind: {kinds}"
     if "train_s" in case:
         reached = "reached" if case["reached"] else "NOT reached"
-        return f"{reached} {case['target_bpb']} bpb at step {case['step']}: {case['train_s']:.1f}s training, {case['wall_s']:.1f}s wall (seed {case['seed']})"
+        return (f"{reached} {case['target_bpb']} bpb at step {case['step']}: {case['train_s']:.1f}s training, "
+                f"{case['wall_s']:.1f}s wall (seed {case['seed']})")
     for key, unit in (("tokens_per_s", "tokens/s"), ("gflops", "GFLOP/s"), ("tokenize_mb_per_s", "MB/s tokenized")):
         if key in case:
             return f"{case[key]:,.1f} {unit}, peak {case['peak_memory_mb']:.0f} MB"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from llm.settings_checks import check_sampling
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
+from llm.settings_checks import check_sampling
 from llm.tokenizer import Tokenizer, render_prompt
 
 

@@ -22,9 +22,32 @@ import yaml
 from llm import stage_table
 from llm.errors import ConfigError
 from llm.run_files import write_text
-from llm.settings_checks import (AT_LEAST_1, BELOW_1, CONVERSATION_FORMATS, DTYPE_CHOICES, FRACTION, NON_NEGATIVE, ON_ERROR, POSITIVE,
-                                  LORA_TARGETS, PREFERENCE_FORMATS, REWARD_SOURCES, STYLES, BadValue, Checked, Range, check_choices, check_device, check_filled, check_kinds, check_raters, check_ranges,
-                                  check_reward_sources, check_sampling, check_sources)
+from llm.settings_checks import (
+    AT_LEAST_1,
+    BELOW_1,
+    CONVERSATION_FORMATS,
+    DTYPE_CHOICES,
+    FRACTION,
+    LORA_TARGETS,
+    NON_NEGATIVE,
+    ON_ERROR,
+    POSITIVE,
+    PREFERENCE_FORMATS,
+    REWARD_SOURCES,
+    STYLES,
+    BadValue,
+    Checked,
+    Range,
+    check_choices,
+    check_device,
+    check_filled,
+    check_kinds,
+    check_ranges,
+    check_raters,
+    check_reward_sources,
+    check_sampling,
+    check_sources,
+)
 from llm.tokenizer import MIN_VOCAB_SIZE, SPECIAL_TOKENS
 
 PREFER_STYLES = ("", *STYLES)  # "": the rater ranks by correctness only
@@ -56,7 +79,8 @@ class ModelConfig(Checked):
         if self.n_embd % self.n_head:
             raise BadValue("n_embd", f"must be divisible by model.n_head ({self.n_head})", self.n_embd)
         if self.position == "rope" and (self.n_embd // self.n_head) % 2:
-            raise BadValue("n_embd", f"must be a multiple of 2 * model.n_head ({2 * self.n_head}): rotary positions need an even head size", self.n_embd)
+            raise BadValue("n_embd", f"must be a multiple of 2 * model.n_head ({2 * self.n_head}): rotary positions need an even head size",
+                           self.n_embd)
 
 
 @dataclass
@@ -68,7 +92,8 @@ class TokenizerConfig(Checked):
 
     def check(self) -> None:
         if not self.vocab_size >= MIN_VOCAB_SIZE:
-            raise BadValue("vocab_size", f"must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)", self.vocab_size)
+            raise BadValue("vocab_size", f"must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens)",
+                           self.vocab_size)
         check_ranges(self, {"min_frequency": NON_NEGATIVE})
 
 
@@ -116,7 +141,8 @@ class OptimConfig(Checked):
     def check(self) -> None:
         # torch's AdamW takes betas in [0, 1); a negative grad_clip would silently mean no clipping
         check_ranges(self, {"lr": POSITIVE, "min_lr_ratio": FRACTION, "warmup_steps": NON_NEGATIVE, "decay_fraction": Range(0, 1, "(]"),
-                            "weight_decay": NON_NEGATIVE, "beta1": BELOW_1, "beta2": BELOW_1, "eps": NON_NEGATIVE, "grad_clip": NON_NEGATIVE})
+                            "weight_decay": NON_NEGATIVE, "beta1": BELOW_1, "beta2": BELOW_1,
+                            "eps": NON_NEGATIVE, "grad_clip": NON_NEGATIVE})
         check_choices(self, {"schedule": ("cosine", "wsd", "constant"), "name": ("adamw", "muon")})
         check_ranges(self, {"muon_lr": POSITIVE, "muon_momentum": BELOW_1, "muon_weight_decay": NON_NEGATIVE})
         if self.fused not in ("auto", True, False):
@@ -348,7 +374,8 @@ class SFTConfig(FineTuningConfig):
     init_from: str = ""  # a pre-training run folder or checkpoint; its model config and tokenizer are used
 
     def missing_input(self) -> str:
-        return "" if self.init_from else "key 'init_from' is required: the pre-training run to fine-tune (e.g. init_from=runs/pretrain-tiny)"
+        return "" if self.init_from else ("key 'init_from' is required: the pre-training run to fine-tune "
+                                          "(e.g. init_from=runs/pretrain-tiny)")
     data: ChatDataConfig = field(default_factory=ChatDataConfig)
     eval: TaskEvalConfig = field(default_factory=TaskEvalConfig)
 
@@ -399,7 +426,8 @@ class RewardConfig(FineTuningConfig):
     center_coef: float = 0.01  # penalty on (r_chosen + r_rejected)^2 that keeps rewards centred on zero
 
     def missing_input(self) -> str:
-        return "" if self.init_from else "key 'init_from' is required: the SFT run the reward model starts from (e.g. init_from=runs/sft-tiny)"
+        return "" if self.init_from else ("key 'init_from' is required: the SFT run the reward model starts from "
+                                          "(e.g. init_from=runs/sft-tiny)")
 
     def check(self) -> None:
         super().check()
@@ -497,7 +525,8 @@ class PPOSettings(Checked):
                             **dict.fromkeys(("target_kl", "clip_ratio", "clip_value", "max_kl"), POSITIVE),
                             "gamma": FRACTION, "lam": FRACTION, "max_ratio": Range(1, ends="(]")})
         if self.advantage != "gae" and self.samples_per_prompt < 2:
-            raise BadValue("samples_per_prompt", f"must be 2 or more with ppo.advantage={self.advantage}, which compares replies to the same prompt",
+            raise BadValue("samples_per_prompt", f"must be 2 or more with ppo.advantage={self.advantage}, "
+                                                 "which compares replies to the same prompt",
                            self.samples_per_prompt)
 
     def reward_model_use(self) -> str:
@@ -589,7 +618,8 @@ class PipelineSettings(Checked):
             raise BadValue("stages", f"has an unknown stage {unknown[0]!r} (choose from {', '.join(stage_table.NAMES)})", self.stages)
         for stage in self.stages:
             if not getattr(self, stage).config:
-                raise BadValue(f"{stage}.config", f"must name the stage's YAML (e.g. configs/{stage}/tiny.yaml) while stages lists {stage}", "")
+                raise BadValue(f"{stage}.config", f"must name the stage's YAML (e.g. configs/{stage}/tiny.yaml) "
+                                                  f"while stages lists {stage}", "")
 
 
 def stage_ref(name: str) -> Any:
@@ -630,7 +660,8 @@ def load_stage_config(stage: str, path: str | Path | None, overrides: list[str] 
     raw, source = raw_settings(path, overrides)
     for key, value in spec.preset:
         if get_dotted(raw, key) not in (None, value):
-            raise ConfigError(f"{source}: key '{key}' is {value} in llm {stage} (llm {spec.module} takes any); got {get_dotted(raw, key)!r}")
+            raise ConfigError(f"{source}: key '{key}' is {value} in llm {stage} (llm {spec.module} takes any); "
+                              f"got {get_dotted(raw, key)!r}")
         set_dotted(raw, key, value)
     cfg = build(STAGE_SCHEMAS[stage], raw, source)
     if missing := cfg.missing_input():

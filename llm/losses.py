@@ -62,7 +62,8 @@ def reward_model_losses(chosen: torch.Tensor, rejected: torch.Tensor, margin: fl
     return losses, {"accuracy": ((diff > 0).float() * weights).sum(), "margin": (diff * weights).sum()}
 
 
-def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor, beta: float, loss: str, smoothing: float) -> torch.Tensor:
+def dpo_losses(policy: torch.Tensor, reference: torch.Tensor, lengths: torch.Tensor,
+               beta: float, loss: str, smoothing: float) -> torch.Tensor:
     """Per-pair DPO losses from summed reply log-probs; the tensors hold the chosen rows, then the rejected.
 
     sigmoid: -(1 - e) log sigmoid(h) - e log sigmoid(-h), h = beta * (chosen log-ratio - rejected log-ratio)

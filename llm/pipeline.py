@@ -77,7 +77,8 @@ class PipelineRun:
         self.record = {
             "name": cfg.name, "command": command, "config": config_path, "device": device_text(),
             "torch": torch.__version__, "started": now(), "finished": None, "report_prompts": cfg.report_prompts,
-            "stages": [{"stage": s.stage, "run_dir": str(s.run_dir), "status": "pending", "fingerprint": s.fingerprint} for s in self.steps],
+            "stages": [{"stage": s.stage, "run_dir": str(s.run_dir), "status": "pending", "fingerprint": s.fingerprint}
+                       for s in self.steps],
         }
 
     def run(self, start_from: str | None = None) -> str:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from llm.data.tasks import Task, is_correct
+from llm.distributed import DistInfo, cat_across, max_across
 from llm.generate import SamplingParams, SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, sequence_rewards
-from llm.distributed import DistInfo, cat_across, max_across
 
 
 def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:
@@ -231,7 +231,8 @@ def assign_group_advantages(batch: RolloutBatch, kl_coef: float, group: int, whi
     nat, where dividing it too would blow a tied group's small KL differences up to full-size advantages.
     """
     if group < 2 or batch.scores.shape[0] % group:
-        raise ValueError(f"{estimator} needs groups of 2 or more replies per prompt; got {batch.scores.shape[0]} replies in groups of {group}")
+        raise ValueError(f"{estimator} needs groups of 2 or more replies per prompt; "
+                         f"got {batch.scores.shape[0]} replies in groups of {group}")
     kl = batch.kl.sum(dim=1)
     returns = batch.scores - kl_coef * kl
     if estimator == "rloo":

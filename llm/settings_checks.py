@@ -7,13 +7,13 @@ loader turns into one line naming the file and the full dotted key.
 from __future__ import annotations
 
 import argparse
-
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from llm.errors import ConfigError
+
 
 class BadValue(ConfigError):
     """A value its key does not allow; `build` re-raises it naming the file and the full dotted key."""

@@ -68,7 +68,7 @@ class Tokenizer:
         return self.backend.to_str()
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise DataError(f"{path}: tokenizer file not found")
@@ -82,7 +82,8 @@ class Tokenizer:
 def train(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:
     """Train a byte-level BPE: every byte is in the base alphabet, so no text is ever out of vocabulary."""
     if vocab_size < MIN_VOCAB_SIZE:
-        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens); got {vocab_size}")
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB_SIZE} (256 byte tokens + {len(SPECIAL_TOKENS)} special tokens); "
+                         f"got {vocab_size}")
     backend = HFTokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()

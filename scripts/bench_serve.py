@@ -158,8 +158,8 @@ def loaded_phase(client: openai.OpenAI, model: str, url: str, args: argparse.Nam
             firsts.append(page_first_token(url, args.max_tokens))
     for t in threads:
         t.join()
-    return {"streams": args.streams, "max_tokens": args.loaded_max_tokens, "wall_s": time.perf_counter() - start, "answer_s": percentiles(answers),
-            "chat_page_ttft_s": percentiles(firsts) if firsts else None,
+    return {"streams": args.streams, "max_tokens": args.loaded_max_tokens, "wall_s": time.perf_counter() - start,
+            "answer_s": percentiles(answers), "chat_page_ttft_s": percentiles(firsts) if firsts else None,
             "stream_ttft_s": percentiles([r["ttft_s"] for r in results])}
 
 

@@ -1,4 +1,5 @@
-"""PPO against a reward model: python scripts/ppo.py --config configs/ppo/tiny.yaml policy=runs/sft-tiny reward_model=runs/reward-tiny [--resume]"""
+"""PPO against a reward model:
+python scripts/ppo.py --config configs/ppo/tiny.yaml policy=runs/sft-tiny reward_model=runs/reward-tiny [--resume]"""
 
 from llm.cli import run_stage_script
 

@@ -1,4 +1,5 @@
-"""Train a reward model on preference pairs: python scripts/reward.py --config configs/reward/tiny.yaml init_from=runs/sft-tiny [--resume]"""
+"""Train a reward model on preference pairs:
+python scripts/reward.py --config configs/reward/tiny.yaml init_from=runs/sft-tiny [--resume]"""
 
 from llm.cli import run_stage_script
 

@@ -122,7 +122,8 @@ def reward_overrides(init_from: Path, out_dir: Path, name: str = "reward") -> li
 def ppo_overrides(policy: Path, reward: Path, out_dir: Path, name: str = "ppo") -> list[str]:
     return [
         f"policy={policy}", f"reward_model={reward}", f"out_dir={out_dir}", f"name={name}",
-        "ppo.builtin_prompts=200", "ppo.edge_candidates=0", "eval.pass_k=0", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
+        "ppo.builtin_prompts=200", "ppo.edge_candidates=0", "eval.pass_k=0",
+        "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
         "ppo.epochs=2", "ppo.max_new_tokens=8", "optim.lr=1e-4", "optim.warmup_steps=0", "optim.schedule=constant", "train.max_steps=12",
         "train.max_time_s=0", "train.dtype=float32", "train.eval_every=6", "train.log_every=1", "train.progress=false",
         "checkpoint.save_every=6", "eval.n_prompts=10", "eval.unseen=5", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",

@@ -5,8 +5,7 @@ import json
 import pytest
 
 from benchmarks import measure as bench
-from benchmarks import profile
-from benchmarks import suite
+from benchmarks import profile, suite
 
 MICRO = dict(vocab_size=64, block_size=16, n_layer=1, n_head=2, n_embd=32)
 

@@ -23,7 +23,8 @@ def test_runs_are_labelled_by_the_config_keys_that_differ(tmp_path):
     assert cmp.label_runs(runs) == ["train.seed=0", "train.seed=1", "train.seed=2"]
     two = [cmp.read_run(make_run(tmp_path / "a", ["train.seed=0", "data.builtin_kinds=[repeat]"])),
            cmp.read_run(make_run(tmp_path / "b", ["train.seed=1"]))]
-    assert cmp.label_runs(two) == ['train.seed=0 data.builtin_kinds=["repeat"]', "train.seed=1 data.builtin_kinds=[]"]  # in the config's order
+    assert cmp.label_runs(two) == ['train.seed=0 data.builtin_kinds=["repeat"]',
+                                   "train.seed=1 data.builtin_kinds=[]"]  # in the config's order
     older = make_run(tmp_path / "older", ["train.seed=5"])  # saved before the log section existed: it ran with its defaults
     (older / "config.yaml").write_text(re.sub(r"\nlog:\n(  .*\n)+", "\n", (older / "config.yaml").read_text()))
     assert "tensorboard" not in (older / "config.yaml").read_text()
@@ -83,12 +84,14 @@ def test_compare_script_writes_the_png_and_the_table_and_a_bad_name_is_one_line(
     folders = [str(make_run(tmp_path / f"s{n}", [f"train.seed={n}"], evals=[(0, {"val_loss": 0.7, "val_accuracy": 0.5 + n / 10})]))
                for n in range(2)]
     out = tmp_path / "chart.png"
-    done = subprocess.run([PYTHON, "scripts/compare.py", *folders, "--out", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = subprocess.run([PYTHON, "scripts/compare.py", *folders, "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert done.stdout.splitlines()[1:3] == ["train.seed=0  0.7 @0          0.7 @0               0.5 @0              0.5 @0",
                                              "train.seed=1  0.7 @0          0.7 @0               0.6 @0              0.6 @0"]
-    bad = subprocess.run([PYTHON, "scripts/compare.py", *folders, "--metrics", "val_acc"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run([PYTHON, "scripts/compare.py", *folders, "--metrics", "val_acc"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr == "error: --metrics: no run logs 'val_acc' (did you mean 'val_accuracy'?)\n"
     with pytest.raises(LLMError, match=f"^{tmp_path}: no config.yaml \\(not a run folder\\?\\)$"):
         cmp.read_run(tmp_path)

@@ -4,8 +4,20 @@ from pathlib import Path
 
 import pytest
 
-from llm.config import (STAGE_SCHEMAS, DPOConfig, ModelConfig, PipelineConfig, PPOConfig, PretrainConfig, RewardConfig,
-                        SamplingConfig, SFTConfig, SourceConfig, load_config, parse_override)
+from llm.config import (
+    STAGE_SCHEMAS,
+    DPOConfig,
+    ModelConfig,
+    PipelineConfig,
+    PPOConfig,
+    PretrainConfig,
+    RewardConfig,
+    SamplingConfig,
+    SFTConfig,
+    SourceConfig,
+    load_config,
+    parse_override,
+)
 from llm.errors import ConfigError
 
 SHIPPED_CONFIGS = sorted(Path(__file__).resolve().parents[1].glob("configs/*/*.yaml"))
@@ -239,7 +251,8 @@ def test_a_dataclass_built_on_its_own_names_its_section():
 EDGE_VALUES = [
     (PretrainConfig, ["sampling.temperature=0", "sampling.top_k=0", "sampling.top_p=1", "sampling.top_p=1e-6"]),
     (PretrainConfig, ["optim.min_lr_ratio=0", "optim.grad_clip=0", "optim.warmup_steps=0", "optim.fused=true", "optim.decay_fraction=1"]),
-    (PretrainConfig, ["optim.min_lr_ratio=1", "optim.beta1=0", "model.dropout=0", "model.vocab_size=0", "model.position=learned", "model.n_embd=36"]),
+    (PretrainConfig, ["optim.min_lr_ratio=1", "optim.beta1=0", "model.dropout=0", "model.vocab_size=0",
+                      "model.position=learned", "model.n_embd=36"]),
     (PretrainConfig, ["train.max_steps=0", "train.eval_every=0", "train.log_every=0", "train.max_time_s=0", "checkpoint.save_every=0"]),
     (PretrainConfig, ["tokenizer.vocab_size=263", "model.vocab_size=263", "train.device=cuda:1", "train.early_stop_mode=max"]),
     (PretrainConfig, ["tokenizer.vocab_size=4096", "model.vocab_size=300"]),  # a small corpus trains fewer than asked
@@ -266,8 +279,8 @@ def test_edge_values_the_code_supports_still_load(schema, overrides):
 
 def test_choices_spelled_out_in_config_match_their_modules():
     # settings_checks.py spells them out so that loading a config needs no torch
-    from llm.settings_checks import DTYPE_CHOICES
     from llm.device import DTYPES
+    from llm.settings_checks import DTYPE_CHOICES
 
     assert DTYPE_CHOICES == ("auto", *DTYPES)
 

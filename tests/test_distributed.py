@@ -28,8 +28,8 @@ def test_two_process_training_shares_steps_and_writes_once(pretrain_args, tmp_pa
 def test_more_ranks_than_gpus_is_one_clear_error(monkeypatch):
     import torch
 
-    from llm.errors import ConfigError
     from llm.distributed import init_distributed
+    from llm.errors import ConfigError
 
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")

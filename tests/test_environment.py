@@ -12,7 +12,8 @@ ENVIRONMENT_BOUND = re.compile(r"""\.venv/bin|["']torchrun["']|\[\s*["'](python3
 
 
 def test_no_test_names_an_environment_or_a_program_from_path():
-    found = [f"{path.relative_to(REPO)}:{n}: {line.strip()}" for path in sorted((REPO / "tests").rglob("*.py")) if path.name != "test_environment.py"
+    found = [f"{path.relative_to(REPO)}:{n}: {line.strip()}"
+             for path in sorted((REPO / "tests").rglob("*.py")) if path.name != "test_environment.py"
              for n, line in enumerate(path.read_text().splitlines(), start=1) if ENVIRONMENT_BOUND.search(line)]
     assert found == []
 

@@ -155,7 +155,8 @@ def test_static_cache_is_refilled_in_place_when_the_context_overflows():
             lengths.append(stepper.cache.length)
             assert int(stepper.cache.write_slot) == stepper.cache.length
     assert 8 in lengths and max(lengths) == 16  # refilled from the most recent half context (8 of 16)
-    assert [t.data_ptr() for t in (stepper.cache.keys, stepper.cache.key_valid, stepper.cache.next_position, stepper.cache.write_slot)] == buffers
+    assert [t.data_ptr() for t in (stepper.cache.keys, stepper.cache.key_valid,
+                                   stepper.cache.next_position, stepper.cache.write_slot)] == buffers
 
 
 def test_each_row_can_have_its_own_settings_and_generator():

@@ -33,7 +33,8 @@ def shared_tensors(a: torch.nn.Module, b: torch.nn.Module) -> set[str]:
     return {name for name, t in a.state_dict().items() if t.data_ptr() in ptrs}
 
 
-@pytest.mark.parametrize("extra", [[], ["ppo.critic_init=policy", "eval.reward_model={reward}"], ["ppo.advantage=rloo", "ppo.samples_per_prompt=2"]],
+@pytest.mark.parametrize("extra", [[], ["ppo.critic_init=policy", "eval.reward_model={reward}"],
+                                   ["ppo.advantage=rloo", "ppo.samples_per_prompt=2"]],
                          ids=["critic-from-reward", "critic-from-policy-and-judge", "rloo"])
 def test_ppo_build_reads_each_checkpoint_once(sft_run, reward_run, tmp_path, monkeypatch, extra):
     from llm.stages.ppo import build
@@ -56,8 +57,8 @@ def test_ppo_build_reads_each_checkpoint_once(sft_run, reward_run, tmp_path, mon
 
 def test_dpo_reads_init_from_once(sft_run, tmp_path, monkeypatch):
     import llm.stages.dpo as dpo
-    from llm.stages.launch import run_stage
     from llm.config import DPOConfig
+    from llm.stages.launch import run_stage
 
     class Built(Exception):
         """Raised where the pairs load: the policy and the reference are built by then."""
@@ -66,7 +67,8 @@ def test_dpo_reads_init_from_once(sft_run, tmp_path, monkeypatch):
         raise Built
 
     monkeypatch.setattr(dpo, "load_pair_data", stop)
-    cfg = load_config(DPOConfig, None, [f"init_from={sft_run}", f"out_dir={tmp_path}", "name=dpo", "train.dtype=float32", "train.progress=false"])
+    cfg = load_config(DPOConfig, None, [f"init_from={sft_run}", f"out_dir={tmp_path}", "name=dpo",
+                                        "train.dtype=float32", "train.progress=false"])
     reads, hashes = count_reads(monkeypatch)
     with pytest.raises(Built):
         run_stage("dpo", cfg)

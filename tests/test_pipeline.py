@@ -20,16 +20,18 @@ def pipeline_yaml(tmp_path, corpus_file, cache_dir, name="p", **extra_overrides)
                      "train.eval_every=15", "train.eval_batches=2", "train.max_time_s=0", "train.batch_size=8",
                      "checkpoint.save_every=10", "sampling.max_new_tokens=4", "train.progress=false", "train.log_every=1"],
         "sft": ["data.builtin_train=300", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=30",
-                "train.eval_every=15", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=5", "eval.n_tasks=10", "eval.unseen=5",
+                "train.eval_every=15", "train.max_time_s=0", "train.batch_size=8",
+                "checkpoint.save_every=5", "eval.n_tasks=10", "eval.unseen=5",
                 "eval.max_new_tokens=6", "eval.prompts=[hi]", "train.progress=false", "train.log_every=1", "train.dtype=float32"],
         "reward": ["data.builtin_train=200", "data.builtin_val=20", "data.builtin_kinds=[first_word, last_word]", "train.max_steps=16",
                    "data.sampled_train=8", "data.sampled_val=4",
                    "train.eval_every=8", "train.max_time_s=0", "train.batch_size=8", "checkpoint.save_every=8",
                    "train.progress=false", "train.log_every=1", "train.dtype=float32"],
-        "ppo": ["ppo.builtin_prompts=100", "ppo.edge_candidates=0", "eval.pass_k=0", "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
+        "ppo": ["ppo.builtin_prompts=100", "ppo.edge_candidates=0", "eval.pass_k=0",
+                "ppo.builtin_kinds=[first_word, last_word]", "ppo.rollout_batch=8", "ppo.minibatch=4",
                 "ppo.epochs=1", "ppo.max_new_tokens=6", "train.max_steps=6", "train.eval_every=3", "train.max_time_s=0",
-                "checkpoint.save_every=3", "eval.n_prompts=8", "eval.unseen=4", "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=6",
-                "train.progress=false", "train.log_every=1", "train.dtype=float32"],
+                "checkpoint.save_every=3", "eval.n_prompts=8", "eval.unseen=4", "eval.kinds=[first_word, last_word]",
+                "eval.max_new_tokens=6", "train.progress=false", "train.log_every=1", "train.dtype=float32"],
     }
     for stage, extra in extra_overrides.items():
         stage_overrides[stage] = stage_overrides[stage] + extra
@@ -139,4 +141,5 @@ def test_time_estimate_scales_later_stages_by_this_machines_speed(capsys):
     estimate("sft", 10, 100, 10.0)  # 1 s a step: 90 s left, 110 s for the stage = 1.1x its reference
     estimate("sft", 20, 100, 20.0)  # said once a stage
     out = capsys.readouterr().out.strip().splitlines()
-    assert out == ["[pipeline] estimate on this machine: sft about 1m30s more; the whole pipeline about 7m00s more (1.1x the reference machine's time)"]
+    assert out == ["[pipeline] estimate on this machine: sft about 1m30s more; "
+                   "the whole pipeline about 7m00s more (1.1x the reference machine's time)"]

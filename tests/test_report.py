@@ -93,7 +93,8 @@ def fake_run(root: Path, ppo_fixed: int = 15, ppo_broken: int = 4, items: bool =
     if items:
         write_items(run / "sft", set(), SFT_RIGHT)
         write_items(run / "ppo", SFT_RIGHT, ppo_right)  # PPO's step 0 is the SFT model it started from
-    stages = [{"stage": s, "run_dir": f"runs/tiny/{s}", "status": "done", "fingerprint": "f", "elapsed_s": 3.0} for s in ("pretrain", "sft", "ppo")]
+    stages = [{"stage": s, "run_dir": f"runs/tiny/{s}", "status": "done", "fingerprint": "f", "elapsed_s": 3.0}
+              for s in ("pretrain", "sft", "ppo")]
     stages.insert(2, {"stage": "reward", "run_dir": "runs/tiny/reward", "status": "running", "fingerprint": "f"})
     stages.append({"stage": "dpo", "run_dir": "runs/tiny/dpo", "status": "pending", "fingerprint": "f"})
     pipeline = {"name": "tiny", "command": "python scripts/pipeline.py --config configs/pipeline/tiny.yaml", "config": "x.yaml",
@@ -102,8 +103,10 @@ def fake_run(root: Path, ppo_fixed: int = 15, ppo_broken: int = 4, items: bool =
     (run / "pipeline.json").write_text(json.dumps(pipeline))
     answers = {"prompts": pipeline["report_prompts"], "max_new_tokens": 32, "models": {
         "base": {"stage": "pretrain", "checkpoint": "step_0000020", "replies": [{"text": "The the the", "finished": False}] * 2},
-        "SFT": {"stage": "sft", "checkpoint": "step_0000020", "replies": [{"text": "hi hi", "finished": True}, {"text": "a language", "finished": True}]},
-        "PPO": {"stage": "ppo", "checkpoint": "step_0000020", "replies": [{"text": "hi hi", "finished": True}, {"text": "Python", "finished": True}]},
+        "SFT": {"stage": "sft", "checkpoint": "step_0000020", "replies": [{"text": "hi hi", "finished": True},
+                                                                          {"text": "a language", "finished": True}]},
+        "PPO": {"stage": "ppo", "checkpoint": "step_0000020", "replies": [{"text": "hi hi", "finished": True},
+                                                                          {"text": "Python", "finished": True}]},
     }}
     (run / "answers.json").write_text(json.dumps(answers))
     return run
@@ -198,7 +201,8 @@ def test_headline_compares_ppo_and_dpo_each_with_sft(tmp_path):
     # DPO's own step 0 (its SFT start, 10 prompts) is paired: 5 right before, 4 after, fixed 0, broken 1
     dpo_items = {"step0": {"step": 0, "items": {str(i): i < 5 for i in range(10)}},
                  "latest": {"step": 20, "items": {str(i): i < 4 for i in range(10)}}}
-    stages = {"sft": judged(tmp_path, "sft", 0.0, 0.5), "ppo": judged(tmp_path, "ppo", 0.5, 0.6), "dpo": judged(tmp_path, "dpo", 0.5, 0.4, dpo_items)}
+    stages = {"sft": judged(tmp_path, "sft", 0.0, 0.5), "ppo": judged(tmp_path, "ppo", 0.5, 0.6),
+              "dpo": judged(tmp_path, "dpo", 0.5, 0.4, dpo_items)}
     md = to_markdown(headline(tmp_path, stages))
     assert "base 0.0% < SFT 50.0% < PPO 60.0%" in md and "SFT 50.0% > DPO 40.0% (not significant)" in md
     assert ("**DPO is not significantly different from SFT** "

@@ -11,8 +11,22 @@ from llm.generate import SamplingParams
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel
-from llm.rollouts import (RolloutBatch, assign_advantages, assign_group_advantages, checker_rewards, collect, gae, group_normalised_advantages,
-                          group_stats, kl_per_token, leave_one_out_advantages, score, source_rewards, weighted_score, whiten)
+from llm.rollouts import (
+    RolloutBatch,
+    assign_advantages,
+    assign_group_advantages,
+    checker_rewards,
+    collect,
+    gae,
+    group_normalised_advantages,
+    group_stats,
+    kl_per_token,
+    leave_one_out_advantages,
+    score,
+    source_rewards,
+    weighted_score,
+    whiten,
+)
 
 
 def test_gae_matches_a_hand_computed_example():

@@ -1,7 +1,15 @@
 import pytest
 
-from llm.tokenizer import (MIN_VOCAB_SIZE, SPECIAL_TOKENS, Tokenizer, bytes_per_token, render_conversation, render_prompt,
-                           render_turns, train)
+from llm.tokenizer import (
+    MIN_VOCAB_SIZE,
+    SPECIAL_TOKENS,
+    Tokenizer,
+    bytes_per_token,
+    render_conversation,
+    render_prompt,
+    render_turns,
+    train,
+)
 
 
 def test_round_trip_and_special_tokens(tokenizer, tmp_path):
@@ -13,7 +21,8 @@ def test_round_trip_and_special_tokens(tokenizer, tmp_path):
     again = Tokenizer.load(path)
     assert again.encode(text) == tokenizer.encode(text)
     assert again.vocab_size == tokenizer.vocab_size
-    assert (again.bos_id, again.eos_id, again.end_id, again.pad_id) == (tokenizer.bos_id, tokenizer.eos_id, tokenizer.end_id, tokenizer.pad_id)
+    assert (again.bos_id, again.eos_id, again.end_id, again.pad_id) == (tokenizer.bos_id, tokenizer.eos_id,
+                                                                        tokenizer.end_id, tokenizer.pad_id)
 
 
 def test_compresses_english(tokenizer, corpus_file):

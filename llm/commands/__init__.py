@@ -8,7 +8,8 @@ import importlib
 import sys
 
 from llm import stage_table
-from llm.cli import EXIT_ERROR, INTERRUPTED, main as guarded, run_stage_script
+from llm.cli import EXIT_ERROR, INTERRUPTED, run_stage_script
+from llm.cli import main as guarded
 
 # the tools, each a module here with entry() -> exit status
 TOOLS = {
@@ -28,7 +29,8 @@ def usage() -> str:
     width = max(map(len, [*stage_table.NAMES, *TOOLS]))
     stages = [f"  {s.name:<{width}}  {s.summary}" for s in stage_table.STAGES]
     tools = [f"  {name:<{width}}  {text}" for name, text in TOOLS.items()]
-    return "\n".join(["usage: llm <command> [options]   (llm <command> --help for its options)", "", "stages (--config configs/<stage>/...):",
+    return "\n".join(["usage: llm <command> [options]   (llm <command> --help for its options)",
+                      "", "stages (--config configs/<stage>/...):",
                       *stages, "", "tools:", *tools])
 
 

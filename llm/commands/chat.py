@@ -8,7 +8,6 @@ import sys
 
 from llm.settings_checks import model_flags
 
-
 INTERRUPTED = "stopped"  # what Ctrl-C says: a chat has no checkpoint to keep
 
 
@@ -36,8 +35,8 @@ def command(session, line: str) -> bool:
 
 def set_temperature(session, text: str) -> None:
     """A bad value is said and ignored: the conversation goes on at the old temperature."""
-    from llm.settings_checks import check_sampling
     from llm.errors import ConfigError
+    from llm.settings_checks import check_sampling
 
     try:
         temperature = float(text)

@@ -15,7 +15,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Export a run or checkpoint folder as a transformers model folder.")
     parser.add_argument("--checkpoint", required=True, help="a run folder (uses its best checkpoint) or a checkpoint folder")
     parser.add_argument("--out", required=True, help="a new folder to write the transformers model into")
-    parser.add_argument("--merge", action="store_true", help="fold a LoRA run's adapters into the weights (else they go to OUT/adapter in PEFT's format)")
+    parser.add_argument("--merge", action="store_true",
+                        help="fold a LoRA run's adapters into the weights (else they go to OUT/adapter in PEFT's format)")
     return parser.parse_args()
 
 

@@ -121,6 +121,7 @@ def entry() -> int:
                          raters_per_prompt=args.raters_per_prompt)
         print(f"\n{args.rank}: {added} rankings added by rater {args.rater}; {len(store.in_force())} in the file")
         return 0
-    session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler, args.target, args.checkpoint, opened.sampling, args.seed,
+    session = RankingSession(store, prompt_items(args, opened.loaded), opened.sampler,
+                             args.target, args.checkpoint, opened.sampling, args.seed,
                              args.name, raters_per_prompt=args.raters_per_prompt)
     return rank_by_hand(session)

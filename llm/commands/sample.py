@@ -53,7 +53,8 @@ def entry() -> int:
     device = pick_device(args.device)
     loaded = load_gpt(args.checkpoint, device)
     tok = loaded.tokenizer
-    print(f"# {loaded.folder} ({loaded.checkpoint.meta.get('stage', '?')}, step {loaded.checkpoint.meta.get('step', '?')})", file=sys.stderr)
+    print(f"# {loaded.folder} ({loaded.checkpoint.meta.get('stage', '?')}, step {loaded.checkpoint.meta.get('step', '?')})",
+          file=sys.stderr)
     if args.chat:
         prompts = [chat_prompt_ids(tok, t) for t in texts]
         params = chat_sampling(tok, args.max_new_tokens, args.temperature, args.top_k, args.top_p)

@@ -10,14 +10,14 @@ agreement); --raters-only prints just that, without a checkpoint.
 import argparse
 
 
-
 def entry() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="a reward run folder or checkpoint")
     parser.add_argument("--prompt")
     parser.add_argument("--response", action="append", help="a reply to score; repeat for several")
     parser.add_argument("--rankings", help="a rankings file to measure agreement with, instead of --prompt/--response")
-    parser.add_argument("--raters-only", action="store_true", help="with --rankings: only the raters' agreement with each other; no checkpoint")
+    parser.add_argument("--raters-only", action="store_true",
+                        help="with --rankings: only the raters' agreement with each other; no checkpoint")
     parser.add_argument("--against", help="with --rankings: a second reward model, compared pair by pair (sign test)")
     parser.add_argument("--unfinished", action="store_true", help="score the replies as cut off (no end-of-turn token)")
     parser.add_argument("--device", default="auto")

@@ -26,7 +26,6 @@ from pathlib import Path
 
 from llm.feedback.options import add_ranking_flags, check_ranking_flags
 
-
 INTERRUPTED = "stopped"  # what Ctrl-C says
 
 
@@ -127,7 +126,6 @@ def entry() -> int:
     import uvicorn
 
     from llm.feedback.guard import TimedH11Protocol
-
     from llm.feedback.web import model_id
 
     say_addresses(address(sock), bool(args.rank), tokens, model_id(args.checkpoint))

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from llm.config import PreferenceDataConfig
-from llm.data.batching import pad_right
 from llm.data import sources
+from llm.data.batching import pad_right
 from llm.data.preferences import PreferencePair
 from llm.data.sources import Sampler
 from llm.errors import DataError

@@ -14,7 +14,6 @@ from llm.errors import DataError
 from llm.settings_checks import PREFERENCE_FORMATS
 
 
-
 @dataclass
 class PreferencePair:
     prompt: list[dict]        # the conversation up to (not including) the final assistant reply

@@ -68,7 +68,7 @@ class Ranking:
                 "checkpoint": self.checkpoint, "sampling": self.sampling, "time": self.time}
 
     @classmethod
-    def from_json(cls, record: dict) -> "Ranking":
+    def from_json(cls, record: dict) -> Ranking:
         replies = [Reply(str(r["text"]), bool(r.get("finished", True))) for r in record["replies"]]
         return cls(record["prompt"], replies, [list(map(int, g)) for g in record.get("ranking", [])],
                    record.get("status", "ranked"), record.get("rater", ""), record.get("checkpoint", ""),

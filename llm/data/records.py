@@ -12,7 +12,8 @@ import io
 import json
 import os
 import random
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from llm.errors import ConfigError, DataError
 from llm.run_files import BadLine, jsonl_lines

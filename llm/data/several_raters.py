@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from llm.data.preferences import PreferencePair
-from llm.errors import ConfigError
-from llm.data.rankings import Ranking, ranking_pairs
 from llm.chat import Reply
+from llm.data.preferences import PreferencePair
+from llm.data.rankings import Ranking, ranking_pairs
+from llm.errors import ConfigError
 from llm.settings_checks import RATER_CHOICES
 
 ALL, MAJORITY = RATER_CHOICES

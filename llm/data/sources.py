@@ -17,11 +17,11 @@ from llm.data.builtin_tasks import UNSEEN_AXES, builtin_pairs, builtin_tasks, he
 from llm.data.chat import task_conversation
 from llm.data.conversations import load_conversations
 from llm.data.preferences import PreferencePair, load_preferences
+from llm.data.rankings import in_validation, load_rankings
 from llm.data.records import split_train_val
+from llm.data.several_raters import pairs_by_prompt
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.data.rankings import in_validation, load_rankings
-from llm.data.several_raters import pairs_by_prompt
 
 Builtin = Callable[[], tuple[list, list]]  # (train, val) records of a built-in source
 ReadFile = Callable[[SourceConfig], tuple[list, object]]  # the records of a file source and its load statistics

@@ -12,15 +12,15 @@ tasks of n = k. Instances are drawn with replacement, so kinds with small spaces
 """
 
 import bisect
+import functools
 import hashlib
 import itertools
 import json
-import functools
 import random
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from llm.data import phrasings
 from llm.data.styles import parse_style

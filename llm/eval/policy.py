@@ -11,17 +11,17 @@ from collections.abc import Sequence
 
 import torch
 
+from llm.chat import Reply, chat_prompt_ids, chat_sampling, seeded
 from llm.config import PolicyEvalConfig
 from llm.data.tasks import Task
+from llm.distributed import DistInfo, my_block, sum_across
+from llm.eval.tasks import HeldOutSets, checked_samples, greedy_replies, item_verdicts, task_metrics
 from llm.generate import SharedDraws, sample_replies
 from llm.losses import token_logprobs
 from llm.model import GPT
 from llm.reward_model import RewardModel, score_sequences
-from llm.chat import Reply, chat_prompt_ids, chat_sampling, seeded
-from llm.eval.tasks import HeldOutSets, checked_samples, greedy_replies, item_verdicts, task_metrics
 from llm.rollouts import group_stats
 from llm.tokenizer import Tokenizer
-from llm.distributed import DistInfo, my_block, sum_across
 
 
 class PolicyEvaluator:
@@ -107,7 +107,8 @@ class PolicyEvaluator:
     def side_by_side(self, replies: Sequence[Reply]) -> list[dict]:
         out = []
         for i in range(min(self.cfg.n_samples, len(self.tasks))):
-            row = {"prompt": self.tasks[i].prompt, "answer": self.tasks[i].answer, "sft": self.sft_replies[i].text, "policy": replies[i].text}
+            row = {"prompt": self.tasks[i].prompt, "answer": self.tasks[i].answer,
+                   "sft": self.sft_replies[i].text, "policy": replies[i].text}
             out.append(row)
         return out
 

@@ -9,10 +9,10 @@ from itertools import combinations
 import torch
 
 from llm.data.pairs import PairExample, tokenize_pairs
-from llm.data.sampled_pairs import KIND as SAMPLE_KIND
-from llm.eval.stats import paired_comparison, wilson_interval
 from llm.data.rankings import Ranking, load_rankings, ranking_pairs
+from llm.data.sampled_pairs import KIND as SAMPLE_KIND
 from llm.data.several_raters import by_prompt, orders
+from llm.eval.stats import paired_comparison, wilson_interval
 from llm.reward_model import RewardModel, score_sequences
 from llm.tokenizer import Tokenizer
 

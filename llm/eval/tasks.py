@@ -10,16 +10,16 @@ from pathlib import Path
 
 import torch
 
+from llm.chat import Reply, generate_replies
 from llm.config import PreferenceDataConfig
 from llm.data import sampled_pairs
+from llm.data.builtin_tasks import UNSEEN_AXES, builtin_tasks, held_out_tasks, target_token_ids, tokens_seen
 from llm.data.sources import Sampler
 from llm.data.styles import STYLES, judge
-from llm.data.builtin_tasks import UNSEEN_AXES, builtin_tasks, held_out_tasks, target_token_ids, tokens_seen
 from llm.data.tasks import Task, exact_match, is_correct
-from llm.chat import Reply, generate_replies
+from llm.distributed import DistInfo, gather_lists, my_block
 from llm.model import GPT, weights_digest
 from llm.tokenizer import Tokenizer
-from llm.distributed import DistInfo, gather_lists, my_block
 
 
 def checked_samples(model: GPT, tok: Tokenizer, tasks: Sequence[Task], k: int, max_new_tokens: int, temperature: float,

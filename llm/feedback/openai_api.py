@@ -13,8 +13,9 @@ Replies go through the chat page's ChatBatcher, under its limits: the body limit
 the context (usage counts the prompt as fitted), the bounded queue (429), a reply that ends when its client
 hangs up. Sampling: temperature, top_p, top_k and ignore_eos (extensions, as vLLM names them), max_tokens
 or max_completion_tokens (default: the server's --max-new-tokens), n (up to MAX_CHOICES, decoded in one
-batch), stop, seed (each choice i draws from seed + i; without one, the server's next seeds). Fields a client commonly sends that this server has no
-use for are accepted at their neutral value and refused at any other; any other field is refused by name.
+batch), stop, seed (each choice i draws from seed + i; without one, the server's next seeds). Fields a client
+commonly sends that this server has no use for are accepted at their neutral value and refused at any other;
+any other field is refused by name.
 """
 
 from __future__ import annotations

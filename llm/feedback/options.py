@@ -13,7 +13,8 @@ def add_ranking_flags(parser: argparse.ArgumentParser) -> None:
     model_flags(parser, max_new_tokens=64, temperature=1.0, top_k=0, top_p=1.0, seed=0)
     parser.add_argument("--k", type=int, default=4, help="replies sampled per prompt")
     parser.add_argument("--prompts", default="builtin",
-                        help="builtin (the built-in tasks), builtin:val (their held-out split), or a .jsonl file of {'prompt': ...} or a text file")
+                        help="builtin (the built-in tasks), builtin:val (their held-out split), "
+                             "or a .jsonl file of {'prompt': ...} or a text file")
     parser.add_argument("--kinds", help="built-in task kinds to ask, comma-separated (default: those the checkpoint's SFT data used)")
     parser.add_argument("--target", type=int, default=50, help="rankings to reach (progress shown against it)")
     parser.add_argument("--raters-per-prompt", type=int, default=1,
@@ -46,8 +47,8 @@ class Opened:
 
 def open_model(args: argparse.Namespace) -> Opened:
     """The checkpoint's language model and a sampler of K replies; a reward model is refused."""
-    from llm.device import pick_device
     from llm.chat import chat_sampling
+    from llm.device import pick_device
     from llm.feedback.replies import FairLock, model_sampler
     from llm.load import load_gpt
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from llm.chat import Reply
 from llm.data.styles import STYLES, judge, rank_key
 from llm.data.tasks import Task
 from llm.errors import ConfigError
-from llm.chat import Reply
 
 RATERS = {"checker": "", **{style: style for style in STYLES}}  # name -> preferred style ("" = none)
 

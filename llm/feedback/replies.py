@@ -5,7 +5,6 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-
 from llm.chat import Reply, fit_prompt, seeded
 from llm.feedback.session import Sample
 from llm.generate import SamplingParams, generate

@@ -23,14 +23,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llm.chat import Reply
 from llm.data.builtin_tasks import builtin_tasks
+from llm.data.rankings import Key, Ranking, prompt_id, reply_json
 from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
-from llm.run_files import BadLine, jsonl_lines
-from llm.chat import Reply
-from llm.data.rankings import Key, Ranking, prompt_id, reply_json
 from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
+from llm.run_files import BadLine, jsonl_lines
 
 
 @dataclass

@@ -5,10 +5,10 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from llm.errors import ConfigError
-from llm.feedback.raters import check_rater, noisy, rate
 from llm.data.rankings import Ranking
+from llm.errors import ConfigError
 from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
+from llm.feedback.raters import check_rater, noisy, rate
 from llm.feedback.session import Item, Sample, replies_given
 
 

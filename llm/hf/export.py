@@ -22,11 +22,11 @@ import torch
 
 from llm.errors import ConfigError
 from llm.hf import require_transformers
+from llm.hf.adapters import to_peft, write_peft
 from llm.hf.configs import architecture_of, transformers_config
 from llm.hf.read import SCORE_BIAS
 from llm.hf.tokenizer import save_tokenizer
 from llm.hf.weights import to_transformers
-from llm.hf.adapters import to_peft, write_peft
 from llm.load import gpt_from, gpt_weights, read, reward_model_from, tokenizer_of
 from llm.lora import is_adapter
 from llm.model import GPT
@@ -106,7 +106,8 @@ def build(gpt: GPT, head: torch.nn.Linear | None, tok: Tokenizer):
     hf_model = getattr(transformers, CLASSES[architecture, head is not None])(config)
     tensors = to_transformers(gpt.state_dict(), architecture, cfg.n_layer)
     # GPT-2 always has biases; a model without them computes the same with zeros there
-    tensors.update({name: torch.zeros_like(t) for name, t in hf_model.state_dict().items() if name.endswith(".bias") and name not in tensors})
+    tensors.update({name: torch.zeros_like(t)
+                    for name, t in hf_model.state_dict().items() if name.endswith(".bias") and name not in tensors})
     if head is None:
         tensors["lm_head.weight"] = gpt.lm_head.weight.detach()  # the embedding itself when tied
         hf_model.generation_config = transformers.GenerationConfig(
@@ -132,5 +133,5 @@ def reward_head(head: torch.nn.Linear, tensors: dict[str, torch.Tensor], archite
         return weight, 0.0
     if bias:
         warnings.warn(f"LlamaForSequenceClassification's score has no bias: its scores are this model's less the head's bias "
-                      f"{bias:.6g}, kept in config.json as {SCORE_BIAS} to add back; rankings and differences are unchanged")
+                      f"{bias:.6g}, kept in config.json as {SCORE_BIAS} to add back; rankings and differences are unchanged", stacklevel=2)
     return weight, bias

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llm import stage_table
+from llm.errors import DataError, LLMError
 from llm.eval.stats import paired_comparison
 from llm.report import plots
 from llm.report.render import Code, Heading, Image, Table, Text, to_html, to_markdown
-from llm.errors import DataError, LLMError
 from llm.run_files import read_json, read_jsonl, write_json, write_text
 
 STAGES = stage_table.NAMES
@@ -521,9 +521,9 @@ def samples_section(stages: dict[str, Stage]) -> list:
 
 def generate_answers(run_dir: Path, stages: dict[str, Stage], prompts: list[str]) -> dict:
     """Greedy replies of each stage's best checkpoint to `prompts`, saved in answers.json for later rebuilds."""
+    from llm.chat import generate_replies
     from llm.device import pick_device
     from llm.load import load_gpt
-    from llm.chat import generate_replies
 
     device, models = pick_device("auto"), {}
     for label, name in ANSWER_MODELS:

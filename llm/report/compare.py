@@ -50,7 +50,8 @@ def read_run(folder: Path) -> Run:
     # a key added to the schema after the run was saved reads as its default, as load_config would read it:
     # a run from before optim.name existed trained with what is now optim.name=adamw
     defaults = flatten(to_dict(STAGE_SCHEMAS[stage]())) if stage else {}
-    lines = [{"kind": line.get("kind"), "step": line["step"], **scalars(line)} for line in read_jsonl(folder / "metrics.jsonl") if "step" in line]
+    lines = [{"kind": line.get("kind"), "step": line["step"], **scalars(line)}
+             for line in read_jsonl(folder / "metrics.jsonl") if "step" in line]
     return Run(folder, stage, {**defaults, **flatten(config)}, lines)
 
 
@@ -138,7 +139,8 @@ def check_metrics(runs: list[Run], metrics: list[str]) -> None:
     for metric in metrics:
         if metric not in logged:
             close = difflib.get_close_matches(metric, logged, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else f"; they log {', '.join(logged[:12])}{', ...' if len(logged) > 12 else ''}"
+            hint = (f" (did you mean '{close[0]}'?)" if close
+                    else f"; they log {', '.join(logged[:12])}{', ...' if len(logged) > 12 else ''}")
             raise LLMError(f"--metrics: no run logs '{metric}'{hint}")
 
 
@@ -149,7 +151,8 @@ def default_metrics(runs: list[Run]) -> list[str]:
 
 def table(runs: list[Run], metrics: list[str]) -> str:
     """Each run's final and best value of each metric, as aligned text columns."""
-    header = ["run"] + [f"{metric} {which}" for metric in metrics for which in ("final", "best (min)" if lower_is_better(metric) else "best (max)")]
+    header = ["run"] + [f"{metric} {which}" for metric in metrics
+                        for which in ("final", "best (min)" if lower_is_better(metric) else "best (max)")]
     rows = [header]
     for run in runs:
         row = [run.label]

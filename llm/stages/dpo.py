@@ -17,13 +17,13 @@ import torch
 
 from llm.config import DPOConfig
 from llm.data.batching import EpochBatches, fixed_batches
+from llm.data.builtin_tasks import builtin_tasks
 from llm.data.pairs import collate_pairs, load_pair_data
+from llm.eval.policy import PolicyEvaluator
+from llm.eval.tasks import rater_ranked_sampler
 from llm.load import frozen_reference, load_gpt, load_reward_model, read, with_adapters
 from llm.losses import dpo_losses, dpo_pair_stats, token_logprobs
 from llm.model import model_size
-from llm.eval.policy import PolicyEvaluator
-from llm.eval.tasks import rater_ranked_sampler
-from llm.data.builtin_tasks import builtin_tasks
 from llm.stages.launch import Built
 from llm.train.loop import LossOutput, Stage, to_device
 from llm.train.runtime import Runtime
@@ -108,7 +108,8 @@ def build(cfg: DPOConfig, runtime: Runtime) -> Built:
     reference = frozen_reference(policy.model, init, runtime.device)
     cfg = dataclasses.replace(cfg, model=policy.model.config)
     tok = policy.tokenizer
-    data = load_pair_data(cfg.data, tok, cfg.model.block_size, rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
+    data = load_pair_data(cfg.data, tok, cfg.model.block_size,
+                          rater_ranked_sampler(cfg.run_dir, cfg.data, reference, tok, runtime.precision, runtime.device))
     evaluator = None
     if cfg.eval.n_prompts:
         judge = load_reward_model(cfg.eval.reward_model, runtime.device)[0] if cfg.eval.reward_model else None
@@ -117,4 +118,5 @@ def build(cfg: DPOConfig, runtime: Runtime) -> Built:
                                         runtime.dist)
     stage = DPOStage(cfg, policy.model.train(), reference, data.train, data.val, tok.pad_id, evaluator, runtime)
     return Built(stage, cfg, tok.to_json(), data.log,
-                 [f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; beta {cfg.dpo.beta}, loss {cfg.dpo.loss}"])
+                 [f"[dpo] {len(data.train):,} training / {len(data.val):,} validation pairs from {cfg.init_from}; "
+                  f"beta {cfg.dpo.beta}, loss {cfg.dpo.loss}"])

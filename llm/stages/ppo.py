@@ -23,28 +23,35 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from llm.chat import chat_sampling, seeded
 from llm.config import PPOConfig, PPOSettings, StyleMix
 from llm.data import sources
+from llm.data.builtin_tasks import builtin_tasks
+from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
+from llm.data.tasks import Task
 from llm.device import Precision
+from llm.distributed import DistInfo, max_across, my_block
 from llm.errors import ConfigError, TrainingError
-from llm.chat import chat_sampling, seeded
+from llm.eval.policy import PolicyEvaluator
+from llm.eval.tasks import checked_samples
 from llm.generate import SharedDraws
 from llm.load import frozen_reference, gpt_from, read, reward_model_from, tokenizer_of, with_adapters
 from llm.losses import IGNORE, entropy, ppo_policy_loss, ppo_value_loss, token_logprobs, token_nll
 from llm.model import GPT, model_size
-from llm.eval.policy import PolicyEvaluator
-from llm.eval.tasks import checked_samples
 from llm.reward_model import RewardModel
 from llm.rollouts import (
-    RolloutBatch, assign_advantages, assign_group_advantages, collect, gather_rollouts, group_stats, score, source_rewards,
+    RolloutBatch,
+    assign_advantages,
+    assign_group_advantages,
+    collect,
+    gather_rollouts,
+    group_stats,
+    score,
+    source_rewards,
 )
-from llm.data.builtin_tasks import builtin_tasks
-from llm.data.chat import collate_chat, task_conversation, tokenize_conversations
-from llm.data.tasks import Task
+from llm.stages.launch import Built
 from llm.tokenizer import Tokenizer, render_prompt
 from llm.train.checkpoint import LoadedCheckpoint
-from llm.distributed import DistInfo, max_across, my_block
-from llm.stages.launch import Built
 from llm.train.loop import LossOutput, Stage
 from llm.train.runtime import Runtime
 
@@ -176,7 +183,8 @@ class RolloutSource:
         kl = float(rollouts.kl.sum(dim=1).mean())
         if not math.isfinite(kl) or kl > self.s.max_kl:
             raise TrainingError(f"PPO guardrail: KL to the reference is {kl:.3f} per reply at iteration {self.iteration}, "
-                                f"past ppo.max_kl={self.s.max_kl}; stopping, the last checkpoint is intact (lower optim.lr or raise ppo.kl_coef)")
+                                f"past ppo.max_kl={self.s.max_kl}; stopping, the last checkpoint is intact "
+                                "(lower optim.lr or raise ppo.kl_coef)")
 
     def state_dict(self) -> dict:
         return {"iteration": self.iteration, "position": self.position, "kl_coef": self.kl.coef, "buffer": self.buffer, "stats": self.stats}
@@ -302,7 +310,8 @@ class PPOStage(Stage):
         # overrates, which PPO is learning to produce: a reward-hacking alarm, not a numerical one
         raise TrainingError(f"PPO guardrail: probability ratio {worst:.3g} past ppo.max_ratio={self.s.max_ratio} at iteration "
                             f"{self.source.iteration}, minibatch {self.source.position} of {len(self.source.buffer)}: token {token!r} "
-                            f"went from probability {old_p:.3g} to {old_p * worst:.3g} (advantage {float(batch['advantages'][row, col]):.2f}); "
+                            f"went from probability {old_p:.3g} to {old_p * worst:.3g} "
+                            f"(advantage {float(batch['advantages'][row, col]):.2f}); "
                             f"stopping, the last checkpoint is intact (check what the reward model scores highly, or lower optim.lr)")
 
     def evaluate(self, model) -> dict:
@@ -424,7 +433,8 @@ def build(cfg: PPOConfig, runtime: Runtime) -> Built:
     with runtime.precision.autocast():
         evaluator = PolicyEvaluator(tok, tasks, reference, judge, cfg.eval, runtime.dist)
     return Built(PPOStage(cfg, model, source, evaluator), cfg, tok.to_json(), lines=[
-        f"[ppo] {len(source.prompts):,} prompts; {source.steps_per_iteration} optimizer steps per iteration of {source.rollouts_per_iteration} "
+        f"[ppo] {len(source.prompts):,} prompts; {source.steps_per_iteration} "
+        f"optimizer steps per iteration of {source.rollouts_per_iteration} "
         f"rollouts ({cfg.ppo.advantage}, reward {reward_formula(cfg.ppo)}); SFT exact match {evaluator.sft_metrics['exact_match']:.3f} "
         f"on {len(evaluator.tasks)} held-out tasks"])
 

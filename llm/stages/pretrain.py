@@ -8,17 +8,17 @@ import math
 import numpy as np
 import torch
 
+from llm.chat import seeded, text_sampling
 from llm.config import PretrainConfig
 from llm.data.corpus import PreparedCorpus, prepare_corpus
 from llm.data.windows import RandomWindows, eval_windows, window_batch
+from llm.distributed import main_process_first
 from llm.eval.copying import PASSAGE_TOKENS, copy_losses, passages
-from llm.chat import seeded, text_sampling
 from llm.generate import generate
 from llm.losses import token_nll
 from llm.model import GPT, model_size
 from llm.stages.launch import Built
 from llm.tokenizer import Tokenizer
-from llm.distributed import main_process_first
 from llm.train.loop import LossOutput, Stage, to_device
 from llm.train.runtime import Runtime
 

@@ -15,12 +15,12 @@ import torch
 from llm.config import RewardConfig
 from llm.data.batching import EpochBatches, fixed_batches
 from llm.data.pairs import PairData, collate_pairs, collate_units, load_pair_data, units
+from llm.eval.rankings import ranked_groups, top1_best
+from llm.eval.tasks import rater_ranked_sampler
+from llm.load import load_for_finetuning
 from llm.losses import bradley_terry, reward_model_losses
 from llm.model import model_size
 from llm.reward_model import RewardModel, sequence_rewards
-from llm.load import load_for_finetuning
-from llm.eval.rankings import ranked_groups, top1_best
-from llm.eval.tasks import rater_ranked_sampler
 from llm.stages.launch import Built
 from llm.train.loop import LossOutput, Stage, to_device
 from llm.train.runtime import Runtime
@@ -117,5 +117,6 @@ def dropped(log: dict) -> str:
     parts = []
     for split in ("train", "val"):
         stats = log[split]
-        parts.append(f"{split}: {stats['dropped_identical']} identical, {stats['dropped_empty']} empty, {stats['dropped_too_long']} too long")
+        parts.append(f"{split}: {stats['dropped_identical']} identical, {stats['dropped_empty']} empty, "
+                     f"{stats['dropped_too_long']} too long")
     return "; ".join(parts)

@@ -13,20 +13,20 @@ from dataclasses import dataclass
 
 import torch
 
+from llm.chat import generate_replies
 from llm.config import ChatDataConfig, SFTConfig
-from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
 from llm.data import sources
+from llm.data.batching import EpochBatches, bucketed_order, fixed_batches, padding_fraction
+from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import ChatExample, collate_chat, tokenize_conversations
 from llm.data.tasks import Task
 from llm.errors import ConfigError
+from llm.eval.tasks import HeldOutSets, evaluate_tasks, item_verdicts
 from llm.load import LoadedModel, load_for_finetuning
 from llm.losses import IGNORE, token_nll
 from llm.model import model_size
-from llm.data.builtin_tasks import builtin_tasks
-from llm.chat import generate_replies
-from llm.eval.tasks import HeldOutSets, evaluate_tasks, item_verdicts
-from llm.tokenizer import Tokenizer
 from llm.stages.launch import Built
+from llm.tokenizer import Tokenizer
 from llm.train.loop import LossOutput, Stage, to_device
 from llm.train.runtime import Runtime
 
@@ -69,7 +69,8 @@ class SFTStage(Stage):
         self.model = base.model.train()
         collate = self.collate
         lengths = [len(e) for e in data.train]
-        self.source = EpochBatches(data.train, lengths, cfg.train.batch_size, cfg.train.seed, collate, runtime.dist.rank, runtime.dist.world_size)
+        self.source = EpochBatches(data.train, lengths, cfg.train.batch_size, cfg.train.seed, collate,
+                                   runtime.dist.rank, runtime.dist.world_size)
         self.val_batches = fixed_batches(data.val, [len(e) for e in data.val], cfg.train.batch_size, collate)
         self.data.log["padding_fraction"] = {
             "bucketed": padding_fraction(lengths, bucketed_order(lengths, cfg.train.batch_size, 0, 0)),
@@ -90,8 +91,8 @@ class SFTStage(Stage):
             nats, count = nats + batch_nats.item(), count + batch_count
         metrics = {"val_loss": nats / count}
         if self.data.eval_tasks:
-            task_metrics, replies = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens, self.cfg.eval.prefer_style,
-                                                   self.dist)
+            task_metrics, replies = evaluate_tasks(model, self.tok, self.data.eval_tasks, self.cfg.eval.max_new_tokens,
+                                                   self.cfg.eval.prefer_style, self.dist)
             metrics.update(task_metrics)
             self.last_items = item_verdicts(self.data.eval_tasks, replies, self.cfg.eval.prefer_style)
         e = self.cfg.eval

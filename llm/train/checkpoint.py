@@ -321,7 +321,8 @@ def verify(folder: Path) -> dict:
         if not path.is_file():
             raise CheckpointError(f"{path}: missing file listed in the manifest")
         if path.stat().st_size != record["bytes"]:
-            raise CheckpointError(f"{path}: size {path.stat().st_size} differs from the manifest's {record['bytes']} (corrupt or truncated)")
+            raise CheckpointError(f"{path}: size {path.stat().st_size} differs from the manifest's {record['bytes']} "
+                                  "(corrupt or truncated)")
         if sha256_file(path) != record["sha256"]:
             raise CheckpointError(f"{path}: checksum differs from the manifest (corrupt)")
     return manifest

@@ -2,7 +2,8 @@
 
 A stage contributes a model, a batch source, a loss and an evaluation (`Stage` below); the loop owns
 the rest: gradient accumulation, the learning-rate schedule, clipping, precision, compilation, DDP or
-FSDP (llm/train/sharding.py), activation checkpointing, evaluation and early stopping, stop conditions, logging, checkpoints, signals and exact resume.
+FSDP (llm/train/sharding.py), activation checkpointing, evaluation and early stopping, stop conditions,
+logging, checkpoints, signals and exact resume.
 
 Losses are sums over items (tokens, pairs, ...) with their count; gradients of the micro-batches are
 summed and divided once by the total count, so a step's gradient is the mean over every item in it
@@ -15,8 +16,8 @@ import contextlib
 import dataclasses
 import math
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,17 @@ import torch.nn as nn
 from llm import lora
 from llm.config import RunConfig, dump_yaml, save_config
 from llm.device import peak_flops
+from llm.distributed import any_across, from_every, from_main, sum_across
 from llm.errors import TrainingError
 from llm.run_files import write_json
 from llm.train import checkpoint as ckpt
 from llm.train import sharded_checkpoint, sharding
 from llm.train.activation_checkpointing import apply_activation_checkpointing
-from llm.distributed import any_across, from_every, from_main, sum_across
 from llm.train.log import EvalItemsLog, MetricsLog, Progress
 from llm.train.optim import build_optimizer, lr_at
 from llm.train.runtime import Runtime, SignalGuard
-from llm.train.trackers import Trackers, open_trackers
 from llm.train.throughput import Interval
-
+from llm.train.trackers import Trackers, open_trackers
 
 # callables (stage name, step, total steps, training seconds so far) told of every logged step; the
 # pipeline uses this to estimate the time left without the loop knowing about pipelines
@@ -340,7 +340,8 @@ class Trainer:
         self.state.tokens_seen += tokens
         loss = loss_sum / count if count else float("nan")
         metrics = {k: v / count for k, v in metric_sums.items()} if count else {}
-        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens, "skipped": not stepped, "step_s": time.perf_counter() - started, **metrics}
+        return {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens": tokens,
+                "skipped": not stepped, "step_s": time.perf_counter() - started, **metrics}
 
     def apply_gradients(self, count: float) -> float:
         # DDP averages gradients over ranks: undo that, then divide the summed gradient by every item
@@ -358,7 +359,8 @@ class Trainer:
     def on_nonfinite(self, loss_sum: float, count: float) -> None:
         self.state.nonfinite += 1
         limit = self.cfg.train.max_nonfinite
-        self.say(f"step {self.state.step + 1}: non-finite loss or gradient (loss sum {loss_sum}, items {count}); step skipped ({self.state.nonfinite}/{limit})")
+        self.say(f"step {self.state.step + 1}: non-finite loss or gradient (loss sum {loss_sum}, items {count}); "
+                 f"step skipped ({self.state.nonfinite}/{limit})")
         if self.state.nonfinite > limit:
             kept = ckpt.latest_step_dir(self.checkpoints)
             where = f"; the last good checkpoint is {self.checkpoints / kept}" if kept else ""

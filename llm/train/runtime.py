@@ -15,10 +15,10 @@ import torch
 
 from llm.config import RunConfig
 from llm.device import Precision, pick_device, pick_precision, seed_everything
+from llm.distributed import DistInfo, init_distributed
 from llm.errors import LLMError
 from llm.train import checkpoint as ckpt
 from llm.train import trackers
-from llm.distributed import DistInfo, init_distributed
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from llm.distributed import DistInfo, any_across, from_main
 from llm.errors import CheckpointError
 from llm.train import checkpoint as ckpt
-from llm.distributed import DistInfo, any_across, from_main
 
 SHARDS = "shards"
 SHARDS_INDEX = "shards.json"

@@ -22,13 +22,15 @@ def test_help_lists_every_stage_of_the_table_and_every_tool():
 
 def test_an_unknown_command_is_one_line_with_the_closest_name():
     done = llm("smaple")
-    assert done.returncode == 2 and done.stderr.splitlines() == ["error: llm: unknown command 'smaple' (did you mean 'sample'?); llm --help lists them"]
+    assert done.returncode == 2 and done.stderr.splitlines() == ["error: llm: unknown command 'smaple' (did you mean 'sample'?); "
+                                                                 "llm --help lists them"]
 
 
 def test_a_preset_fixes_its_setting_and_refuses_another_before_anything_is_written(tmp_path):
     done = llm("grpo", "--config", "configs/grpo/tiny.yaml", f"out_dir={tmp_path}", "ppo.advantage=gae")
     assert done.returncode == 2
-    assert done.stderr.splitlines() == ["error: configs/grpo/tiny.yaml: key 'ppo.advantage' is grpo in llm grpo (llm ppo takes any); got 'gae'"]
+    assert done.stderr.splitlines() == ["error: configs/grpo/tiny.yaml: key 'ppo.advantage' is grpo in llm grpo (llm ppo takes any); "
+                                        "got 'gae'"]
     assert list(tmp_path.iterdir()) == []
 
 

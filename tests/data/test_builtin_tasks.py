@@ -7,8 +7,16 @@ import pytest
 from llm.config import ChatDataConfig, PPOSettings, PreferenceDataConfig
 from llm.data import phrasings, sources
 from llm.data.builtin_tasks import (
-    AXES, UNSEEN_AXES, builtin_pairs, builtin_tasks, held_out_pairs, held_out_tasks, new_words, target_token_ids,
-    tokens_seen, vocabulary,
+    AXES,
+    UNSEEN_AXES,
+    builtin_pairs,
+    builtin_tasks,
+    held_out_pairs,
+    held_out_tasks,
+    new_words,
+    target_token_ids,
+    tokens_seen,
+    vocabulary,
 )
 from llm.data.tasks import TASK_KINDS, WORDS, is_correct
 

@@ -18,7 +18,8 @@ def test_identical_empty_and_too_long_pairs_are_counted_and_dropped(tokenizer):
 
 
 def test_never_ending_reply_has_no_end_token_and_old_turns_are_dropped_first(tokenizer):
-    long_history = [{"role": "user", "content": "word " * 40}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": "Say hi"}]
+    long_history = [{"role": "user", "content": "word " * 40}, {"role": "assistant", "content": "ok"},
+                    {"role": "user", "content": "Say hi"}]
     pairs = [PreferencePair(long_history, "hi", "hi hi hi", "never_stops", True, False)]
     (example,), stats = tokenize_pairs(tokenizer, pairs, max_len=30)
     assert example.chosen[-1] == tokenizer.end_id and example.rejected[-1] != tokenizer.end_id

@@ -2,10 +2,10 @@
 
 import pytest
 
-from llm.errors import ConfigError
 from llm.chat import Reply
 from llm.data.rankings import Ranking
 from llm.data.several_raters import majority_pairs, orders, pairs_by_prompt
+from llm.errors import ConfigError
 
 
 def rated(question, order, rater, texts=("a", "b", "c")):
@@ -24,7 +24,8 @@ def pair_sets(raters):
 
 
 def test_all_takes_every_raters_pairs_and_names_take_only_theirs():
-    assert pair_sets(["all"]) == {"p1": sorted([("a", "b"), ("a", "c"), ("b", "c"), ("b", "a"), ("b", "c"), ("a", "c"), ("a", "b"), ("a", "c")]),
+    assert pair_sets(["all"]) == {"p1": sorted([("a", "b"), ("a", "c"), ("b", "c"),
+                                                ("b", "a"), ("b", "c"), ("a", "c"), ("a", "b"), ("a", "c")]),
                                   "p2": [("b", "a"), ("c", "a"), ("c", "b")], "p3": [("a", "b"), ("b", "a")]}
     assert pair_sets(["bo"]) == {"p1": [("a", "c"), ("b", "a"), ("b", "c")], "p2": [], "p3": [("b", "a")]}
     assert pair_sets(["ana", "chen"]) == {"p1": [("a", "b"), ("a", "b"), ("a", "c"), ("a", "c"), ("b", "c")],
@@ -44,5 +45,6 @@ def test_a_reply_is_known_by_its_text_not_its_place():
 
 
 def test_a_rater_who_ranked_nothing_in_the_file_is_one_line_naming_the_key_and_the_file():
-    with pytest.raises(ConfigError, match=r"^key 'data.raters': rater 'zed' ranked nothing in feedback/r.jsonl \(its raters: 'ana', 'bo', 'chen'\)$"):
+    with pytest.raises(ConfigError, match=r"^key 'data.raters': rater 'zed' ranked nothing in feedback/r.jsonl "
+                                          r"\(its raters: 'ana', 'bo', 'chen'\)$"):
         pairs_by_prompt(RANKINGS, ["ana", "zed"], "feedback/r.jsonl")

@@ -2,10 +2,10 @@
 
 import pytest
 
-from llm.data.sources import ranking_source
-from llm.errors import ConfigError
 from llm.chat import Reply
 from llm.data.rankings import Ranking
+from llm.data.sources import ranking_source
+from llm.errors import ConfigError
 from llm.feedback.rankings import RankingFile
 
 

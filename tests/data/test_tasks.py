@@ -7,7 +7,14 @@ import pytest
 
 from llm.data import tasks as tasks_module
 from llm.data.tasks import (
-    REJECTION_KINDS, TASK_KINDS, Task, TaskPair, exact_match, is_correct, make_preference_pairs, make_tasks,
+    REJECTION_KINDS,
+    TASK_KINDS,
+    Task,
+    TaskPair,
+    exact_match,
+    is_correct,
+    make_preference_pairs,
+    make_tasks,
     normalize_reply,
 )
 

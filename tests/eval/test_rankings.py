@@ -2,9 +2,9 @@
 
 import torch
 
-from llm.eval.rankings import rankings_agreement
 from llm.chat import Reply
 from llm.data.rankings import Ranking
+from llm.eval.rankings import rankings_agreement
 
 
 class LastToken(torch.nn.Module):
@@ -84,7 +84,8 @@ def test_score_script_prints_the_raters_agreement_without_a_checkpoint(tmp_path)
     printed = json.loads(done.stdout)
     assert printed["rankings_file"] == str(store.path)
     assert (printed["raters"]["pairs"], printed["raters"]["agreement"]) == (8, 5 / 8)
-    missing = subprocess.run([sys.executable, "scripts/score.py", "--rankings", str(store.path)], capture_output=True, text=True, timeout=120)
+    missing = subprocess.run([sys.executable, "scripts/score.py", "--rankings", str(store.path)],
+                             capture_output=True, text=True, timeout=120)
     assert missing.returncode != 0 and "--raters-only" in missing.stderr
 
 

@@ -3,9 +3,9 @@
 import torch
 
 from llm.config import ModelConfig
+from llm.distributed import DistInfo, my_block
 from llm.eval import tasks as eval_tasks
 from llm.model import GPT
-from llm.distributed import DistInfo, my_block
 
 PROMPTS = [f"Say {word} {n} times." for n, word in enumerate("red green blue cat dog sun moon".split(), start=1)]
 

@@ -7,10 +7,9 @@ import threading
 import pytest
 import torch
 
-from llm.chat import reply_to
+from llm.chat import chat_sampling, reply_to
 from llm.config import ModelConfig
 from llm.feedback import chat_batches
-from llm.chat import chat_sampling
 from llm.feedback.web import ChatModel
 from llm.model import GPT
 

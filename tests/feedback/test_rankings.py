@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from llm.errors import DataError
 from llm.chat import Reply
 from llm.data.rankings import Ranking, in_validation, load_rankings, ranking_pairs, read_lines
+from llm.errors import DataError
 from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered
 
 PROMPT = [{"role": "user", "content": "Say cat 2 times."}]
@@ -152,7 +152,8 @@ def test_another_processs_answers_are_in_force_without_appending_and_a_stale_ans
 
     path = tmp_path / "r.jsonl"
     mine = RankingFile(path)
-    other = ("import sys; from llm.feedback.rankings import RankingFile; from llm.data.rankings import Ranking; from llm.chat import Reply; "
+    other = ("import sys; from llm.feedback.rankings import RankingFile; from llm.data.rankings import Ranking; "
+             "from llm.chat import Reply; "
              "RankingFile(sys.argv[1]).add(Ranking([{'role': 'user', 'content': 'Say cat 2 times.'}], "
              "[Reply('x'), Reply('y')], [[1], [0]], rater='other'))")
     subprocess.run([sys.executable, "-c", other, str(path)], check=True, timeout=60)

@@ -4,9 +4,9 @@ import random
 
 import pytest
 
+from llm.chat import Reply
 from llm.data.tasks import Task
 from llm.feedback.raters import noisy, rate
-from llm.chat import Reply
 
 TASK = Task("repeat", "Say cat 2 times.", "cat cat")
 REPLIES = [Reply("Sure! cat cat"), Reply("cat"), Reply("cat cat"), Reply("cat cat (I may be wrong)"), Reply("cat cat", finished=False)]

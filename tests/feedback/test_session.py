@@ -5,9 +5,9 @@ import itertools
 import pytest
 
 from llm.chat import Reply
+from llm.errors import DataError
 from llm.feedback.rankings import RankingFile
 from llm.feedback.session import Item, RankingSession, builtin_items, file_items
-from llm.errors import DataError
 
 
 def fake_sample(prompts, seed):
@@ -117,8 +117,8 @@ def test_two_sessions_on_one_file_never_silently_replace_each_others_answer(tmp_
 
 
 def test_an_undo_never_withdraws_another_pages_answer_and_a_failed_undo_can_be_retried(tmp_path, monkeypatch):
-    from llm.feedback import rankings
     from llm.data.rankings import Ranking
+    from llm.feedback import rankings
     from llm.feedback.rankings import AlreadyRanked, WriteFailed
 
     path = tmp_path / "r.jsonl"

@@ -2,10 +2,10 @@
 
 import pytest
 
-from llm.data.tasks import Task
-from llm.errors import ConfigError
 from llm.chat import Reply
 from llm.data.rankings import load_rankings
+from llm.data.tasks import Task
+from llm.errors import ConfigError
 from llm.feedback.rankings import RankingFile
 from llm.feedback.session import Item
 from llm.feedback.simulate import simulate
@@ -58,7 +58,10 @@ def test_a_second_rater_ranks_the_first_raters_replies_and_a_prompt_stops_at_n_r
     assert simulate(RankingFile(path), tasks(), sample, "plain", count=5, batch=4, raters_per_prompt=2) == 5
     seeded = {e.id: e.replies for e in load_rankings(path)}
     asked = []
-    recording = lambda prompts, seed: asked.extend(p[0]["content"] for p in prompts) or sample(prompts, seed)
+
+    def recording(prompts, seed):
+        return asked.extend(p[0]["content"] for p in prompts) or sample(prompts, seed)
+
     assert simulate(RankingFile(path), tasks(), recording, "filler", count=12, batch=4, raters_per_prompt=2) == 7
     assert asked == ["Say w5 2 times.", "Say w6 2 times."]  # plain's prompts keep the replies plain ranked
     assert simulate(RankingFile(path), tasks(), sample, "disclaimer", count=14, batch=4, raters_per_prompt=2) == 2

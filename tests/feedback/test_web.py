@@ -62,7 +62,8 @@ BAD_REQUESTS = [
     ("POST", "/api/chat", '{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}',
      "the last message must be the user's"),
     ("POST", "/api/chat", '{"messages": [{"role": "system", "content": "hi"}]}', "messages[0] must be"),
-    ("POST", "/api/chat", '{"messages": [{"role": "user", "content": "hi"}], "temperature": -1}', "field 'temperature' must be at least 0; got -1"),
+    ("POST", "/api/chat", '{"messages": [{"role": "user", "content": "hi"}], "temperature": -1}',
+     "field 'temperature' must be at least 0; got -1"),
     ("POST", "/api/chat", '{"messages": [{"role": "user", "content": "hi"}], "top_k": "5"}', "'top_k' has the wrong type"),
     ("POST", "/api/chat", '{"messages": [{"role": "user", "content": "hi"}], "max_new_tokens": 1000000}', "at most 1024"),
 ]
@@ -243,8 +244,7 @@ def test_a_chat_reply_streams_piece_by_piece_and_matches_the_terminal_chats_repl
     """The page's reply is what llm.chat.reply_to samples with the same seed (scripts/chat.py's template and stops)."""
     import torch
 
-    from llm.chat import reply_to
-    from llm.chat import chat_sampling
+    from llm.chat import chat_sampling, reply_to
 
     client = TestClient(create_app(ChatModel(loaded.model, loaded.tokenizer, threading.Lock(), seed=0), None), base_url=LOCAL)
     messages = [{"role": "user", "content": "What is the first word in: green apples fall?"}]

@@ -49,7 +49,8 @@ def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):
     record = check_eval_items(cfg.run_dir, builtin_tasks("val", 10, 0, ["first_word", "last_word"]))
     assert sum(record["step0"]["items"].values()) / 10 == evals[-1]["sft_exact_match"]  # step 0 is the SFT start
     train = read_metrics(cfg.run_dir, "train")
-    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected"} <= set(train[-1])
+    assert {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+            "logps/chosen", "logps/rejected"} <= set(train[-1])
 
 
 def test_dpo_overfits_four_pairs(sft_run, tmp_path):

@@ -14,8 +14,8 @@ from llm.train import checkpoint as ckpt
 
 @pytest.mark.parametrize("stage", ["grpo", "rloo"])
 def test_a_preset_trains_under_its_own_name_with_its_setting_fixed(sft_run, reward_run, tmp_path, stage):
-    overrides = ppo_overrides(sft_run, reward_run, tmp_path, stage) + ["ppo.samples_per_prompt=2", "train.max_steps=4", "checkpoint.save_every=4",
-                                                                       "train.eval_every=4"]
+    overrides = ppo_overrides(sft_run, reward_run, tmp_path, stage) + ["ppo.samples_per_prompt=2", "train.max_steps=4",
+                                                                       "checkpoint.save_every=4", "train.eval_every=4"]
     cfg = load_stage_config(stage, None, overrides)
     assert cfg.ppo.advantage == stage
     result = run_stage(stage, cfg)

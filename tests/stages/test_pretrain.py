@@ -34,7 +34,8 @@ def test_loss_falls_and_metrics_are_reported(tiny_pretrain_config):
 def straight_run(tmp_path_factory, corpus_file, cache_dir):
     out = tmp_path_factory.mktemp("straight")
     args = resume_overrides(corpus_file, cache_dir, out, "straight")
-    done = subprocess.run([PYTHON, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([PYTHON, "scripts/pretrain.py", "--config", "configs/pretrain/tiny.yaml", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return out / "straight"
 

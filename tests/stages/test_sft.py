@@ -8,8 +8,8 @@ from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, kill_and_resume
 from llm.chat import ChatSession
 from llm.data.builtin_tasks import builtin_tasks
 from llm.data.chat import IGNORE, ChatExample, collate_chat, task_conversation, tokenize_conversation
-from llm.load import load_gpt
 from llm.eval.tasks import evaluate_tasks
+from llm.load import load_gpt
 
 CONVERSATION = [
     {"role": "user", "content": "one two three four five six seven"},
@@ -123,7 +123,8 @@ def test_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     from llm.config import SFTConfig, load_config
     from llm.stages.launch import run_stage
 
-    run_stage("sft", load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
+    run_stage("sft", load_config(SFTConfig, REPO / "configs/sft/tiny.yaml",
+                                 sft_args("train.max_steps=120", "checkpoint.save_every=10", name="a")))
     args = sft_args("train.max_steps=120", "checkpoint.save_every=10", name="b")
     kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 40, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")

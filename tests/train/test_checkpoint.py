@@ -4,7 +4,6 @@ import random
 import warnings
 
 import numpy as np
-
 import pytest
 import torch
 
@@ -188,7 +187,8 @@ def test_an_unknown_format_is_refused_naming_the_file_and_versions(tmp_path, ver
     with pytest.raises(CheckpointError) as caught:
         ckpt.load_checkpoint(folder)
     message = str(caught.value)
-    assert message == f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads formats 1 and 2 (written by another version of this code?)"
+    assert message == (f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads formats 1 and 2 "
+                       "(written by another version of this code?)")
     assert "\n" not in message
 
 

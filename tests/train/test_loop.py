@@ -117,7 +117,8 @@ def test_nonfinite_steps_are_skipped_then_abort(tmp_path):
 
 
 def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
-    cfg = config(tmp_path, "train.max_steps=100", "train.eval_every=10", "train.early_stop_patience=2", "checkpoint.save_every=0", "checkpoint.keep_last=1")
+    cfg = config(tmp_path, "train.max_steps=100", "train.eval_every=10", "train.early_stop_patience=2",
+                 "checkpoint.save_every=0", "checkpoint.keep_last=1")
     result = run(Regression(eval_values=[5.0, 3.0, 2.0, 2.5, 2.4, 1.0]), cfg)
     assert result.reason == "early_stop" and result.step == 40
     best = json.loads((cfg.run_dir / "best.json").read_text())

@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from llm.config import ModelConfig
+from llm.distributed import DistInfo
 from llm.errors import CheckpointError, TrainingError
 from llm.model import GPT
 from llm.train import checkpoint as ckpt
 from llm.train import sharded_checkpoint
-from llm.distributed import DistInfo
 from llm.train.optim import MuonWithAdamW
 
 CPU = torch.device("cpu")

@@ -10,9 +10,10 @@ import pytest
 from conftest_helpers import REPO, kill_and_resume, read_metrics
 from llm.config import PretrainConfig, RunConfig, load_config, to_dict
 from llm.errors import ConfigError
-from llm.train.trackers import Trackers, TensorBoard, open_trackers, samples_markdown, scalars
+from llm.train.trackers import TensorBoard, Trackers, open_trackers, samples_markdown, scalars
 
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed (the dev extra)")
+needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
+                                       reason="tensorboard is not installed (the dev extra)")
 
 
 def board(run_dir):
