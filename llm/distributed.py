@@ -1,6 +1,6 @@
 """torchrun support: one process per device, gradients averaged by DistributedDataParallel.
 
-Run with `torchrun --nproc_per_node=N scripts/pretrain.py ...`; without torchrun's environment every
+Run with `torchrun --nproc_per_node=N -m llm pretrain ...`; without torchrun's environment every
 function here is a no-op for a single process.
 """
 

@@ -93,7 +93,8 @@ def reward_model_from(loaded: ckpt.LoadedCheckpoint):
     from llm.reward_model import RewardModel
 
     if loaded.meta.get("kind") != "reward":
-        raise CheckpointError(f"{loaded.folder}: a {loaded.meta.get('kind', '?')} checkpoint, not a reward model (train one with scripts/reward.py)")
+        raise CheckpointError(f"{loaded.folder}: a {loaded.meta.get('kind', '?')} checkpoint, not a reward model "
+                              "(train one with llm reward)")
     model = RewardModel(GPT(model_config_of(loaded)))
     model.load_state_dict(loaded.weights)
     return model

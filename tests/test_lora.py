@@ -56,8 +56,8 @@ def test_lora_on_pretraining_or_an_unknown_target_fails_naming_the_key():
 @pytest.fixture(scope="module")
 def lora_sft_run(pretrained_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora-sft")
-    run_stage("sft", load_config(SFTConfig, None, sft_overrides(pretrained_run, out, "sft") + LORA + ["train.max_steps=30", "train.eval_every=30",
-                                                                                                      "checkpoint.save_every=30"]))
+    overrides = [*sft_overrides(pretrained_run, out, "sft"), *LORA, "train.max_steps=30", "train.eval_every=30", "checkpoint.save_every=30"]
+    run_stage("sft", load_config(SFTConfig, None, overrides))
     return out / "sft"
 
 
@@ -81,9 +81,9 @@ def test_dpo_with_adapters_has_no_second_copy_as_reference(lora_sft_run, tmp_pat
     from llm.stages import dpo
     from llm.train.runtime import setup_runtime
 
-    cfg = load_config(DPOConfig, REPO / "configs/dpo/tiny.yaml", [f"init_from={lora_sft_run}", f"out_dir={tmp_path}", *LORA,
-                                                                  "data.sources=[{path: builtin}]", "data.builtin_train=40", "data.builtin_val=8",
-                                                                  "eval.n_prompts=0", "train.dtype=float32"])
+    overrides = [f"init_from={lora_sft_run}", f"out_dir={tmp_path}", *LORA, "data.sources=[{path: builtin}]", "data.builtin_train=40",
+                 "data.builtin_val=8", "eval.n_prompts=0", "train.dtype=float32"]
+    cfg = load_config(DPOConfig, REPO / "configs/dpo/tiny.yaml", overrides)
     stage = dpo.build(cfg, setup_runtime(cfg)).stage
     own = {id(p) for p in stage.model.parameters()}
     assert all(id(p) in own for p in stage.reference.parameters())
@@ -97,7 +97,8 @@ def test_peft_reads_the_exported_adapter_with_the_same_logits(lora_sft_run, tmp_
     export_checkpoint(lora_sft_run, tmp_path / "out")
     ours = load_gpt(lora_sft_run).model
     ids = torch.randint(0, ours.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(3))
-    theirs = peft.PeftModel.from_pretrained(transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out"), tmp_path / "out" / "adapter")
+    base = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+    theirs = peft.PeftModel.from_pretrained(base, tmp_path / "out" / "adapter")
     with torch.no_grad():
         assert (ours(ids) - theirs.eval()(ids).logits).abs().max() < 1e-4
         again = load_gpt(f"hf:{tmp_path / 'out' / 'adapter'}").model  # init_from accepts the adapter on its base
@@ -142,5 +143,6 @@ def test_lora_sft_resume_after_kill_reproduces_losses(sft_args, tmp_path):
     # dropout on the adapters' input: a resume that lost the RNG, the adapters or their AdamW moments changes a loss
     extra = [*LORA, "lora.dropout=0.1", "train.max_steps=80", "checkpoint.save_every=10"]
     run_stage("sft", load_config(SFTConfig, REPO / "configs/sft/tiny.yaml", sft_args(*extra, name="a")))
-    kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", sft_args(*extra, name="b"), tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
+    args = sft_args(*extra, name="b")
+    kill_and_resume("scripts/sft.py", "configs/sft/tiny.yaml", args, tmp_path / "runs" / "b", signal.SIGKILL, 30, tmp_path)
     assert metric_losses(tmp_path / "runs" / "b") == metric_losses(tmp_path / "runs" / "a")

@@ -19,5 +19,5 @@ def require_transformers():
     try:
         import transformers
     except ImportError:
-        raise ConfigError("transformers is not installed: pip install -e '.[hf]' (scripts/export.py and init_from=hf: need it)") from None
+        raise ConfigError("transformers is not installed: pip install -e '.[hf]' (llm export and init_from=hf: need it)") from None
     return transformers

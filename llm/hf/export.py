@@ -2,7 +2,7 @@
 AutoModelForSequenceClassification) and AutoTokenizer, with no custom code.
 
 The folder: config.json, model.safetensors (a tied head stored once, as transformers expects),
-generation_config.json (stops at <|end|> and <|eos|>, as scripts/sample.py --chat does), and the tokenizer
+generation_config.json (stops at <|end|> and <|eos|>, as llm sample --chat does), and the tokenizer
 files with the chat template in tokenizer_config.json. The model is built by transformers from that config
 and loaded strictly from our converted tensors, so a name or shape we got wrong fails here, not in a user's
 hands. The folder is written beside its destination and renamed into place, so a failure leaves no half of it.

@@ -6,7 +6,7 @@ project's special tokens added. A token the model has no row for gets one, set t
 rows: its logit then starts as an average token's, rather than a random row's, which can dominate the softmax
 (Hewitt, "Initializing new word embeddings for pretrained language models", 2021).
 
-A folder exported by scripts/export.py as a reward model (...ForSequenceClassification with one label) reads
+A folder exported by llm export as a reward model (...ForSequenceClassification with one label) reads
 back as a reward checkpoint, its score head and the bias kept beside it.
 """
 

@@ -1,7 +1,7 @@
 """A readable report of a pipeline run: runs/<name>/report.md, the same as a self-contained report.html, plots/*.png.
 
 Built from the run folder alone (pipeline.json and each stage's metrics.jsonl, final.json, samples.jsonl,
-eval_items.json, checkpoints' meta.json), so `scripts/report.py runs/<name>` can rebuild it at any time.
+eval_items.json, checkpoints' meta.json), so `llm report runs/<name>` can rebuild it at any time.
 The report is first a list of blocks (heading, text, table, image, code), then rendered twice: markdown
 and HTML.
 """
