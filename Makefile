@@ -20,19 +20,19 @@ test: install
 	$(PY) -m pytest
 
 demo: install
-	$(PY) scripts/pipeline.py --config configs/pipeline/tiny.yaml
+	$(PY) -m llm pipeline --config configs/pipeline/tiny.yaml
 
 pretrain: install
-	$(PY) scripts/pretrain.py --config configs/pretrain/tiny.yaml
+	$(PY) -m llm pretrain --config configs/pretrain/tiny.yaml
 
 sft: install
-	$(PY) scripts/sft.py --config configs/sft/tiny.yaml
+	$(PY) -m llm sft --config configs/sft/tiny.yaml
 
 sample: install
-	$(PY) scripts/sample.py --checkpoint runs/pretrain-tiny --prompt "The" --max-new-tokens 200 --temperature 0.8 --top-k 50
+	$(PY) -m llm sample --checkpoint runs/pretrain-tiny --prompt "The" --max-new-tokens 200 --temperature 0.8 --top-k 50
 
 chat: install
-	$(PY) scripts/chat.py --checkpoint runs/sft-tiny
+	$(PY) -m llm chat --checkpoint runs/sft-tiny
 
 bench: install
 	$(PY) scripts/bench.py --out bench/results.json

@@ -151,12 +151,16 @@ def loaded_phase(client: openai.OpenAI, model: str, url: str, args: argparse.Nam
     """A rater's ranking round and the chat page's first token, measured while --streams chats stream."""
     results, start, threads = concurrent_streams(client, model, args.streams, args.loaded_max_tokens, 2000)
     answers, firsts = [], []
-    while any(t.is_alive() for t in threads):
-        fetch, give = rank_once(url, "loaded")
-        answers.append(fetch + give)
-        if any(t.is_alive() for t in threads):
-            firsts.append(page_first_token(url, args.max_tokens))
-    for t in threads:
+
+    def while_streaming(measure) -> None:  # the rater's rounds and the chat page's requests each run on their own
+        while any(t.is_alive() for t in threads):
+            measure()
+
+    probes = [threading.Thread(target=while_streaming, args=(lambda: answers.append(sum(rank_once(url, "loaded"))),)),
+              threading.Thread(target=while_streaming, args=(lambda: firsts.append(page_first_token(url, args.max_tokens)),))]
+    for t in probes:
+        t.start()
+    for t in [*threads, *probes]:
         t.join()
     return {"streams": args.streams, "max_tokens": args.loaded_max_tokens, "wall_s": time.perf_counter() - start,
             "answer_s": percentiles(answers), "chat_page_ttft_s": percentiles(firsts) if firsts else None,
