@@ -8,7 +8,6 @@ python -m benchmarks.lora CASE       one case (full, lora8, lora64, reference-co
 from __future__ import annotations
 
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -17,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.measure import GPT2_SHAPE, REPO, SyntheticLM, live_tensor_mb, synthetic_run
+from benchmarks.measure import GPT2_SHAPE, REPO, SyntheticLM, live_tensor_mb, peak_memory_mb, synthetic_run
 from llm.config import LoRAConfig, ModelConfig, RunConfig, load_config
-from llm.lora import add_adapters, base_model
+from llm.lora import add_adapters, base_model, is_adapter
 from llm.model import GPT
 from llm.train.loop import train
 from llm.train.optim import build_optimizer
@@ -28,10 +27,6 @@ from llm.train.runtime import setup_runtime
 # GPT-2 small's weights (124M with its 50,257-token vocabulary padded to 50,304) at a context a 2-core CPU steps through
 SHAPE = {**GPT2_SHAPE, "block_size": 256}
 BATCH, STEPS = 4, 6
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def step_time(rank: int) -> dict:
@@ -47,7 +42,7 @@ def step_time(rank: int) -> dict:
     train_lines = [x for x in lines if x["kind"] == "train"][2:]
     rate = statistics.median(x["tokens_per_s"] for x in train_lines)
     return {"trained_params": trained, "tokens_per_s": rate, "ms_per_step": 1000 * BATCH * SHAPE["block_size"] / rate,
-            "live_tensor_mb": train_lines[-1]["memory_mb"], "peak_rss_mb": peak_rss_mb()}
+            "live_tensor_mb": train_lines[-1]["memory_mb"], "peak_rss_mb": peak_memory_mb()}
 
 
 def ppo_memory(shared: bool) -> dict:
@@ -59,14 +54,14 @@ def ppo_memory(shared: bool) -> dict:
         reference = base_model(policy)
     else:
         reference = GPT(policy.config).requires_grad_(False).eval()
-        reference.load_state_dict({k: v for k, v in policy.state_dict().items() if "lora_" not in k})
+        reference.load_state_dict({k: v for k, v in policy.state_dict().items() if not is_adapter(k)})
     optimizer = build_optimizer(policy, load_config(RunConfig, None, []).optim, torch.device("cpu"))
     ids = torch.randint(0, SHAPE["vocab_size"], (BATCH, SHAPE["block_size"]))
     with torch.no_grad():
         reference(ids)
     policy(ids).float().logsumexp(-1).mean().backward()
     optimizer.step()
-    return {"live_tensor_mb": live_tensor_mb(), "peak_rss_mb": peak_rss_mb()}
+    return {"live_tensor_mb": live_tensor_mb(), "peak_rss_mb": peak_memory_mb()}
 
 
 CASES = {"full": lambda: step_time(0), "lora8": lambda: step_time(8), "lora64": lambda: step_time(64),
