@@ -60,10 +60,16 @@ def generate_replies(model: GPT, tok: Tokenizer, prompts: Sequence[str | Sequenc
     return replies
 
 
+def prompt_budget(block_size: int, max_new_tokens: int) -> int:
+    """The most prompt tokens a reply of `max_new_tokens` leaves room for: the reply gets its length, up to half
+    the context."""
+    return block_size - min(max_new_tokens, block_size // 2)
+
+
 def fit_prompt(tok: Tokenizer, messages: list[dict], block_size: int, max_new_tokens: int, system: str = "") -> list[int]:
     """The conversation rendered for a reply, dropping the oldest exchanges until the reply has room in the
     context (at least half of it); a single message still too long keeps its most recent tokens."""
-    budget = block_size - min(max_new_tokens, block_size // 2)
+    budget = prompt_budget(block_size, max_new_tokens)
     history = list(messages)
     while True:
         head = [{"role": "system", "content": system}] if system else []

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from llm.chat import fit_prompt, seeded
+from llm.chat import fit_prompt, prompt_budget, seeded
 from llm.generate import SamplingParams, generate
 from llm.model import GPT
 from llm.stream import TextDecoder
@@ -153,8 +153,7 @@ class ChatBatcher:
         if not isinstance(request.messages, str):
             system, history = split_system(request.messages)
             return fit_prompt(self.tok, latest(history, block_size), block_size, max_new_tokens, system)
-        budget = block_size - min(max_new_tokens, block_size // 2)  # as fit_prompt leaves the reply room
-        return [self.tok.bos_id, *self.tok.encode(request.messages)][-budget:]
+        return [self.tok.bos_id, *self.tok.encode(request.messages)][-prompt_budget(block_size, max_new_tokens):]
 
 
 class ReplyText:
