@@ -16,6 +16,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,8 +35,9 @@ class WriteFailed(Exception):
 Check = Callable[[dict[Key, "Ranking"]], None]  # raises AlreadyRanked when an append is no longer wanted
 
 
-def raters_of(in_force: dict[Key, Ranking], prompt_id_: str) -> list[str]:
-    return [rater for id_, rater in in_force if id_ == prompt_id_]
+def answers_per_prompt(in_force: dict[Key, Ranking]) -> Counter[str]:
+    """How many raters have an answer in force for each prompt id: counted once, then looked up per prompt."""
+    return Counter(id_ for id_, _ in in_force)
 
 
 def not_answered(prompt_id_: str, rater: str, raters_per_prompt: int = 1) -> Check:
@@ -44,7 +46,7 @@ def not_answered(prompt_id_: str, rater: str, raters_per_prompt: int = 1) -> Che
     def check(in_force: dict[Key, Ranking]) -> None:
         if (prompt_id_, rater) in in_force:
             raise AlreadyRanked("this prompt was already ranked by another page of yours; here is the next one")
-        if len(raters_of(in_force, prompt_id_)) >= raters_per_prompt:
+        if answers_per_prompt(in_force)[prompt_id_] >= raters_per_prompt:
             raise AlreadyRanked("this prompt was already ranked by another page; here is the next one")
     return check
 

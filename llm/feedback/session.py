@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from llm.data.rankings import Key, Ranking, prompt_id, reply_json
 from llm.data.records import check_messages
 from llm.data.tasks import Task
 from llm.errors import DataError
-from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
+from llm.feedback.rankings import AlreadyRanked, RankingFile, answers_per_prompt, not_answered
 from llm.run_files import BadLine, jsonl_lines
 
 
@@ -147,28 +148,29 @@ class RankingSession:
         item = self.held.pop(tab)
         self.pool = [item] + [other for other in self.pool if other is not item]
 
-    def wanted(self, item: Item, tab: str, rater: str, in_force: dict[Key, Ranking]) -> bool:
+    def wanted(self, item: Item, tab: str, rater: str, in_force: dict[Key, Ranking], answers: Counter[str]) -> bool:
         """Whether the tab's rater may have the prompt: not answered by them, not held by another of their tabs,
-        and fewer than raters_per_prompt raters have answered it or hold it elsewhere."""
+        and fewer than raters_per_prompt raters have answered it (`answers`, per prompt) or hold it elsewhere."""
         if (item.id, rater) in in_force:
             return False
         holders = [other for other, held in self.held.items() if held.id == item.id and other != tab]
         if any(self.rater_of.get(other) == rater for other in holders):
             return False
-        return len(raters_of(in_force, item.id)) + len(holders) < self.raters_per_prompt
+        return answers[item.id] + len(holders) < self.raters_per_prompt
 
     def next_free(self, tab: str, rater: str) -> Item | None:
         self.let_go_of_silent_tabs()
         in_force = self.store.in_force()
-        self.pool = [item for item in self.pool if len(raters_of(in_force, item.id)) < self.raters_per_prompt]
+        answers = answers_per_prompt(in_force)
+        self.pool = [item for item in self.pool if answers[item.id] < self.raters_per_prompt]
         for item in self.pool:
-            if self.wanted(item, tab, rater, in_force):
+            if self.wanted(item, tab, rater, in_force, answers):
                 return item
         for item in self.prompts:
-            if len(raters_of(in_force, item.id)) >= self.raters_per_prompt:
+            if answers[item.id] >= self.raters_per_prompt:
                 continue
             self.pool.append(item)  # kept for the other raters it still needs
-            if self.wanted(item, tab, rater, in_force):
+            if self.wanted(item, tab, rater, in_force, answers):
                 return item
         return None
 
@@ -183,9 +185,10 @@ class RankingSession:
             self.seen[tab] = self.clock()
             rater = self.tab_rater(tab, rater)
             in_force = self.store.in_force()
-            if (item.id, rater) in in_force or len(raters_of(in_force, item.id)) >= self.raters_per_prompt:
+            answers = answers_per_prompt(in_force)
+            if (item.id, rater) in in_force or answers[item.id] >= self.raters_per_prompt:
                 raise ValueError("this prompt is already in the rankings file")
-            if not self.wanted(item, tab, rater, in_force):
+            if not self.wanted(item, tab, rater, in_force, answers):
                 raise ValueError("another tab is ranking this prompt")
             if tab in self.held:
                 self.let_go(tab)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 from llm.data.rankings import Ranking
 from llm.errors import ConfigError
-from llm.feedback.rankings import AlreadyRanked, RankingFile, not_answered, raters_of
+from llm.feedback.rankings import AlreadyRanked, RankingFile, answers_per_prompt, not_answered
 from llm.feedback.raters import check_rater, noisy, rate
 from llm.feedback.session import Item, Sample, replies_given
 
@@ -26,7 +26,8 @@ def simulate(store: RankingFile, items: Iterator[Item], sample: Sample, rater: s
     # two streams, so the same seed samples the same replies at any noise: a noisy file differs only in its reversals
     rng, noise_rng = random.Random(seed), random.Random(seed + 1)
     in_force = store.in_force()
-    done = {id_ for id_, _ in in_force if (id_, name) in in_force or len(raters_of(in_force, id_)) >= raters_per_prompt}
+    answers = answers_per_prompt(in_force)
+    done = {id_ for id_, _ in in_force if (id_, name) in in_force or answers[id_] >= raters_per_prompt}
     added, total = 0, len(in_force)
     while total < count:
         chunk = next_new(items, done, min(batch, count - total))
