@@ -68,6 +68,7 @@ TASK_KINDS: tuple[str, ...] = (
 STYLES = ("plain", "filler", "disclaimer")  # the demonstrations' reply styles (llm/data/styles.py)
 CONVERSATION_FORMATS = ("messages", "alpaca", "sharegpt", "hh", "alpaca_seed")  # llm/data/conversations.py
 PREFERENCE_FORMATS = ("pairs", "hh")  # llm/data/preferences.py
+RANKINGS_SOURCE = "rankings:"  # a data source path "rankings:FILE" reads a rankings file (llm/data/rankings.py)
 RATER_CHOICES = ("all", "majority")  # data.raters besides raters' names (llm/feedback/several_raters.py)
 REWARD_SOURCES = ("model", "checker")  # the reward model; the built-in task checker (rewards that can be verified)
 # lora.targets: a group of the blocks' linear layers, or one layer by its name in every block (llm/lora.py)
@@ -124,7 +125,7 @@ def check_sources(key: str, sources: list, formats: tuple[str, ...]) -> None:
     if not sources:
         raise BadValue(key, "must list at least one source (builtin, a file or a dataset)", sources)
     for i, source in enumerate(sources):
-        if source.path not in ("builtin", "builtin_samples") and not source.path.startswith("rankings:"):  # no format to pick
+        if source.path not in ("builtin", "builtin_samples") and not source.path.startswith(RANKINGS_SOURCE):  # no format to pick
             check_choice(f"{key}[{i}].format", source.format, ("auto", *formats))
 
 
@@ -134,7 +135,7 @@ def check_raters(key: str, raters: list[str], sources: list) -> None:
         raise BadValue(key, "must be all, majority, or raters' names", raters)
     if len(raters) > 1 and any(name in RATER_CHOICES for name in raters):
         raise BadValue(key, f"takes {' or '.join(RATER_CHOICES)} alone, not in a list of names", raters)
-    if raters != ["all"] and not any(source.path.startswith("rankings:") for source in sources):
+    if raters != ["all"] and not any(source.path.startswith(RANKINGS_SOURCE) for source in sources):
         raise BadValue(key, "chooses among the raters of a rankings:FILE source, and none is configured", raters)
 
 

@@ -113,9 +113,13 @@ def ranking_pairs(ranking: Ranking) -> list[PreferencePair]:
                 for j in lower:
                     better, worse = ranking.replies[i], ranking.replies[j]
                     if (better.text, better.finished) != (worse.text, worse.finished):
-                        pairs.append(PreferencePair(ranking.prompt, better.text, worse.text, "ranking",
-                                                    better.finished, worse.finished, group=group_of(ranking)))
+                        pairs.append(order_pair(ranking.prompt, better, worse, group_of(ranking)))
     return pairs
+
+
+def order_pair(prompt: list[dict], better: Reply, worse: Reply, group: str) -> PreferencePair:
+    """Two replies in a rater's order as the preference pair the reward stage trains on, batched by `group`."""
+    return PreferencePair(prompt, better.text, worse.text, "ranking", better.finished, worse.finished, group=group)
 
 
 def group_of(ranking: Ranking) -> str:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from llm.chat import Reply
 from llm.data.preferences import PreferencePair
-from llm.data.rankings import Ranking, ranking_pairs
+from llm.data.rankings import Ranking, order_pair, ranking_pairs
 from llm.errors import ConfigError
 from llm.settings_checks import RATER_CHOICES
 
@@ -45,8 +45,8 @@ def majority_pairs(rankings: Sequence[Ranking]) -> list[PreferencePair]:
         for order in orders(ranking):
             votes[order] = votes.get(order, 0) + 1
     first = rankings[0]
-    return [PreferencePair(first.prompt, better.text, worse.text, "ranking", better.finished, worse.finished, group=first.id)
-            for (better, worse), count in votes.items() if count > votes.get((worse, better), 0)]
+    return [order_pair(first.prompt, better, worse, first.id) for (better, worse), count in votes.items()
+            if count > votes.get((worse, better), 0)]
 
 
 def pairs_by_prompt(rankings: Sequence[Ranking], raters: Sequence[str], path: str) -> dict[str, list[PreferencePair]]:

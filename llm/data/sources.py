@@ -22,6 +22,7 @@ from llm.data.records import split_train_val
 from llm.data.several_raters import pairs_by_prompt
 from llm.data.tasks import Task
 from llm.errors import ConfigError
+from llm.settings_checks import RANKINGS_SOURCE
 
 Builtin = Callable[[], tuple[list, list]]  # (train, val) records of a built-in source
 ReadFile = Callable[[SourceConfig], tuple[list, object]]  # the records of a file source and its load statistics
@@ -90,8 +91,8 @@ def preference_pairs(data: PreferenceDataConfig, sampler: Sampler | None = None)
 
     builtins = {"builtin": builtin, "builtin_samples": samples}
     for source in data.sources:
-        if source.path.startswith(RANKINGS):
-            builtins[source.path] = ranking_source(source.path[len(RANKINGS):], data.val_fraction, data.seed, data.raters)
+        if source.path.startswith(RANKINGS_SOURCE):
+            builtins[source.path] = ranking_source(source.path[len(RANKINGS_SOURCE):], data.val_fraction, data.seed, data.raters)
     return load_sources(data.sources, builtins, read, data.val_fraction, data.seed)
 
 
@@ -104,7 +105,6 @@ def unseen_pairs(data: PreferenceDataConfig) -> dict[str, list[PreferencePair]]:
     return {axis: held_out_pairs(axis, data.unseen_pairs, data.seed, data.builtin_kinds, *styles) for axis in UNSEEN_AXES}
 
 
-RANKINGS = "rankings:"  # a source path "rankings:FILE" reads a rankings file (llm/feedback/rankings.py)
 
 
 def ranking_source(path: str, val_fraction: float, seed: int, raters: Sequence[str] = ("all",)) -> Builtin:
