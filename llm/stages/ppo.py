@@ -408,7 +408,7 @@ def build(cfg: PPOConfig, runtime: Runtime) -> Built:
     # that no reward source uses is still read when named: it judges the evaluation's replies
     policy_ckpt, reward_ckpt = read(cfg.policy), read(cfg.reward_model) if cfg.reward_model else None
     policy = with_adapters(gpt_from(policy_ckpt, dropout=cfg.model.dropout), cfg)
-    reference = frozen(frozen_reference(policy, policy_ckpt, device), device)
+    reference = frozen_reference(policy, policy_ckpt, device)
     tok = tokenizer_of(policy_ckpt)
     reward_model = None
     if reward_ckpt is not None:
