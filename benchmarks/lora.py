@@ -1,5 +1,5 @@
 """LoRA against full fine-tuning on the GPT-2 124M shape: step time, tokens/s and peak memory through the real loop,
-and PPO's memory with a second reference copy against the shared reference (llm/lora.py base_model).
+and PPO's memory with a second reference copy against the shared reference (llm/lora.py AdaptersOff).
 
 python -m benchmarks.lora            every case, each in its own process so its peak memory is its own
 python -m benchmarks.lora CASE       one case (full, lora8, lora64, reference-copy, reference-shared), printed as JSON
@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.measure import GPT2_SHAPE, REPO, SyntheticLM, live_tensor_mb, peak_memory_mb, synthetic_run
 from llm.config import LoRAConfig, ModelConfig, RunConfig, load_config
-from llm.lora import add_adapters, base_model, is_adapter
+from llm.lora import AdaptersOff, add_adapters, is_adapter
 from llm.model import GPT
 from llm.train.loop import train
 from llm.train.optim import build_optimizer
@@ -51,7 +51,7 @@ def ppo_memory(shared: bool) -> dict:
     torch.manual_seed(0)
     policy = add_adapters(GPT(ModelConfig(**SHAPE)), LoRAConfig(rank=8))
     if shared:
-        reference = base_model(policy)
+        reference = AdaptersOff(policy)
     else:
         reference = GPT(policy.config).requires_grad_(False).eval()
         reference.load_state_dict({k: v for k, v in policy.state_dict().items() if not is_adapter(k)})

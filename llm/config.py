@@ -282,11 +282,6 @@ class FineTuningConfig(RunConfig):
 
     lora: LoRAConfig = field(default_factory=LoRAConfig)
 
-    def check(self) -> None:
-        super().check()
-        if self.lora.rank and self.train.parallel == "fsdp":  # FSDP would shard frozen and trained weights in one unit, untested
-            raise BadValue("lora.rank", "needs train.parallel=ddp: adapters under FSDP are not supported yet", self.lora.rank)
-
 
 @dataclass
 class PretrainConfig(RunConfig):

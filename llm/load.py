@@ -16,7 +16,7 @@ import torch
 from llm.config import ModelConfig
 from llm.errors import CheckpointError
 from llm.hf import PREFIX as HF_PREFIX
-from llm.lora import add_adapters, base_model, is_adapter, merged_weights
+from llm.lora import AdaptersOff, add_adapters, is_adapter, merged_weights
 from llm.model import GPT
 from llm.tokenizer import Tokenizer
 from llm.train import checkpoint as ckpt
@@ -129,9 +129,10 @@ def with_adapters(model: GPT, cfg) -> GPT:
     return add_adapters(model, cfg.lora, cfg.train.seed) if cfg.lora.rank else model
 
 
-def frozen_reference(policy: GPT, loaded: ckpt.LoadedCheckpoint, device) -> GPT:
+def frozen_reference(policy: GPT, loaded: ckpt.LoadedCheckpoint, device) -> GPT | AdaptersOff:
     """PPO's and DPO's frozen reference: the policy with its adapters off, sharing its weights, when it has adapters;
     else a second copy of the checkpoint's model."""
     if any(is_adapter(name) for name, _ in policy.named_parameters()):
-        return base_model(policy).to(device)  # moves the shared weights in place: the policy's follow
+        policy.to(device)  # the reference runs before the loop moves the policy (PPO's edge of competence, DPO's sampled pairs)
+        return AdaptersOff(policy)
     return gpt_from(loaded).to(device).eval().requires_grad_(False)

@@ -11,11 +11,18 @@ keep our state dict's names (`...qkv.weight` stays), so checkpoints, resume and 
 
 Checkpoints hold the adapters beside the base weights (`...qkv.lora_A`) and meta.json's "lora" settings;
 a next stage, sampling and evaluation read them folded into the weights (`merged_weights`).
+
+PPO's and DPO's frozen reference is the policy itself with its adapters switched off (`AdaptersOff`, as
+TRL's `disable_adapter()`): no second copy of the weights, and under FSDP the reference's forward is the
+policy's own sharded forward, gathering the same units, where a second model sharing the policy's
+parameters would hold the full tensors FSDP has replaced with shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn
@@ -40,9 +47,12 @@ class LoRALinear(nn.Linear):
         self.lora_B = nn.Parameter(torch.zeros(self.out_features, rank, device=weight.device, dtype=weight.dtype))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5), generator=generator)  # PEFT's (and nn.Linear's) initialisation of A
         self.lora_dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+        self.active = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(x, self.weight, self.bias)
+        if not self.active:
+            return out
         return out + F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B) * self.scaling
 
 
@@ -97,16 +107,51 @@ def merged_weights(weights: dict[str, torch.Tensor], lora: dict) -> dict[str, to
     return out
 
 
-def base_model(model: GPT) -> GPT:
-    """A GPT that shares `model`'s base weights (the same Parameter objects) and has no adapters: the model with
-    its adapters switched off, as a frozen reference that costs no second copy (TRL's reference for PEFT models).
-    It follows the model's weights through .to(), which moves a parameter's data in place."""
-    with torch.device("meta"):
-        view = GPT(model.config)
-    shared = {name: p for name, p in model.state_dict(keep_vars=True).items() if not is_adapter(name)}
-    view.load_state_dict(shared, assign=True)
-    view.requires_grad_(False)  # assign gives the shared parameters the new model's requires_grad: frozen again
-    for name, buffer in model.named_buffers():  # rope's table is not in the state dict
-        owner, _, leaf = name.rpartition(".")
-        view.get_submodule(owner).register_buffer(leaf, buffer.clone(), persistent=False)
-    return view.eval()
+@contextlib.contextmanager
+def adapters_off(model: nn.Module) -> Iterator[None]:
+    """`model` computes as its base, adapters skipped, until the block ends."""
+    layers = adapter_layers(model).values()
+    for layer in layers:
+        layer.active = False
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.active = True
+
+
+class AdaptersOff(nn.Module):
+    """A frozen reference that is `policy` with its adapters off, in eval mode and without gradients: it holds
+    no weights and no submodule of its own, so moving, sharding or checkpointing the policy is all it needs.
+    Its parameters() are the policy's base weights (for their device and a weight comparison), never the adapters."""
+
+    def __init__(self, policy: GPT):
+        super().__init__()
+        object.__setattr__(self, "policy", policy)  # not registered: the policy is trained, saved and sharded as itself
+        self.config = policy.config
+
+    @contextlib.contextmanager
+    def as_base(self) -> Iterator[None]:
+        training = self.policy.training
+        self.policy.eval()  # no dropout in a reference
+        try:
+            with torch.no_grad(), adapters_off(self.policy):
+                yield
+        finally:
+            self.policy.train(training)
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        with self.as_base():
+            return self.policy(*args, **kwargs)
+
+    def decode_step(self, token: torch.Tensor, cache) -> torch.Tensor:
+        with self.as_base():
+            return self.policy.decode_step(token, cache)
+
+    def new_cache(self, batch_size: int, max_len: int | None = None):
+        return self.policy.new_cache(batch_size, max_len)
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True, remove_duplicate: bool = True):
+        for name, param in self.policy.named_parameters(prefix, recurse, remove_duplicate):
+            if not is_adapter(name):
+                yield name, param

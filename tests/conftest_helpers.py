@@ -130,6 +130,16 @@ def ppo_overrides(policy: Path, reward: Path, out_dir: Path, name: str = "ppo") 
     ]
 
 
+def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
+    return [
+        f"init_from={sft_run}", f"out_dir={out_dir}", f"name={name}", "data.builtin_train=400", "data.builtin_val=40",
+        "data.builtin_kinds=[first_word, last_word]", "optim.lr=1e-3", "optim.warmup_steps=0", "train.batch_size=8",
+        "train.max_steps=60", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=30",
+        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10", "eval.unseen=5",
+        "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
+    ]
+
+
 def check_eval_items(run_dir: Path, tasks) -> dict:
     """A finished run's eval_items.json: step 0's, the final and the best checkpoint's verdicts, one per prompt,
     each agreeing with the exact match its evaluation logged (`tasks` hold no prompt twice)."""

@@ -193,7 +193,7 @@ class Trainer:
         if cfg.train.activation_checkpointing:
             apply_activation_checkpointing(self.model)
         if self.sharded:
-            for model in {id(m): m for m in (self.model, *stage.frozen_models())}.values():
+            for model in sharding.models_to_shard(self.model, stage.frozen_models()):
                 sharding.shard_model(model, runtime.dist.world_size, runtime.device, runtime.precision.dtype, cfg.train.compile)
         self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device, runtime.precision.dtype)
         self.total_steps = stage.total_steps(cfg)

@@ -31,6 +31,17 @@ def fsdp_units(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
+def models_to_shard(trained: nn.Module, frozen: Iterable[nn.Module]) -> list[nn.Module]:
+    """The trained model and each frozen one once, less any frozen one that runs on the trained model's own weights
+    (a reference that is the policy with its adapters off): sharding the trained model shards it."""
+    own = {id(p) for p in trained.parameters()}
+    models = {id(trained): trained}
+    for model in frozen:
+        if not any(id(p) in own for p in model.parameters()):
+            models.setdefault(id(model), model)
+    return list(models.values())
+
+
 def mixed_precision(device: torch.device, dtype: torch.dtype):
     from torch.distributed.fsdp import MixedPrecisionPolicy
 

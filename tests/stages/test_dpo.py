@@ -4,7 +4,7 @@ import signal
 import pytest
 import torch
 
-from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, kill_and_resume, metric_losses, read_metrics
+from conftest_helpers import FOUR_ITEMS, REPO, check_eval_items, dpo_overrides, kill_and_resume, metric_losses, read_metrics
 from llm.config import DPOConfig, load_config
 from llm.stages.launch import run_stage
 
@@ -22,16 +22,6 @@ def test_nll_term_adds_the_chosen_per_token_nll(monkeypatch):
     out = stage.loss(None, batch)
     torch.testing.assert_close(out.loss, torch.tensor(math.log(2) + 0.5 * 3.0 / 3))
     torch.testing.assert_close(out.metrics["nll/chosen"], torch.tensor(1.0))
-
-
-def dpo_overrides(sft_run, out_dir, name: str) -> list[str]:
-    return [
-        f"init_from={sft_run}", f"out_dir={out_dir}", f"name={name}", "data.builtin_train=400", "data.builtin_val=40",
-        "data.builtin_kinds=[first_word, last_word]", "optim.lr=1e-3", "optim.warmup_steps=0", "train.batch_size=8",
-        "train.max_steps=60", "train.epochs=0", "train.max_time_s=0", "train.dtype=float32", "train.eval_every=30",
-        "train.log_every=1", "train.progress=false", "checkpoint.save_every=30", "eval.n_prompts=10", "eval.unseen=5",
-        "eval.kinds=[first_word, last_word]", "eval.max_new_tokens=8",
-    ]
 
 
 def test_dpo_stage_starts_at_log2_and_improves(sft_run, reward_run, tmp_path):

@@ -9,8 +9,9 @@ import shutil
 import subprocess
 
 import pytest
+import torch
 
-from conftest_helpers import PYTHON, REPO, TORCHRUN, metric_losses, ppo_overrides, read_metrics
+from conftest_helpers import PYTHON, REPO, TORCHRUN, dpo_overrides, metric_losses, ppo_overrides, read_metrics
 from llm.train import checkpoint as ckpt
 
 FP32_CPU = ["train.dtype=float32", "train.device=cpu"]
@@ -92,12 +93,13 @@ def test_a_kill_during_a_sharded_save_leaves_the_previous_checkpoint_valid(run_a
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["fsdp", "ddp"])
-def test_ppo_in_two_processes_samples_half_the_rollouts_each_and_trains_as_one_process(sft_run, reward_run, tmp_path, parallel):
+@pytest.mark.parametrize("parallel, lora", [("fsdp", []), ("ddp", ["lora.rank=4", "lora.alpha=8"])], ids=["fsdp", "ddp+lora"])
+def test_ppo_in_two_processes_samples_half_the_rollouts_each_and_trains_as_one_process(sft_run, reward_run, tmp_path, parallel, lora):
     # two processes of 4 prompts and minibatches of 2 against one of 8 and 4: each samples its own prompts
     # (the same draws as the single process's rows), they share the scored rollouts, and each step's
-    # minibatch is split between them; 12 steps cross into the second iteration and its KL update
-    common = ["ppo.samples_per_prompt=2", "ppo.ptx_coef=0.5", "train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6"]
+    # minibatch is split between them; 12 steps cross into the second iteration and its KL update. With
+    # adapters the reference is the policy with its adapters off: the KL must still start at 0 and move
+    common = ["ppo.samples_per_prompt=2", "ppo.ptx_coef=0.5", "train.max_steps=12", "train.eval_every=6", "checkpoint.save_every=6", *lora]
     for name, processes in (("one", 1), ("two", 2)):
         per_process = [f"ppo.rollout_batch={8 // processes}", f"ppo.minibatch={4 // processes}", f"ppo.ptx_batch={4 // processes}"]
         launch("scripts/ppo.py", ppo_overrides(sft_run, reward_run, tmp_path, name) + common + per_process, processes,
@@ -115,6 +117,11 @@ def test_ppo_in_two_processes_samples_half_the_rollouts_each_and_trains_as_one_p
             assert abs(a[key] - b[key]) < 1e-5, (a["step"], key, a[key], b[key])
     final = ckpt.load_checkpoint(tmp_path / "two/checkpoints/step_0000012")
     assert final.meta["kind"] == "actor_critic" and (final.folder / "shards").is_dir() == (parallel == "fsdp")
+    if lora:  # the policy's base weights never moved; its adapters did
+        sft = ckpt.load(sft_run, "best").weights
+        policy = {name.removeprefix("policy."): t for name, t in final.weights.items() if name.startswith("policy.")}
+        assert all(torch.equal(policy[name], sft[name]) for name in sft)
+        assert any(name.endswith("lora_B") and bool(t.abs().sum() > 0) for name, t in policy.items())
 
 
 @pytest.mark.slow
@@ -154,3 +161,23 @@ def test_a_checkpoint_of_an_unsharded_run_is_refused_by_a_sharded_resume_in_one_
     assert done.returncode != 0 and errors
     assert errors[0].endswith("step_0000006: written by a run without train.parallel=fsdp, which FSDP cannot resume; "
                               "resume it with train.parallel=ddp (or start a new run from it with init_from)")
+
+
+@pytest.mark.slow
+def test_dpo_with_adapters_sharded_trains_as_ddp_and_resumes_exactly(sft_run, tmp_path):
+    # the reference is the sharded policy itself with its adapters off: in the loss, outside any gathering, and in the
+    # evaluation's KL, gathered
+    common = ["lora.rank=4", "lora.alpha=8", "data.sources=[{path: builtin}]", "eval.n_prompts=4", "eval.unseen=2", "train.max_steps=8",
+              "train.eval_every=4", "checkpoint.save_every=4", "train.batch_size=4"]
+    for parallel in ("ddp", "fsdp"):
+        launch("scripts/dpo.py", [*dpo_overrides(sft_run, tmp_path, parallel), *common], 2, config="configs/dpo/tiny.yaml",
+               parallel=parallel)
+    ddp, fsdp = metric_losses(tmp_path / "ddp"), metric_losses(tmp_path / "fsdp")
+    assert len(ddp) == 8 and close(ddp, fsdp), (ddp, fsdp)
+    assert abs(fsdp[1] - ddp[1]) < 1e-6 and fsdp[8] != fsdp[1]  # the same reference at the start; the policy moved from it
+    kl = [(a["kl"], b["kl"]) for a, b in zip(read_metrics(tmp_path / "ddp", "eval"), read_metrics(tmp_path / "fsdp", "eval"))]
+    assert kl[0] == (0.0, 0.0) and kl[-1][1] != 0 and all(abs(a - b) < 1e-5 for a, b in kl), kl
+    shutil.copytree(tmp_path / "fsdp", tmp_path / "again")
+    shutil.rmtree(tmp_path / "again/checkpoints/step_0000008")
+    done = launch("scripts/dpo.py", [*dpo_overrides(sft_run, tmp_path, "again"), *common, "--resume"], 2, config="configs/dpo/tiny.yaml")
+    assert "step_0000004" in done.stdout and metric_losses(tmp_path / "again") == fsdp
