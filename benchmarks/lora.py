@@ -39,10 +39,18 @@ def step_time(rank: int) -> dict:
         trained = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
         train(stage, cfg, setup_runtime(cfg))
         lines = [json.loads(x) for x in (Path(out) / "bench" / "metrics.jsonl").read_text().splitlines()]
+        disk = checkpoint_mb(next((Path(out) / "bench" / "checkpoints").glob("step_*")))
     train_lines = [x for x in lines if x["kind"] == "train"][2:]
     rate = statistics.median(x["tokens_per_s"] for x in train_lines)
     return {"trained_params": trained, "tokens_per_s": rate, "ms_per_step": 1000 * BATCH * SHAPE["block_size"] / rate,
-            "live_tensor_mb": train_lines[-1]["memory_mb"], "peak_rss_mb": peak_memory_mb()}
+            "live_tensor_mb": train_lines[-1]["memory_mb"], "peak_rss_mb": peak_memory_mb(), **disk}
+
+
+def checkpoint_mb(folder: Path) -> dict:
+    """A checkpoint's own files, and those hard-linked from the run's one copy of the frozen weights (written once a run)."""
+    files = [f for f in folder.rglob("*") if f.is_file()]
+    return {"checkpoint_own_mb": sum(f.stat().st_size for f in files if f.stat().st_nlink == 1) / 2**20,
+            "checkpoint_linked_mb": sum(f.stat().st_size for f in files if f.stat().st_nlink > 1) / 2**20}
 
 
 def ppo_memory(shared: bool) -> dict:

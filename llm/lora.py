@@ -9,8 +9,9 @@ k_proj, v_proj (or GPT-2's fused c_attn) by cutting B, as the base weights are c
 PEFT itself would wrap our layers under its own names and ask for a transformers-style config; these lines
 keep our state dict's names (`...qkv.weight` stays), so checkpoints, resume and DDP work unchanged.
 
-Checkpoints hold the adapters beside the base weights (`...qkv.lora_A`) and meta.json's "lora" settings;
-a next stage, sampling and evaluation read them folded into the weights (`merged_weights`).
+A checkpoint's model.safetensors holds the adapters (`...qkv.lora_A`) and whatever else trains, its
+frozen.safetensors the base, linked from one copy per run (llm/train/checkpoint.py), and meta.json the "lora"
+settings; a next stage, sampling and evaluation read them folded into the weights (`merged_weights`).
 
 PPO's and DPO's frozen reference is the policy itself with its adapters switched off (`AdaptersOff`, as
 TRL's `disable_adapter()`): no second copy of the weights, and under FSDP the reference's forward is the

@@ -14,6 +14,12 @@ A sharded run (train.parallel=fsdp) adds `shards/` and `shards.json`: its model 
 each process wrote it (llm/train/sharded_checkpoint.py), and leaves the optimizer out of trainer.*.
 That layout is format 2; every other checkpoint is format 1.
 
+A run that trains adapters on a frozen base (lora.rank > 0) keeps the frozen weights apart, in
+`frozen.safetensors`, and only what trains in `model.safetensors` (format 3): the frozen file is written
+once per run into the checkpoints folder (`.frozen-*.safetensors`) and hard-linked into every checkpoint,
+so each folder is still whole on its own while a 124M model's checkpoint costs its adapters' megabytes,
+not the base's 500 MB again. Nothing ever writes into a linked file: a new run writes a new one.
+
 It is written into a hidden temporary folder and renamed into place, so a crash or a full disk never
 leaves a half-written checkpoint under a real name, and the previous ones stay intact.
 
@@ -47,9 +53,12 @@ from llm.errors import CheckpointError, TrainingError
 
 FORMAT_VERSION = 1  # written to manifest.json as "format"
 SHARDED_FORMAT = 2  # format 1 plus shards/ (sharded runs)
-READS_FORMATS = (1, 2)  # the formats this code can load
+FROZEN_FORMAT = 3  # format 1 or 2 with the frozen weights in frozen.safetensors
+READS_FORMATS = (1, 2, 3)  # the formats this code can load
 FORMAT_WHEN_ABSENT = 1  # a manifest without "format" is read as this one
 STEP_PREFIX = "step_"
+WEIGHTS_FILE, FROZEN_FILE = "model.safetensors", "frozen.safetensors"
+FROZEN_STORE_PREFIX = ".frozen-"
 
 
 class UnreadableFormat(CheckpointError):
@@ -137,12 +146,57 @@ def weights_and_aliases(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict
     return weights, aliases
 
 
-def save_weights(model: nn.Module, path: Path) -> None:
-    write_weights(*weights_and_aliases(model), path)
-
-
 def write_weights(weights: dict[str, torch.Tensor], aliases: dict[str, str], path: Path) -> None:
     save_file(weights, str(path), metadata={"aliases": json.dumps(aliases)})
+
+
+def read_folder_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's whole state dict: model.safetensors and, where the run had a frozen base, frozen.safetensors."""
+    weights = read_weights(folder / WEIGHTS_FILE)
+    if (folder / FROZEN_FILE).is_file():
+        weights.update(read_weights(folder / FROZEN_FILE))
+    return weights
+
+
+def split_weights(weights: dict[str, torch.Tensor], aliases: dict[str, str], names: frozenset[str]) -> tuple[tuple, tuple]:
+    """(weights, aliases) cut in two: those `names` holds and the rest, each alias beside the tensor it names."""
+    def part(inside: bool) -> tuple[dict, dict]:
+        return ({n: t for n, t in weights.items() if (n in names) == inside},
+                {a: n for a, n in aliases.items() if (n in names) == inside})
+    return part(True), part(False)
+
+
+class FrozenStore:
+    """The weights a run never changes, written once into the checkpoints folder and hard-linked into each checkpoint.
+
+    A store belongs to one Trainer: a resumed or restarted run writes a file of its own rather than trusting one
+    left by another (its base may differ), and prune() deletes a stored file once no checkpoint links it."""
+
+    def __init__(self, checkpoints_dir: Path, names: frozenset[str]):
+        self.checkpoints_dir, self.names = checkpoints_dir, names
+        self.path: Path | None = None
+
+    def put(self, folder: Path, weights: tuple[dict, dict]) -> tuple[dict, dict]:
+        """Link the frozen part of `weights` into `folder`; what is left to write there."""
+        if not self.names:
+            return weights
+        frozen, rest = split_weights(*weights, self.names)
+        if self.path is None or not self.path.is_file():
+            handle, name = tempfile.mkstemp(prefix=FROZEN_STORE_PREFIX, suffix=".safetensors", dir=self.checkpoints_dir)
+            os.close(handle)
+            try:
+                write_weights(*frozen, Path(name))
+            except BaseException:
+                Path(name).unlink(missing_ok=True)
+                raise
+            self.path = Path(name)
+        try:
+            os.link(self.path, folder / FROZEN_FILE)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EMLINK):
+                raise
+            shutil.copyfile(self.path, folder / FROZEN_FILE)  # a filesystem without hard links: a copy, as before
+        return rest
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -171,6 +225,7 @@ class CheckpointContents:
     config_yaml: str
     tokenizer_json: str | None
     weights: tuple[dict[str, torch.Tensor], dict[str, str]] | None = None  # (weights, aliases) gathered from shards
+    frozen: FrozenStore | None = None  # where the weights that never change go
 
 
 def step_dir_name(step: int) -> str:
@@ -220,10 +275,10 @@ def os_error_in(exc: BaseException | None) -> OSError | None:
 
 
 def write_files(folder: Path, contents: CheckpointContents) -> None:
-    if contents.weights is not None:
-        write_weights(*contents.weights, folder / "model.safetensors")
-    else:
-        save_weights(contents.model, folder / "model.safetensors")
+    weights = contents.weights if contents.weights is not None else weights_and_aliases(contents.model)
+    if contents.frozen is not None:
+        weights = contents.frozen.put(folder, weights)
+    write_weights(*weights, folder / WEIGHTS_FILE)
     json_tree, tensors = flatten_state(contents.trainer_state)
     save_file(tensors, str(folder / "trainer.safetensors"))
     write_text(folder / "trainer.json", json.dumps(json_tree))
@@ -232,7 +287,7 @@ def write_files(folder: Path, contents: CheckpointContents) -> None:
     if contents.tokenizer_json is not None:
         write_text(folder / "tokenizer.json", contents.tokenizer_json)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    version = SHARDED_FORMAT if (folder / "shards").is_dir() else FORMAT_VERSION
+    version = FROZEN_FORMAT if (folder / FROZEN_FILE).is_file() else SHARDED_FORMAT if (folder / "shards").is_dir() else FORMAT_VERSION
     manifest = {"format": version, "files": {name: file_record(folder / name) for name in files}}
     write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
     fsync_dir(folder)
@@ -308,7 +363,7 @@ def verify(folder: Path) -> dict:
     except (json.JSONDecodeError, AttributeError):
         raise CheckpointError(f"{manifest_path}: corrupt manifest") from None
     if version not in READS_FORMATS or isinstance(version, bool):
-        reads = " and ".join(str(v) for v in READS_FORMATS)
+        reads = ", ".join(str(v) for v in READS_FORMATS[:-1]) + f" and {READS_FORMATS[-1]}"
         raise UnreadableFormat(f"{manifest_path}: checkpoint format {version!r}, but this code reads formats {reads} "
                                f"(written by another version of this code?)")
     try:
@@ -374,7 +429,7 @@ def read_verified(folder: Path) -> LoadedCheckpoint:
     tokenizer_path = folder / "tokenizer.json"
     return LoadedCheckpoint(
         folder=folder,
-        weights=read_weights(folder / "model.safetensors"),
+        weights=read_folder_weights(folder),
         meta=json.loads((folder / "meta.json").read_text()),
         config_yaml=(folder / "config.yaml").read_text(),
         tokenizer_json=tokenizer_path.read_text() if tokenizer_path.is_file() else None,
@@ -425,3 +480,6 @@ def prune(checkpoints_dir: Path, keep_last: int, protect: set[str]) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     for stale in checkpoints_dir.glob(".tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    for stored in checkpoints_dir.glob(f"{FROZEN_STORE_PREFIX}*"):
+        if stored.stat().st_nlink == 1:  # no checkpoint links it any more (the current store is linked by the newest)
+            stored.unlink(missing_ok=True)

@@ -196,6 +196,8 @@ class Trainer:
             for model in sharding.models_to_shard(self.model, stage.frozen_models()):
                 sharding.shard_model(model, runtime.dist.world_size, runtime.device, runtime.precision.dtype, cfg.train.compile)
         self.optimizer = build_optimizer(self.model, cfg.optim, runtime.device, runtime.precision.dtype)
+        frozen = frozenset(name for name, p in self.model.named_parameters(remove_duplicate=False) if not p.requires_grad)
+        self.frozen = ckpt.FrozenStore(self.checkpoints, frozen)  # a frozen base under adapters: written once per run
         self.total_steps = stage.total_steps(cfg)
         self.state = LoopState()
         self.accum = accumulation_steps(cfg)
@@ -239,7 +241,7 @@ class Trainer:
             raise ckpt.CheckpointError(f"{folder}: written by a run without train.parallel=fsdp, which FSDP cannot resume; "
                                        f"resume it with train.parallel=ddp (or start a new run from it with init_from)")
         else:
-            self.model.load_state_dict(ckpt.read_weights(folder / "model.safetensors"))
+            self.model.load_state_dict(ckpt.read_folder_weights(folder))
             self.optimizer.load_state_dict(trainer["optimizer"])
         self.state = LoopState(**trainer["loop"])
         self.stage.source.load_state_dict(trainer["source"])
@@ -484,6 +486,7 @@ class Trainer:
         return ckpt.CheckpointContents(
             model=None if weights is not None else self.model,
             weights=weights,
+            frozen=self.frozen,
             trainer_state=self.trainer_state(rng_by_rank, with_optimizer=weights is None),
             meta={**self.stage.checkpoint_meta(), "stage": self.stage.name, "step": state.step, "tokens_seen": state.tokens_seen,
                   "precision": self.rt.precision.describe(), "metrics": state.last_metrics},

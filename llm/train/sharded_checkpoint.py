@@ -119,7 +119,7 @@ def tensor_keys(tree) -> set[str]:
 
 def full_weights(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """The whole model on process 0's CPU (a collective call; other processes get nothing), each tied
-    weight stored once with its other names as aliases, as checkpoint.save_weights writes them."""
+    weight stored once with its other names as aliases, as checkpoint.weights_and_aliases gives them."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
     full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -1,6 +1,8 @@
+import dataclasses
 import errno
 import json
 import random
+import shutil
 import warnings
 
 import numpy as np
@@ -81,7 +83,7 @@ def test_full_disk_leaves_previous_checkpoint_intact(tmp_path, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ckpt, "save_weights", no_space)
+    monkeypatch.setattr(ckpt, "write_weights", no_space)
     with pytest.raises(TrainingError, match="no space left on device; the last good checkpoint step_0000001 is intact"):
         ckpt.save_checkpoint(tmp_path, 2, contents(model))
     assert [p.name for p in tmp_path.iterdir()] == [good.name]
@@ -187,7 +189,7 @@ def test_an_unknown_format_is_refused_naming_the_file_and_versions(tmp_path, ver
     with pytest.raises(CheckpointError) as caught:
         ckpt.load_checkpoint(folder)
     message = str(caught.value)
-    assert message == (f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads formats 1 and 2 "
+    assert message == (f"{folder / 'manifest.json'}: checkpoint format {version!r}, but this code reads formats 1, 2 and 3 "
                        "(written by another version of this code?)")
     assert "\n" not in message
 
@@ -201,7 +203,8 @@ def test_an_unknown_format_in_a_run_is_refused_not_skipped(tmp_path):
     set_format(newest, 99)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not passed over with a warning: resuming from an older one would be wrong
-        with pytest.raises(CheckpointError, match=r"step_0000002/manifest.json: checkpoint format 99, but this code reads formats 1 and 2"):
+        refused = r"step_0000002/manifest.json: checkpoint format 99, but this code reads formats 1, 2 and 3"
+        with pytest.raises(CheckpointError, match=refused):
             read(run)
         with pytest.raises(CheckpointError, match="checkpoint format 99"):
             ckpt.newest_valid(run / "checkpoints")
@@ -217,3 +220,33 @@ def test_a_checkpoint_without_a_format_field_loads_as_format_1(tmp_path):
     loaded = ckpt.load_checkpoint(folder)
     assert all(torch.equal(loaded.weights[name], t) for name, t in model.state_dict().items())
     assert ckpt.load(tmp_path / "run").folder == folder
+
+
+def test_frozen_weights_are_written_once_and_linked_into_every_checkpoint(tmp_path):
+    from llm.config import LoRAConfig
+    from llm.lora import add_adapters
+
+    model = add_adapters(tiny_model(), LoRAConfig(rank=2))
+    frozen = frozenset(n for n, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad)
+    store = ckpt.FrozenStore(tmp_path, frozen)
+    folders = []
+    for step in (1, 2, 3):
+        saved = contents(model, step)
+        folders.append(ckpt.save_checkpoint(tmp_path, step, dataclasses.replace(saved, frozen=store)))
+    first, second = (folder / ckpt.FROZEN_FILE for folder in folders[:2])
+    assert first.stat().st_ino == second.stat().st_ino == store.path.stat().st_ino  # one file on disk, linked
+    assert set(ckpt.read_weights(folders[0] / ckpt.WEIGHTS_FILE)) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert json.loads((folders[0] / "manifest.json").read_text())["format"] == ckpt.FROZEN_FORMAT
+    loaded = ckpt.load_checkpoint(folders[-1])
+    again = add_adapters(tiny_model(), LoRAConfig(rank=2))
+    again.load_state_dict(loaded.weights)  # whole: the frozen part and the adapters, tied head included
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
+    data = bytearray(first.read_bytes())  # the one file is every checkpoint's: a flipped byte is caught in each
+    data[-10] ^= 0xFF
+    first.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="frozen.safetensors: checksum differs"):
+        ckpt.load_checkpoint(folders[-1])
+    for folder in folders:
+        shutil.rmtree(folder)
+    ckpt.prune(tmp_path, keep_last=2, protect=set())
+    assert not list(tmp_path.glob(".frozen-*"))  # no checkpoint links it any more
