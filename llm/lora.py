@@ -109,9 +109,8 @@ def merged_weights(weights: dict[str, torch.Tensor], lora: dict) -> dict[str, to
 
 
 @contextlib.contextmanager
-def adapters_off(model: nn.Module) -> Iterator[None]:
-    """`model` computes as its base, adapters skipped, until the block ends."""
-    layers = adapter_layers(model).values()
+def adapters_off(layers: list[LoRALinear]) -> Iterator[None]:
+    """Each of `layers` computes as its base layer, its adapter skipped, until the block ends."""
     for layer in layers:
         layer.active = False
     try:
@@ -130,13 +129,14 @@ class AdaptersOff(nn.Module):
         super().__init__()
         object.__setattr__(self, "policy", policy)  # not registered: the policy is trained, saved and sharded as itself
         self.config = policy.config
+        self.layers = list(adapter_layers(policy).values())  # found once: a reference decodes token by token
 
     @contextlib.contextmanager
     def as_base(self) -> Iterator[None]:
         training = self.policy.training
         self.policy.eval()  # no dropout in a reference
         try:
-            with torch.no_grad(), adapters_off(self.policy):
+            with torch.no_grad(), adapters_off(self.layers):
                 yield
         finally:
             self.policy.train(training)

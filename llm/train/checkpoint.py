@@ -175,6 +175,7 @@ class FrozenStore:
     def __init__(self, checkpoints_dir: Path, names: frozenset[str]):
         self.checkpoints_dir, self.names = checkpoints_dir, names
         self.path: Path | None = None
+        self.record: dict | None = None  # its size and sha256, hashed once: every checkpoint's manifest lists the same file
 
     def put(self, folder: Path, weights: tuple[dict, dict]) -> tuple[dict, dict]:
         """Link the frozen part of `weights` into `folder`; what is left to write there."""
@@ -189,7 +190,7 @@ class FrozenStore:
             except BaseException:
                 Path(name).unlink(missing_ok=True)
                 raise
-            self.path = Path(name)
+            self.path, self.record = Path(name), file_record(Path(name))
         try:
             os.link(self.path, folder / FROZEN_FILE)
         except OSError as exc:
@@ -288,7 +289,8 @@ def write_files(folder: Path, contents: CheckpointContents) -> None:
         write_text(folder / "tokenizer.json", contents.tokenizer_json)
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
     version = FROZEN_FORMAT if (folder / FROZEN_FILE).is_file() else SHARDED_FORMAT if (folder / "shards").is_dir() else FORMAT_VERSION
-    manifest = {"format": version, "files": {name: file_record(folder / name) for name in files}}
+    known = {FROZEN_FILE: contents.frozen.record} if contents.frozen is not None and contents.frozen.record else {}
+    manifest = {"format": version, "files": {name: known.get(name) or file_record(folder / name) for name in files}}
     write_text(folder / "manifest.json", json.dumps(manifest, indent=2))
     fsync_dir(folder)
 
