@@ -1,7 +1,8 @@
 """How a built-in task is asked: many phrasings per kind, and a disjoint set that no training example uses.
 
 A person does not type the generator's one sentence. Each kind has core sentences with other verbs and
-orders ("Give the last word of", "Which word comes last in"); a prompt wraps a core in a polite form
+orders ("Give the last word of", "Which word comes last in"; 17 for each of the demo's four kinds, since
+more of them made SFT answer the unseen ones better: docs/design.md); a prompt wraps a core in a polite form
 ("Please ...", "Could you ...?", "..., please") and ends with the punctuation people use, or none;
 repeat's count is a digit, a number word or "twice". The NEW cores are held out: evaluation asks with
 them to measure what a person's own phrasing gets (tests/data/test_builtin_tasks.py proves no training
@@ -32,20 +33,37 @@ _TRAIN: dict[str, tuple[str, ...]] = {
     "count_words": ("How many words are in: {words}", "Count the words: {words}",
                     "How many words are there in this list: {words}", "Tell me how many words are in: {words}",
                     "Give the number of words in: {words}", "What is the number of words in: {words}",
-                    "Count how many words there are: {words}"),
+                    "Count how many words there are: {words}", "Say how many words are in: {words}",
+                    "Return the number of words in: {words}", "Give the count of words in: {words}",
+                    "Work out how many words are in: {words}", "How many words do you count in: {words}",
+                    "Print the number of words in: {words}", "Tell me the number of words in this list: {words}",
+                    "Type how many words there are in: {words}"),
     "first_word": ("What is the first word in: {words}", "Give the first word of: {words}",
                    "Which word comes first in: {words}", "Tell me the first word of: {words}",
                    "Write the first word of this list: {words}", "Name the first word in: {words}",
-                   "What word comes first in this list: {words}"),
+                   "What word comes first in this list: {words}", "Say the first word of: {words}",
+                   "Return the first word in: {words}", "Print the first word of: {words}",
+                   "Type the first word of: {words}", "Copy the first word from: {words}",
+                   "Reply with the first word of: {words}", "What is the opening word of: {words}",
+                   "Give the starting word of: {words}", "Which word is at the start of: {words}",
+                   "Tell me the word that comes first in: {words}"),
     "last_word": ("What is the last word in: {words}", "Give the last word of: {words}",
                   "Which word comes last in: {words}", "Tell me the last word of: {words}",
                   "Write the last word of this list: {words}", "Name the last word in: {words}",
-                  "What word comes last in this list: {words}"),
+                  "What word comes last in this list: {words}", "Say the last word of: {words}",
+                  "Return the last word in: {words}", "Print the last word of: {words}",
+                  "Type the last word of: {words}", "Copy the last word from: {words}",
+                  "Reply with the last word of: {words}", "What is the final word of: {words}",
+                  "Give the closing word of: {words}", "Which word is at the end of: {words}",
+                  "Tell me the word that comes last in: {words}"),
     "uppercase": ("Write in capital letters: {words}", "Make this uppercase: {words}", "Convert to upper case: {words}",
                   "Write this in capitals: {words}"),
     "repeat": ("Say {word} {times}", "Repeat the word {word} {times}", "Write {word} {times}",
                "Print the word {word} {times}", "Type {word} {times}", "Say the word {word} {times}",
-               "Repeat {word} {times}"),
+               "Repeat {word} {times}", "Print {word} {times}", "Type the word {word} {times}",
+               "Write the word {word} {times}", "Reply with {word} {times}", "Return {word} {times}",
+               "Produce {word} {times}", "Generate the word {word} {times}", "Copy the word {word} {times}",
+               "Spell {word} {times}", "Put down the word {word} {times}"),
     "copy": ("Copy this sentence exactly: {sentence}", "Repeat after me: {sentence}",
              "Write this sentence again: {sentence}"),
 }
