@@ -1,7 +1,7 @@
 """How a built-in task is asked: many phrasings per kind, and a disjoint set that no training example uses.
 
 A person does not type the generator's one sentence. Each kind has core sentences with other verbs and
-orders ("Give the last word of", "Which word comes last in"; 17 for each of the demo's four kinds, since
+orders ("Give the last word of", "Which word comes last in"; 15 to 17 for each of the demo's four kinds, since
 more of them made SFT answer the unseen ones better: docs/design.md); a prompt wraps a core in a polite form
 ("Please ...", "Could you ...?", "..., please") and ends with the punctuation people use, or none;
 repeat's count is a digit, a number word or "twice". The NEW cores are held out: evaluation asks with
