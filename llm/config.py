@@ -69,6 +69,9 @@ class ModelConfig(Checked):
     position: str = "rope"  # rope | learned
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    # add a learned map of the previous token's embedding to each token's (docs/design.md, "Token shift"):
+    # one attention layer can then match a token's predecessor, which is what copying needs
+    token_shift: bool = False
     section = "model."
 
     def check(self) -> None:

@@ -280,7 +280,7 @@ class CapturedStep:
 
     def __init__(self, model: GPT, cache: KVCache, token: torch.Tensor):
         self.token = token.clone()
-        state = (cache.key_valid, cache.next_position, cache.write_slot)
+        state = (cache.key_valid, cache.next_position, cache.write_slot, cache.last_token, cache.last_valid)
         before = [tensor.clone() for tensor in state]
         # one eager run on a side stream first, so lazy set-up (cuBLAS handles, kernel choice) is not captured
         side = torch.cuda.Stream()

@@ -89,12 +89,16 @@ class KVCache:
         self.length = 0
         self.max_len = max_len
         self.padded = False  # whether any key so far is padding, which needs an explicit mask
+        # the token before the next one, for model.token_shift; last_valid is False where there is none yet
+        self.last_token = torch.zeros(batch_size, dtype=torch.long, device=device)
+        self.last_valid = torch.zeros(batch_size, dtype=torch.bool, device=device)
 
     def reset(self) -> None:
         """Empty the cache in place: a CUDA graph captured over these buffers stays valid."""
         self.key_valid.zero_()
         self.next_position.zero_()
         self.write_slot.zero_()
+        self.last_valid.zero_()
         self.length = 0
         self.padded = False
 
@@ -110,6 +114,8 @@ class KVCache:
         self.values = self.values[:, rows]
         self.key_valid = self.key_valid[rows]
         self.next_position = self.next_position[rows]
+        self.last_token = self.last_token[rows]
+        self.last_valid = self.last_valid[rows]
 
 
 class SlotWrites:
@@ -177,6 +183,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm_f = make_norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.shift = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False) if cfg.token_shift else None
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
         if cfg.position == "rope":
@@ -186,6 +193,8 @@ class GPT(nn.Module):
             if name.endswith("proj.weight") or name.endswith("down.weight"):
                 # GPT-2: residual projections scaled so the residual stream's variance does not grow with depth
                 nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+        if self.shift is not None:
+            nn.init.zeros_(self.shift.weight)  # starts as the plain model; the gradient still reaches it
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -210,16 +219,21 @@ class GPT(nn.Module):
         if cache is None and T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than model.block_size={self.config.block_size}")
         mask = attention_bias(attention_mask, cache, T, idx.device)
-        x, rope = self.embed(idx, positions)
+        x, rope = self.embed(idx, positions, previous_tokens(idx, attention_mask, cache) if self.shift is not None else None)
         for layer, block in enumerate(self.blocks):
             x = block(x, rope, mask, cache, layer)
         if cache is not None:
             cache.length += T
         return self.norm_f(x)
 
-    def embed(self, idx: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, tuple | None]:
-        """Token embeddings plus learned positions, or the rotary tables the attention applies instead."""
+    def embed(self, idx: torch.Tensor, positions: torch.Tensor,
+              previous: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple | None]:
+        """Token embeddings (with model.token_shift, plus a learned map of the previous token's, where
+        `previous` = (ids, valid) has one) plus learned positions, or the rotary tables the attention applies."""
         x = self.wte(idx)
+        if previous is not None:
+            prev_ids, valid = previous
+            x = x + self.shift(self.wte(prev_ids)) * valid[..., None].to(x.dtype)
         rope = None
         if self.wpe is not None:
             x = x + self.wpe(positions.clamp(max=self.config.block_size - 1))
@@ -233,7 +247,12 @@ class GPT(nn.Module):
         write slot and positions are tensors advanced in place, so a CUDA graph of one call replays for
         every token. The caller keeps `cache.length` (the host's count) in step."""
         cache.key_valid.index_fill_(1, cache.write_slot, True)
-        x, rope = self.embed(token[:, None], cache.next_position[:, None])
+        previous = None
+        if self.shift is not None:
+            previous = (cache.last_token[:, None].clone(), cache.last_valid[:, None].clone())
+            cache.last_token.copy_(token)
+            cache.last_valid.fill_(True)
+        x, rope = self.embed(token[:, None], cache.next_position[:, None], previous)
         mask = cache.key_valid[:, None, None, :]  # (B, 1, 1, max_len): the prompt's padding and empty slots stay out
         writes = SlotWrites(cache)
         for layer, block in enumerate(self.blocks):
@@ -281,6 +300,20 @@ def token_positions(idx, attention_mask, cache: KVCache | None) -> torch.Tensor:
         added = attention_mask.sum(dim=1) if attention_mask is not None else T
         cache.next_position += added  # in place: a captured decode step reads this very tensor
     return positions
+
+
+def previous_tokens(idx, attention_mask, cache: KVCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each token's predecessor (B, T) and whether it has a real one: not at the start of the sequence (or of
+    the cache), not after padding. With a cache, the last token is kept for the next call."""
+    B, T = idx.shape
+    real = attention_mask.bool() if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=idx.device)
+    if cache is None:
+        first_ids, first_valid = idx.new_zeros(B, 1), real.new_zeros(B, 1)
+    else:
+        first_ids, first_valid = cache.last_token[:, None].clone(), cache.last_valid[:, None].clone()
+        cache.last_token.copy_(idx[:, -1])
+        cache.last_valid.copy_(real[:, -1])
+    return torch.cat([first_ids, idx[:, :-1]], dim=1), torch.cat([first_valid, real[:, :-1]], dim=1)
 
 
 def attention_bias(attention_mask, cache: KVCache | None, T: int, device) -> torch.Tensor | None:
@@ -336,11 +369,12 @@ def model_size(cfg: ModelConfig) -> ModelSize:
     per_layer = attn + mlp + bias + 2 * norm
     embeddings = V * C + (cfg.block_size * C if cfg.position == "learned" else 0)
     head = 0 if cfg.tie_embeddings else V * C
-    params = embeddings + L * per_layer + norm + head
+    shift = C * C if cfg.token_shift else 0
+    params = embeddings + L * per_layer + norm + head + shift
     non_embedding = params - embeddings
     # 6N for the matmuls of forward+backward (the LM head included), plus 12 * L * C * T for attention
     # scores and values (PaLM appendix B; nanoGPT and nanochat count the same, so MFU compares with theirs)
-    matmul_params = L * (attn + mlp) + V * C
+    matmul_params = L * (attn + mlp) + V * C + shift
     flops = 6 * matmul_params + 12 * L * C * cfg.block_size
     return ModelSize(params, non_embedding, float(flops))
 

@@ -128,12 +128,14 @@ def test_the_smallest_top_p_keeps_the_top_token():
     assert out.tokens == greedy.tokens
 
 
-@pytest.mark.parametrize("position", ["rope", "learned"])
+@pytest.mark.parametrize("position", ["rope", "learned", "rope+token_shift"])
 @pytest.mark.parametrize("block_size, new_tokens", [(48, 30), (16, 40)], ids=["within-context", "overflows"])
 def test_static_decode_greedy_equals_todays_paths(position, block_size, new_tokens):
     """The fixed-shape step (the one a CUDA graph records), run eagerly: the same greedy tokens as the dynamic
     cache and as recomputation, for a left-padded batch and past the context (the cache refilled in place)."""
-    m = model(position=position, block_size=block_size)
+    m = model(position=position.split("+")[0], block_size=block_size, token_shift=position.endswith("token_shift"))
+    if m.shift is not None:
+        torch.nn.init.normal_(m.shift.weight, std=0.5)  # it starts at zero, which would hide a wrong predecessor
     params = SamplingParams(max_new_tokens=new_tokens, temperature=0.0)
     static = generate(m, PROMPTS, params, pad_id=0, decode="static")
     assert static.tokens == generate(m, PROMPTS, params, pad_id=0, decode="dynamic").tokens

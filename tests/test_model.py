@@ -11,7 +11,16 @@ VARIANTS = [
     dict(position="rope", mlp="gelu", norm="layernorm", bias=True, tie_embeddings=True),
     # GPT-2 as imported from transformers: its tanh GELU, and a hidden size and epsilon of its own
     dict(position="learned", mlp="gelu_tanh", norm="layernorm", bias=True, tie_embeddings=True, mlp_hidden=48, norm_eps=1e-3),
+    dict(position="rope", mlp="swiglu", norm="rmsnorm", bias=False, tie_embeddings=True, token_shift=True),
 ]
+
+
+def build(cfg: ModelConfig) -> GPT:
+    """The model, with a token shift that does something: it starts at zero, which would hide a wrong predecessor."""
+    model = GPT(cfg)
+    if model.shift is not None:
+        torch.nn.init.normal_(model.shift.weight, std=0.5)
+    return model
 
 
 def small(**kw) -> ModelConfig:
@@ -31,7 +40,7 @@ def test_shapes_and_parameter_count(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_causality_future_token_does_not_change_past_logits(variant):
     torch.manual_seed(0)
-    model = GPT(small(**variant)).eval()
+    model = build(small(**variant)).eval()
     x = torch.randint(0, 97, (2, 20))
     y = x.clone()
     y[:, 12] = (y[:, 12] + 1) % 97
@@ -44,7 +53,7 @@ def test_causality_future_token_does_not_change_past_logits(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_kv_cache_matches_full_forward(variant):
     torch.manual_seed(0)
-    model = GPT(small(**variant)).eval()
+    model = build(small(**variant)).eval()
     x = torch.randint(0, 97, (2, 20))
     with torch.no_grad():
         full = model(x)
@@ -53,9 +62,10 @@ def test_kv_cache_matches_full_forward(variant):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-5, rtol=1e-5)
 
 
-def test_left_padding_matches_unpadded_sequence():
+@pytest.mark.parametrize("token_shift", [False, True])
+def test_left_padding_matches_unpadded_sequence(token_shift):
     torch.manual_seed(0)
-    model = GPT(small()).eval()
+    model = build(small(token_shift=token_shift)).eval()
     x = torch.randint(0, 97, (2, 16))
     mask = torch.ones(2, 16, dtype=torch.bool)
     mask[1, :5] = False
@@ -98,3 +108,21 @@ def test_gelu_tanh_is_gpt2s_approximation_and_the_imported_sizes_reach_the_layer
         assert (mlp(x) - torch.nn.functional.gelu(x)).abs().max() > 1e-4  # not the exact GELU
     assert model.blocks[0].norm1.eps == 1e-3 and model.norm_f.eps == 1e-3
     assert GPT(small()).norm_f.eps == 1e-6 and GPT(small(norm="layernorm")).norm_f.eps == 1e-5  # the defaults, unchanged
+
+
+def test_token_shift_reads_the_previous_token_and_nothing_before_the_first():
+    """The embedding at position t carries token t - 1 through the shift; position 0 (no predecessor) gets
+    nothing added, and a cached decode step keeps the predecessor across calls."""
+    torch.manual_seed(0)
+    model = build(small(token_shift=True)).eval()
+    x = torch.randint(0, 97, (1, 6))
+    with torch.no_grad():
+        plain = model.wte(x)
+        shifted, _ = model.embed(x, torch.arange(6)[None], (torch.cat([x[:, :1], x[:, :-1]], 1), torch.arange(6)[None] > 0))
+        assert torch.equal(shifted[:, 0], plain[:, 0]) and not torch.allclose(shifted[:, 1:], plain[:, 1:])
+        cache = model.new_cache(1)
+        model(x[:, :5], cache=cache)
+        cache.write_slot.fill_(5)
+        assert int(cache.last_token) == int(x[0, 4]) and bool(cache.last_valid)
+        torch.testing.assert_close(model.decode_step(x[:, 5], cache), model(x)[:, -1], atol=1e-5, rtol=1e-5)
+        assert int(cache.last_token) == int(x[0, 5])

@@ -25,6 +25,9 @@ GPT2_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh"
 def architecture_of(cfg: ModelConfig) -> str:
     """llama or gpt2, or a one-line error naming the option that has no exact transformers equivalent."""
     architecture = "llama" if cfg.position == "rope" else "gpt2"
+    if cfg.token_shift:
+        raise ConfigError("model.token_shift=true has no transformers equivalent (neither Llama nor GPT-2 adds the previous "
+                          "token's embedding): export a model trained with model.token_shift=false")
     for option, allowed in BLOCKS[architecture].items():
         value = getattr(cfg, option)
         if value not in allowed:

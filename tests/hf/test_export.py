@@ -120,7 +120,7 @@ def test_an_exported_reward_model_scores_as_score_sequences(tokenizer, tmp_path,
 @pytest.mark.parametrize("options, named", [
     (dict(norm="layernorm"), "model.norm=layernorm"), (dict(mlp="gelu"), "model.mlp=gelu"),
     (dict(position="learned", norm="layernorm", mlp="swiglu"), "model.mlp=swiglu"),
-    (dict(position="learned"), "model.norm=rmsnorm"),
+    (dict(position="learned"), "model.norm=rmsnorm"), (dict(token_shift=True), "model.token_shift=true"),
 ])
 def test_a_block_with_no_transformers_equivalent_is_refused_naming_the_option(options, named):
     with pytest.raises(ConfigError) as raised:
