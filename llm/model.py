@@ -247,11 +247,7 @@ class GPT(nn.Module):
         write slot and positions are tensors advanced in place, so a CUDA graph of one call replays for
         every token. The caller keeps `cache.length` (the host's count) in step."""
         cache.key_valid.index_fill_(1, cache.write_slot, True)
-        previous = None
-        if self.shift is not None:
-            previous = (cache.last_token[:, None].clone(), cache.last_valid[:, None].clone())
-            cache.last_token.copy_(token)
-            cache.last_valid.fill_(True)
+        previous = previous_tokens(token[:, None], None, cache) if self.shift is not None else None
         x, rope = self.embed(token[:, None], cache.next_position[:, None], previous)
         mask = cache.key_valid[:, None, None, :]  # (B, 1, 1, max_len): the prompt's padding and empty slots stay out
         writes = SlotWrites(cache)
